@@ -1,0 +1,75 @@
+"""Orbax checkpoints of the TrainState: atomic saves, keep the last N, restore the latest good one."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+from maml_cli.config import UserError
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing or cannot be read."""
+
+
+class Checkpointer:
+    def __init__(self, directory: Path, keep: int = 3):
+        # Orbax wants absolute paths; saves go to a temporary folder renamed on success, so a run
+        # killed mid-save leaves the previous checkpoints intact.
+        self.directory = Path(directory).absolute()
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        )
+
+    def steps(self) -> list:
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> Optional[int]:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def save(self, step: int, state) -> None:
+        if step in self._manager.all_steps():
+            return
+        self._manager.save(step, args=ocp.args.StandardSave(state))
+        self._manager.wait_until_finished()
+
+    def restore(self, template, step: Optional[int] = None):
+        """Restore into the structure, dtypes and devices of ``template`` (a state or its abstract
+        shapes). Raises CheckpointError naming the file and the steps that exist."""
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoints in {self.directory}")
+        step = steps[-1] if step is None else step
+        if step not in steps:
+            raise CheckpointError(
+                f"no checkpoint for step {step} in {self.directory}; available: {', '.join(map(str, steps))}"
+            )
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        try:
+            return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as e:  # orbax raises many kinds for damaged or mismatched files
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(step)} cannot be read ({type(e).__name__}: {e}); "
+                "it may be damaged or from another config: delete it or pick another step"
+            ) from e
+
+    def restore_latest_good(self, template):
+        """Newest checkpoint that reads, skipping damaged ones with a warning. Returns (state, step)
+        or (None, None) where there is none."""
+        for step in reversed(self.steps()):
+            try:
+                return self.restore(template, step), step
+            except CheckpointError as e:
+                log.warning("skipping unreadable checkpoint: %s", e)
+        return None, None
+
+    def close(self) -> None:
+        self._manager.close()

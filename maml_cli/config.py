@@ -1,0 +1,253 @@
+"""Config schemas: the one home of defaults and types.
+
+Every YAML file under ``configs/`` extends one of these dataclasses (registered in Hydra's
+ConfigStore), so a misspelt key or a wrong type fails when the config is composed, before any
+data is read or anything is compiled. ``validate`` then checks what types cannot: that the
+numbers make sense together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class UserError(Exception):
+    """Bad input from the user: reported as one clear message and a non-zero exit, no traceback."""
+
+
+# --- dataset -------------------------------------------------------------------------------------
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    ways: int = 1  # classes per task (1 for regression)
+    shots: int = 1  # support examples per class (for sinusoid: the K points)
+    query_shots: int = 1  # query examples per class
+    path: Optional[str] = None  # where the data lives (unused by sinusoid)
+
+
+@dataclass
+class SinusoidConfig(DatasetConfig):
+    """Finn et al. (2017), section 5.1: y = A sin(x - phase) with A, phase and x drawn uniformly."""
+
+    name: str = "sinusoid"
+    shots: int = 10
+    query_shots: int = 10
+    amplitude_min: float = 0.1
+    amplitude_max: float = 5.0
+    phase_min: float = 0.0
+    phase_max: float = math.pi
+    x_min: float = -5.0
+    x_max: float = 5.0
+
+
+# --- model ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    name: str = "mlp"
+    hidden_sizes: List[int] = field(default_factory=lambda: [40, 40])
+    activation: str = "relu"
+
+
+# --- algorithm -----------------------------------------------------------------------------------
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "maml"
+    inner_lr: float = 0.01  # step size of the inner (adaptation) SGD steps
+    inner_steps: int = 1  # inner steps taken during meta-training
+    first_order: bool = False  # true: drop second-order terms (FOMAML)
+
+
+# --- training loop and evaluation ----------------------------------------------------------------
+
+
+@dataclass
+class TrainLoopConfig:
+    steps: int = 10_000  # outer (meta) iterations
+    meta_batch_size: int = 25  # tasks per outer step
+    outer_lr: float = 1e-3  # Adam learning rate of the outer loop
+    grad_clip: Optional[float] = None  # clip the meta-gradient by global norm (null: no clipping)
+    log_every: int = 100  # write train/* metrics every this many steps
+    eval_every: int = 1_000  # evaluate on val tasks every this many steps
+    checkpoint_every: int = 1_000  # save a checkpoint every this many steps (and at the end)
+    keep_checkpoints: int = 3  # how many recent checkpoints to keep
+    steps_per_call: int = 100  # outer steps fused into one jitted call (lax.scan)
+    task_batching: str = "vmap"  # how a meta-batch is mapped over tasks: vmap | map | unroll
+    progress: bool = True  # show a progress bar on the terminal
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = 600  # test tasks evaluated by maml-eval
+    inner_steps: int = 10  # inner steps at test time; metrics reported after each of 0..inner_steps
+    val_episodes: int = 100  # tasks evaluated at each train.eval_every during training
+    seed: int = 0  # fixed, so every checkpoint is scored on the same tasks
+    batch_size: int = 100  # episodes evaluated per jitted call
+
+
+@dataclass
+class TrainConfig:
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    algorithm: AlgorithmConfig = MISSING
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+
+
+# --- maml-eval -----------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalOverrides:
+    """Values here replace the run's own ``eval.*`` settings; null keeps the run's."""
+
+    episodes: Optional[int] = None
+    inner_steps: Optional[int] = None
+    seed: Optional[int] = None
+    batch_size: Optional[int] = None
+
+
+@dataclass
+class EvalAppConfig:
+    run_dir: str = MISSING  # a maml-train run directory
+    checkpoint: Optional[int] = None  # step to evaluate (null: the latest)
+    split: str = "test"  # test | val | train
+    eval: EvalOverrides = field(default_factory=EvalOverrides)
+    progress: bool = True
+
+
+DATASET_SCHEMAS = {"sinusoid": SinusoidConfig}
+MODEL_SCHEMAS = {"mlp": MLPConfig}
+TASK_BATCHING = ("vmap", "map", "unroll")
+SPLITS = ("train", "val", "test")
+
+
+def register_configs() -> None:
+    """Register the schemas that the YAML files extend (``defaults: [_schema_...]``)."""
+    cs = ConfigStore.instance()
+    cs.store(name="_train_schema", node=TrainConfig)
+    cs.store(name="_eval_schema", node=EvalAppConfig)
+    for name, node in DATASET_SCHEMAS.items():
+        cs.store(group="dataset", name=f"_schema_{name}", node=node)
+    for name, node in MODEL_SCHEMAS.items():
+        cs.store(group="model", name=f"_schema_{name}", node=node)
+    cs.store(group="algorithm", name="_schema", node=AlgorithmConfig)
+
+
+def _typed(schemas: dict, node: Any, group: str) -> DictConfig:
+    name = node.get("name")
+    if name not in schemas:
+        raise UserError(f"unknown {group} {name!r}; known: {', '.join(sorted(schemas))}")
+    return OmegaConf.merge(OmegaConf.structured(schemas[name]), node)
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    """The resolved config a maml-train run saved, re-checked against the schemas."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise UserError(
+            f"{run_dir} is not a maml-train run directory (no config.yaml); "
+            "pass run_dir=PATH of a directory that maml-train wrote"
+        )
+    raw = OmegaConf.load(path)
+    try:
+        cfg = OmegaConf.merge(
+            OmegaConf.structured(TrainConfig),
+            {
+                "dataset": _typed(DATASET_SCHEMAS, raw.dataset, "dataset"),
+                "model": _typed(MODEL_SCHEMAS, raw.model, "model"),
+            },
+            raw,
+        )
+    except UserError:
+        raise
+    except Exception as e:  # omegaconf validation errors
+        raise UserError(f"{path} does not match this version's config schema: {e}") from e
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that types cannot express. Raises UserError with every problem found."""
+    problems = []
+    d, a, t, e = cfg.dataset, cfg.algorithm, cfg.train, cfg.eval
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            problems.append(msg)
+
+    need(d.ways >= 1, f"dataset.ways must be >= 1 (got {d.ways})")
+    need(d.shots >= 1, f"dataset.shots must be >= 1 (got {d.shots})")
+    need(d.query_shots >= 1, f"dataset.query_shots must be >= 1 (got {d.query_shots})")
+    if d.name == "sinusoid":
+        need(d.ways == 1, f"sinusoid is regression: dataset.ways must be 1 (got {d.ways})")
+        need(d.amplitude_min <= d.amplitude_max, "dataset.amplitude_min must be <= amplitude_max")
+        need(d.phase_min <= d.phase_max, "dataset.phase_min must be <= phase_max")
+        need(d.x_min < d.x_max, "dataset.x_min must be < x_max")
+    need(a.inner_lr >= 0, f"algorithm.inner_lr must be >= 0 (got {a.inner_lr})")
+    need(a.inner_steps >= 0, f"algorithm.inner_steps must be >= 0 (got {a.inner_steps})")
+    need(t.steps >= 0, f"train.steps must be >= 0 (got {t.steps})")
+    need(t.meta_batch_size >= 1, f"train.meta_batch_size must be >= 1 (got {t.meta_batch_size})")
+    need(t.outer_lr > 0, f"train.outer_lr must be > 0 (got {t.outer_lr})")
+    need(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be > 0 or null")
+    for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "steps_per_call"):
+        need(t[key] >= 1, f"train.{key} must be >= 1 (got {t[key]})")
+    need(
+        t.task_batching in TASK_BATCHING,
+        f"train.task_batching must be one of {', '.join(TASK_BATCHING)} (got {t.task_batching!r})",
+    )
+    need(e.episodes >= 1, f"eval.episodes must be >= 1 (got {e.episodes})")
+    need(e.inner_steps >= 0, f"eval.inner_steps must be >= 0 (got {e.inner_steps})")
+    need(e.val_episodes >= 1, f"eval.val_episodes must be >= 1 (got {e.val_episodes})")
+    need(e.batch_size >= 1, f"eval.batch_size must be >= 1 (got {e.batch_size})")
+    if problems:
+        raise UserError("invalid config:\n  " + "\n  ".join(problems))
+
+
+# Keys that may change when a run is resumed: how long and how chatty it is, not what it computes.
+RESUMABLE_CHANGES = (
+    "train.steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.progress",
+    "eval.episodes",
+    "eval.val_episodes",
+)
+
+
+def _flatten(node: Any, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def resume_conflicts(saved: DictConfig, current: DictConfig) -> List[str]:
+    """Keys whose values differ between a run's saved config and the one resuming it."""
+    a = _flatten(OmegaConf.to_container(saved, resolve=True))
+    b = _flatten(OmegaConf.to_container(current, resolve=True))
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
+    ]

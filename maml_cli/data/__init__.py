@@ -1,0 +1,27 @@
+"""Task samplers, found by ``dataset.name``.
+
+A sampler has ``spec`` (a TaskSpec) and ``sample(key, split, num_tasks) -> Episodes``, a pure
+function of the key that runs inside jit, so tasks are drawn on the device with no host round trip.
+Splits: "train", "val", "test".
+"""
+
+from __future__ import annotations
+
+from maml_cli.config import UserError
+from maml_cli.data.episodes import Episodes, TaskSpec
+from maml_cli.data.sinusoid import SinusoidTasks
+
+SAMPLERS = {"sinusoid": SinusoidTasks}
+
+
+def build_sampler(dataset_cfg):
+    try:
+        cls = SAMPLERS[dataset_cfg.name]
+    except KeyError:
+        raise UserError(
+            f"unknown dataset {dataset_cfg.name!r}; known: {', '.join(sorted(SAMPLERS))}"
+        ) from None
+    return cls(dataset_cfg)
+
+
+__all__ = ["Episodes", "TaskSpec", "build_sampler", "SAMPLERS"]

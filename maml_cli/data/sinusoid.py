@@ -1,0 +1,35 @@
+"""Sinusoid regression tasks (Finn et al. 2017, section 5.1), sampled on the device."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from maml_cli.data.episodes import Episodes, TaskSpec
+
+
+class SinusoidTasks:
+    """y = A sin(x - phase); every split draws from the same distribution with its own keys."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.spec = TaskSpec(input_shape=(1,), output_dim=1, kind="regression")
+
+    def sample(self, key: jax.Array, split: str, num_tasks: int) -> Episodes:
+        del split  # tasks are infinite; splits differ only by the caller's key
+        c = self.cfg
+        k_amp, k_phase, k_x = jax.random.split(key, 3)
+        amplitude = jax.random.uniform(
+            k_amp, (num_tasks, 1, 1), minval=c.amplitude_min, maxval=c.amplitude_max
+        )
+        phase = jax.random.uniform(k_phase, (num_tasks, 1, 1), minval=c.phase_min, maxval=c.phase_max)
+        x = jax.random.uniform(
+            k_x, (num_tasks, c.shots + c.query_shots, 1), minval=c.x_min, maxval=c.x_max
+        )
+        y = amplitude * jnp.sin(x - phase)
+        return Episodes(
+            support_x=x[:, : c.shots],
+            support_y=y[:, : c.shots],
+            query_x=x[:, c.shots :],
+            query_y=y[:, c.shots :],
+        )

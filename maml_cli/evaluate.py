@@ -1,0 +1,102 @@
+"""maml-eval: score a run's checkpoint on fresh tasks and write ``eval.json`` into the run.
+
+    maml-eval run_dir=runs/sine                       # latest checkpoint, test split
+    maml-eval run_dir=runs/sine checkpoint=5000 eval.episodes=1000 eval.inner_steps=10 split=val
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from maml_cli.config import SPLITS, UserError, load_run_config, register_configs, validate
+
+log = logging.getLogger("maml_cli.evaluate")
+register_configs()
+# Orbax logs every save at INFO through absl; keep the terminal for our own messages.
+for _name in ("absl", "jax._src.xla_bridge"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+EXIT_USER_ERROR = 2
+
+
+def evaluate_run(app: DictConfig) -> dict:
+    """Evaluate the run named by ``app.run_dir``; returns (and writes) the eval.json record."""
+    from tqdm import tqdm
+
+    from maml_cli.checkpoints import Checkpointer
+    from maml_cli.evaluation import eval_key, run_episodes, summarize
+    from maml_cli.trainer import build_experiment
+
+    run_dir = Path(app.run_dir)
+    if app.split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)} (got {app.split!r})")
+    cfg = load_run_config(run_dir)
+    for key, value in app.eval.items():
+        if value is not None:
+            cfg.eval[key] = value
+    validate(cfg)
+    if not (run_dir / "checkpoints").is_dir():
+        raise UserError(f"{run_dir} has no checkpoints/ yet: train it first (maml-train hydra.run.dir={run_dir})")
+
+    exp = build_experiment(cfg)
+    checkpointer = Checkpointer(run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)
+    try:
+        state = checkpointer.restore(exp.init_state(cfg.seed), app.checkpoint)
+    finally:
+        checkpointer.close()
+    step = int(state.step)
+
+    e = cfg.eval
+    score = exp.scorer(cfg, app.split, e.inner_steps)
+    with tqdm(total=e.episodes, unit="task", desc=f"eval {app.split}", disable=not app.progress) as bar:
+        values = run_episodes(score, state.params, eval_key(e.seed, app.split), e.episodes,
+                              min(e.batch_size, e.episodes), on_batch=bar.update)
+    record = {
+        "metric": exp.metric,
+        "episodes": int(e.episodes),
+        "split": app.split,
+        "checkpoint_step": step,
+        "inner_lr": float(cfg.algorithm.inner_lr),
+        "inner_steps": int(e.inner_steps),
+        "eval_seed": int(e.seed),
+        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "algorithm": cfg.algorithm.name,
+        "model": cfg.model.name,
+        "ci": "1.96 * std / sqrt(episodes)",
+        "per_step": summarize(values),
+    }
+    (run_dir / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def format_table(record: dict) -> str:
+    scale, unit = (100.0, "%") if record["metric"] == "accuracy" else (1.0, "")
+    lines = [
+        f"{record['split']} {record['metric']} over {record['episodes']} tasks, checkpoint step "
+        f"{record['checkpoint_step']} (mean +- 95% CI)",
+        f"{'inner step':>10}  {record['metric']:>18}",
+    ]
+    for row in record["per_step"]:
+        lines.append(f"{row['step']:>10}  {row['mean'] * scale:>10.4f}{unit} +- {row['ci95'] * scale:.4f}{unit}")
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://maml_cli.configs", config_name="eval")
+def main(app: DictConfig) -> None:
+    try:
+        record = evaluate_run(app)
+    except UserError as e:
+        log.error("%s", e)
+        sys.exit(EXIT_USER_ERROR)
+    print(format_table(record))
+    print(f"wrote {Path(app.run_dir) / 'eval.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The meta-learning math: pure functions of parameters, tasks and keys. Nothing here touches disk."""

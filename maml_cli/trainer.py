@@ -1,0 +1,197 @@
+"""The training loop: the one place with side effects (run directory, writers, checkpoints,
+progress bar, NaN stop, signals). Everything it calls is pure and jitted."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from maml_cli.checkpoints import Checkpointer
+from maml_cli.config import UserError, resume_conflicts
+from maml_cli.data import build_sampler
+from maml_cli.evaluation import eval_key, make_scorer, run_episodes, summarize
+from maml_cli.meta.losses import make_task_loss
+from maml_cli.metrics import MetricWriter
+from maml_cli.meta.outer import (TrainState, init_state, make_meta_loss, make_multi_step,
+                                 make_optimizer, make_train_step)
+from maml_cli.models import build_model
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint of the last completed step was written."""
+
+
+class NonFiniteLoss(UserError):
+    pass
+
+
+@dataclass
+class Experiment:
+    """The pieces a config builds: shared by maml-train and maml-eval."""
+
+    sampler: Any
+    model: Any
+    task_loss: Any
+    optimizer: Any
+
+    @property
+    def metric(self) -> str:
+        return self.sampler.spec.metric
+
+    def init_state(self, seed: int) -> TrainState:
+        return init_state(self.model, self.sampler.spec.input_shape, self.optimizer, seed)
+
+    def scorer(self, cfg: DictConfig, split: str, inner_steps: int) -> Callable:
+        return make_scorer(self.sampler.sample, self.task_loss, inner_lr=cfg.algorithm.inner_lr,
+                           inner_steps=inner_steps, split=split, task_batching=cfg.train.task_batching)
+
+
+def build_experiment(cfg: DictConfig) -> Experiment:
+    sampler = build_sampler(cfg.dataset)
+    model = build_model(cfg.model, sampler.spec)
+    return Experiment(sampler=sampler, model=model,
+                      task_loss=make_task_loss(model.apply, sampler.spec.kind),
+                      optimizer=make_optimizer(cfg.train.outer_lr, cfg.train.grad_clip))
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between jitted calls, so the state is never left
+    half-donated and the last completed step can be checkpointed."""
+
+    def __init__(self):
+        self.signum = None
+
+    @contextlib.contextmanager
+    def installed(self):
+        def handler(signum, frame):
+            if self.signum is not None:  # second signal: stop now
+                raise KeyboardInterrupt
+            self.signum = signum
+            log.warning("received %s: stopping after the current step and saving a checkpoint",
+                        signal.Signals(signum).name)
+
+        try:
+            previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: leave signals alone
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def _next_boundary(step: int, every: int) -> int:
+    return (step // every + 1) * every
+
+
+def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
+    """Train (or resume) the run in ``workdir``; returns the last validation metrics."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    t = cfg.train
+    exp = build_experiment(cfg)
+
+    config_path = workdir / "config.yaml"
+    checkpointer = Checkpointer(workdir / "checkpoints", keep=t.keep_checkpoints)
+    state = exp.init_state(cfg.seed)
+    start = 0
+    if checkpointer.steps():
+        if config_path.exists():
+            conflicts = resume_conflicts(OmegaConf.load(config_path), cfg)
+            if conflicts:
+                raise UserError(
+                    f"{workdir} holds a run with a different config; resuming would mix two "
+                    "experiments. Use another hydra.run.dir, or the same settings. Differences:\n  "
+                    + "\n  ".join(conflicts))
+        restored, restored_step = checkpointer.restore_latest_good(state)
+        if restored is not None:
+            state, start = restored, restored_step
+            log.info("resuming %s from step %d", workdir, start)
+    OmegaConf.save(cfg, config_path, resolve=True)
+
+    multi_step = make_multi_step(make_train_step(
+        exp.sampler.sample,
+        make_meta_loss(exp.task_loss, inner_lr=cfg.algorithm.inner_lr, inner_steps=cfg.algorithm.inner_steps,
+                       first_order=cfg.algorithm.first_order, task_batching=t.task_batching),
+        exp.optimizer, t.meta_batch_size, exp.metric))
+    trained_steps = cfg.algorithm.inner_steps
+    val_steps = max(trained_steps, cfg.eval.inner_steps)
+    val_score = exp.scorer(cfg, "val", val_steps)
+    val_key = eval_key(cfg.eval.seed, "val")
+
+    def validate_now(step: int) -> dict:
+        values = run_episodes(val_score, state.params, val_key, cfg.eval.val_episodes,
+                              min(cfg.eval.batch_size, cfg.eval.val_episodes))
+        means = values.mean(axis=0)
+        return {f"val/{exp.metric}_pre": means[0], f"val/{exp.metric}": means[trained_steps],
+                f"val/{exp.metric}_step{val_steps}": means[val_steps]}
+
+    writer = None
+    last_val: dict = {}
+    stop = _StopFlag()
+    step = start
+    pending: list = []  # per-call metric arrays since the last log line
+    try:
+        writer = MetricWriter(workdir, resume_step=start)
+        with stop.installed(), logging_redirect_tqdm(), tqdm(
+            total=t.steps, initial=start, unit="step", disable=not t.progress, dynamic_ncols=True,
+            desc="meta-train",
+        ) as bar:
+            if start == 0 and t.steps > 0:
+                log.info("compiling the outer step (first call)")
+            last_log = (step, time.perf_counter())
+            while step < t.steps and stop.signum is None:
+                end = min(t.steps, step + t.steps_per_call, _next_boundary(step, t.log_every),
+                          _next_boundary(step, t.eval_every), _next_boundary(step, t.checkpoint_every))
+                state, chunk = multi_step(state, end - step)
+                pending.append(chunk)
+                bar.update(end - step)
+                step = end
+
+                if step % t.log_every == 0 or step == t.steps:
+                    metrics = {k: float(np.mean(np.concatenate([np.asarray(c[k]) for c in pending])))
+                               for k in pending[0]}
+                    pending = []
+                    if not np.isfinite(metrics["train/query_loss"]):
+                        raise NonFiniteLoss(
+                            f"meta-training loss is {metrics['train/query_loss']} at step {step}; "
+                            f"last checkpoint: step {checkpointer.latest_step()}. Lower train.outer_lr "
+                            "or algorithm.inner_lr, or set train.grad_clip.")
+                    now = time.perf_counter()
+                    metrics["train/steps_per_s"] = (step - last_log[0]) / (now - last_log[1])
+                    last_log = (step, now)
+                    writer.write(step, metrics)
+                    bar.set_postfix(loss=f"{metrics['train/query_loss']:.4g}")
+                if step % t.eval_every == 0 or step == t.steps:
+                    last_val = {k: float(v) for k, v in validate_now(step).items()}
+                    writer.write(step, last_val)
+                    log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in last_val.items()))
+                if step % t.checkpoint_every == 0 or step == t.steps:
+                    checkpointer.save(step, state)
+            if stop.signum is not None:
+                checkpointer.save(step, state)
+                raise TrainingInterrupted(
+                    f"stopped at step {step} by {signal.Signals(stop.signum).name}; checkpoint saved. "
+                    "Run the same command with the same hydra.run.dir to resume.")
+    finally:
+        if writer is not None:
+            writer.close()
+        checkpointer.close()
+    if start >= t.steps:
+        log.info("%s is already trained to step %d (train.steps=%d): nothing to do", workdir, start, t.steps)
+    return last_val

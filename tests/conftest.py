@@ -1,0 +1,36 @@
+"""Shared helpers: compose the real packaged configs with tiny overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from maml_cli.config import register_configs
+
+register_configs()
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+TINY = ["experiment=sinusoid_tiny", "train.progress=false"]
+
+
+def make_cfg(*overrides: str, config_name: str = "train"):
+    with initialize_config_module(config_module="maml_cli.configs", version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+@pytest.fixture
+def tiny_cfg():
+    def build(*overrides):
+        return make_cfg(*TINY, *overrides)
+
+    return build
+
+
+@pytest.fixture(autouse=True)
+def _quiet_env(monkeypatch):
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    yield
