@@ -158,17 +158,13 @@ def _typed(schemas: dict, node: Any, group: str) -> DictConfig:
     return OmegaConf.merge(OmegaConf.structured(schemas[name]), node)
 
 
-def load_run_config(run_dir: Path) -> DictConfig:
-    """The resolved config a maml-train run saved, re-checked against the schemas."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise UserError(
-            f"{run_dir} is not a maml-train run directory (no config.yaml); "
-            "pass run_dir=PATH of a directory that maml-train wrote"
-        )
-    raw = OmegaConf.load(path)
+def conform(raw: Any, source: str = "config") -> DictConfig:
+    """``raw`` merged onto the schemas, so keys the schemas lack (say ``+train.stepz=3``, which
+    Hydra lets through) and wrong types fail here with a UserError."""
+    if isinstance(raw, DictConfig):  # drop the node types so every key is checked afresh
+        raw = OmegaConf.create(OmegaConf.to_container(raw, resolve=False))
     try:
-        cfg = OmegaConf.merge(
+        return OmegaConf.merge(
             OmegaConf.structured(TrainConfig),
             {
                 "dataset": _typed(DATASET_SCHEMAS, raw.dataset, "dataset"),
@@ -178,13 +174,24 @@ def load_run_config(run_dir: Path) -> DictConfig:
         )
     except UserError:
         raise
-    except Exception as e:  # omegaconf validation errors
-        raise UserError(f"{path} does not match this version's config schema: {e}") from e
-    return cfg
+    except Exception as e:  # omegaconf's key and validation errors
+        raise UserError(f"{source} does not match the config schema: {e}") from e
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    """The resolved config a maml-train run saved, re-checked against the schemas."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise UserError(
+            f"{run_dir} is not a maml-train run directory (no config.yaml); "
+            "pass run_dir=PATH of a directory that maml-train wrote"
+        )
+    return conform(OmegaConf.load(path), source=str(path))
 
 
 def validate(cfg: DictConfig) -> None:
     """Checks that types cannot express. Raises UserError with every problem found."""
+    conform(cfg)
     problems = []
     d, a, t, e = cfg.dataset, cfg.algorithm, cfg.train, cfg.eval
 

@@ -1,0 +1,111 @@
+"""Config composition: every preset composes and validates; typos and bad values fail early."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
+
+from maml_cli.config import UserError, resume_conflicts, validate
+from tests.conftest import make_cfg
+
+
+def _options(group: str):
+    folder = resources.files("maml_cli.configs") / group
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def test_configs_ship_inside_the_package():
+    assert "sinusoid_paper" in _options("experiment")
+    assert (resources.files("maml_cli.configs") / "train.yaml").is_file()
+    assert (resources.files("maml_cli.configs") / "eval.yaml").is_file()
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_every_experiment_preset_composes_and_validates(experiment):
+    cfg = make_cfg(f"experiment={experiment}")
+    validate(cfg)
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+@pytest.mark.parametrize("group", ["dataset", "model", "algorithm"])
+def test_every_group_option_composes(group):
+    for option in _options(group):
+        validate(make_cfg(f"{group}={option}"))
+
+
+def test_default_is_sinusoid_maml():
+    cfg = make_cfg()
+    assert cfg.dataset.name == "sinusoid" and cfg.model.name == "mlp" and cfg.algorithm.name == "maml"
+    assert cfg.algorithm.first_order is False
+
+
+def test_sinusoid_paper_preset_has_the_paper_hyperparameters():
+    cfg = make_cfg("experiment=sinusoid_paper")
+    assert (cfg.dataset.shots, cfg.dataset.query_shots) == (10, 10)
+    assert list(cfg.model.hidden_sizes) == [40, 40] and cfg.model.activation == "relu"
+    assert (cfg.algorithm.inner_lr, cfg.algorithm.inner_steps) == (0.01, 1)
+    assert (cfg.train.steps, cfg.train.meta_batch_size, cfg.train.outer_lr) == (70000, 25, 0.001)
+    assert (cfg.dataset.amplitude_min, cfg.dataset.amplitude_max) == (0.1, 5.0)
+
+
+def test_query_shots_follow_shots_unless_set():
+    assert make_cfg("dataset.shots=5").dataset.query_shots == 5
+    assert make_cfg("dataset.shots=5", "dataset.query_shots=7").dataset.query_shots == 7
+
+
+def test_fomaml_is_first_order():
+    assert make_cfg("algorithm=fomaml").algorithm.first_order is True
+
+
+@pytest.mark.parametrize("override", ["train.stepz=3", "dataset.shotz=3", "algorithm.inner_lrr=0.1", "model.width=3"])
+def test_unknown_key_fails_at_composition(override):
+    with pytest.raises(ConfigCompositionException) as info:
+        make_cfg(override)
+    key = override.split("=")[0].split(".")[-1]
+    assert f"Key '{key}' not in" in str(info.value.__cause__)
+    # Hydra lets "+key=value" add keys; validate() still refuses what the schema lacks.
+    with pytest.raises(UserError, match=f"Key '{key}' not in"):
+        validate(make_cfg("+" + override))
+
+
+@pytest.mark.parametrize("override", ["train.steps=many", "algorithm.first_order=maybe", "dataset.shots=1.5"])
+def test_wrong_type_fails_at_composition(override):
+    with pytest.raises(ConfigCompositionException) as info:
+        make_cfg(override)
+    assert isinstance(info.value.__cause__, ValidationError)
+
+
+def test_unknown_group_option_fails():
+    with pytest.raises(Exception, match="dataset"):
+        make_cfg("dataset=imagenet21k")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("dataset.shots=0", "dataset.shots must be >= 1"),
+    ("dataset.ways=5", "sinusoid is regression"),
+    ("train.meta_batch_size=0", "train.meta_batch_size"),
+    ("train.task_batching=pmap", "train.task_batching must be one of"),
+    ("algorithm.inner_lr=-1", "algorithm.inner_lr"),
+    ("eval.episodes=0", "eval.episodes"),
+    ("dataset.x_min=6", "x_min"),
+])
+def test_validate_explains_bad_values(override, message):
+    with pytest.raises(UserError, match=message):
+        validate(make_cfg(override))
+
+
+def test_validate_lists_every_problem():
+    with pytest.raises(UserError) as info:
+        validate(make_cfg("dataset.shots=0", "train.outer_lr=0"))
+    assert "dataset.shots" in str(info.value) and "train.outer_lr" in str(info.value)
+
+
+def test_resume_conflicts_ignore_length_but_not_math():
+    saved = make_cfg("train.steps=100")
+    assert resume_conflicts(saved, make_cfg("train.steps=200", "train.progress=false")) == []
+    conflicts = resume_conflicts(saved, make_cfg("train.steps=100", "algorithm.inner_lr=0.5"))
+    assert conflicts == ["algorithm.inner_lr: 0.01 -> 0.5"]

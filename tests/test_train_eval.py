@@ -1,0 +1,224 @@
+"""The real training loop and maml-eval on tiny settings: in-process and through the console scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from maml_cli.checkpoints import CheckpointError, Checkpointer
+from maml_cli.config import UserError
+from maml_cli.evaluate import evaluate_run, format_table
+from maml_cli.trainer import NonFiniteLoss, build_experiment, train_and_evaluate
+from tests.conftest import TINY, make_cfg
+
+BIN = Path(sys.executable).parent
+
+
+def _records(run_dir: Path):
+    """metrics.jsonl without the wall-clock fields, which differ between runs."""
+    out = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        rec.pop("time")
+        rec.pop("train/steps_per_s", None)
+        out.append(rec)
+    return out
+
+
+def _params(run_dir: Path, cfg, step=None):
+    ckpt = Checkpointer(run_dir / "checkpoints")
+    try:
+        state = ckpt.restore(build_experiment(cfg).init_state(cfg.seed), step)
+    finally:
+        ckpt.close()
+    return state
+
+
+def test_train_writes_a_complete_run_directory(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("train.keep_checkpoints=1")
+    val = train_and_evaluate(cfg, tmp_path)
+    assert set(val) == {"val/mse_pre", "val/mse", "val/mse_step3"}
+    assert (tmp_path / "config.yaml").is_file()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    records = _records(tmp_path)
+    assert [r["step"] for r in records if "train/query_loss" in r] == [5, 10, 15, 20]
+    assert [r["step"] for r in records if "val/mse" in r] == [10, 20]
+    assert all(np.isfinite(v) for r in records for v in r.values())
+    assert Checkpointer(tmp_path / "checkpoints").steps() == [20]  # keep_checkpoints=1
+    assert int(_params(tmp_path, cfg).step) == 20
+
+
+def test_training_lowers_the_query_loss(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("train.steps=1000", "train.meta_batch_size=10", "model.hidden_sizes=[40,40]",
+                   "train.outer_lr=0.003", "train.log_every=100", "train.eval_every=1000",
+                   "train.checkpoint_every=1000", "train.steps_per_call=100")
+    train_and_evaluate(cfg, tmp_path)
+    losses = [r["train/query_loss"] for r in _records(tmp_path) if "train/query_loss" in r]
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_resume_continues_at_the_right_step_with_identical_results(tiny_cfg, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train_and_evaluate(tiny_cfg(), straight)
+    train_and_evaluate(tiny_cfg("train.steps=10"), split)
+    assert Checkpointer(split / "checkpoints").latest_step() == 10
+    train_and_evaluate(tiny_cfg(), split)  # the same command again, longer: resumes from 10
+    assert _records(split) == _records(straight)
+    a, b = _params(straight, tiny_cfg()), _params(split, tiny_cfg())
+    assert int(b.step) == 20
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_crash_after_the_last_checkpoint_loses_nothing(tiny_cfg, tmp_path):
+    """Metrics written after the last checkpoint are recomputed on resume, never duplicated."""
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    train_and_evaluate(tiny_cfg(), straight)
+    train_and_evaluate(tiny_cfg(), crashed)
+    shutil.rmtree(crashed / "checkpoints" / "20")  # as if killed just before the final save
+    with open(crashed / "metrics.jsonl", "a") as f:
+        f.write('{"step": 25, "train/query_lo')  # and mid-write
+    train_and_evaluate(tiny_cfg(), crashed)
+    assert _records(crashed) == _records(straight)
+
+
+def test_resume_skips_a_damaged_checkpoint(tiny_cfg, tmp_path, caplog):
+    train_and_evaluate(tiny_cfg(), tmp_path)
+    for f in (tmp_path / "checkpoints" / "20").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        _params(tmp_path, tiny_cfg(), 20)
+    train_and_evaluate(tiny_cfg("train.steps=30"), tmp_path)
+    assert "skipping unreadable checkpoint" in caplog.text
+    assert int(_params(tmp_path, tiny_cfg(), 30).step) == 30
+
+
+def test_resume_refuses_a_different_experiment(tiny_cfg, tmp_path):
+    train_and_evaluate(tiny_cfg("train.steps=10"), tmp_path)
+    with pytest.raises(UserError, match=r"algorithm.inner_lr: 0.01 -> 0.5"):
+        train_and_evaluate(tiny_cfg("algorithm.inner_lr=0.5"), tmp_path)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tiny_cfg, tmp_path):
+    with pytest.raises(NonFiniteLoss, match="Lower train.outer_lr"):
+        train_and_evaluate(tiny_cfg("algorithm.inner_lr=1e30"), tmp_path)
+
+
+def test_train_then_evaluate_in_process(tiny_cfg, tmp_path):
+    train_and_evaluate(tiny_cfg(), tmp_path)
+    app = make_cfg(f"run_dir={tmp_path}", "eval.episodes=30", "eval.inner_steps=4", "progress=false",
+                   config_name="eval")
+    record = evaluate_run(app)
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved == record
+    assert record["metric"] == "mse" and record["episodes"] == 30 and record["checkpoint_step"] == 20
+    assert [r["step"] for r in record["per_step"]] == [0, 1, 2, 3, 4]
+    assert all(r["ci95"] > 0 for r in record["per_step"])
+    assert evaluate_run(app)["per_step"] == record["per_step"]  # fixed eval seed: same tasks, same numbers
+    other = evaluate_run(make_cfg(f"run_dir={tmp_path}", "eval.episodes=30", "eval.inner_steps=4", "eval.seed=1",
+                                  "progress=false", config_name="eval"))
+    assert other["per_step"] != record["per_step"]
+    earlier = evaluate_run(make_cfg(f"run_dir={tmp_path}", "checkpoint=10", "progress=false", config_name="eval"))
+    assert earlier["checkpoint_step"] == 10 and earlier["episodes"] == 20  # the run's own eval.episodes
+    assert "inner step" in format_table(record)
+
+
+def test_evaluate_reports_bad_input(tiny_cfg, tmp_path):
+    with pytest.raises(UserError, match="not a maml-train run directory"):
+        evaluate_run(make_cfg(f"run_dir={tmp_path / 'nowhere'}", config_name="eval"))
+    train_and_evaluate(tiny_cfg(), tmp_path)
+    with pytest.raises(CheckpointError, match="available: 10, 20"):
+        evaluate_run(make_cfg(f"run_dir={tmp_path}", "checkpoint=15", config_name="eval"))
+    with pytest.raises(UserError, match="split must be one of"):
+        evaluate_run(make_cfg(f"run_dir={tmp_path}", "split=dev", config_name="eval"))
+
+
+# --- through the installed console scripts --------------------------------------------------------
+
+
+def _run(*args, timeout=300, **kw):
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def test_console_scripts_train_then_eval(tmp_path):
+    run_dir = tmp_path / "run"
+    train = _run("maml-train", *TINY, f"hydra.run.dir={run_dir}")
+    assert train.returncode == 0, train.stderr
+    assert (run_dir / "train.log").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
+    ev = _run("maml-eval", f"run_dir={run_dir}", "eval.episodes=10")
+    assert ev.returncode == 0, ev.stderr
+    assert "test mse over 10 tasks" in ev.stdout
+    assert json.loads((run_dir / "eval.json").read_text())["episodes"] == 10
+
+
+def test_console_script_bad_override_fails_clearly(tmp_path):
+    typo = _run("maml-train", f"hydra.run.dir={tmp_path / 'a'}", "train.stepz=3")
+    assert typo.returncode != 0
+    assert "Key 'stepz' not in 'TrainLoopConfig'" in typo.stderr
+    bad = _run("maml-train", f"hydra.run.dir={tmp_path / 'b'}", "dataset.shots=0")
+    assert bad.returncode == 2
+    assert "dataset.shots must be >= 1" in bad.stderr
+    assert not (tmp_path / "b" / "checkpoints").exists()
+    missing = _run("maml-eval")
+    assert missing.returncode != 0 and "run_dir" in missing.stderr
+    nowhere = _run("maml-eval", f"run_dir={tmp_path / 'nowhere'}")
+    assert nowhere.returncode == 2 and "not a maml-train run directory" in nowhere.stderr
+
+
+def test_console_script_help_lists_groups():
+    out = _run("maml-train", "--help")
+    assert out.returncode == 0
+    for word in ("dataset:", "sinusoid", "experiment:", "sinusoid_paper", "algorithm:", "fomaml"):
+        assert word in out.stdout
+
+
+def test_sweep_gives_each_job_its_own_directory(tmp_path):
+    sweep = _run("maml-train", "-m", *TINY, "train.steps=5", "seed=0,1", "algorithm.inner_lr=0.001,0.01",
+                 f"hydra.sweep.dir={tmp_path}")
+    assert sweep.returncode == 0, sweep.stderr
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    seen = set()
+    for job in jobs:
+        cfg = (job / "config.yaml").read_text()
+        seen.add((cfg.count("inner_lr: 0.001"), "seed: 1" in cfg))
+        assert Checkpointer(job / "checkpoints").latest_step() == 5
+    assert len(seen) == 4
+
+
+def test_sigint_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TINY, "train.steps=100000", "train.log_every=100", "train.eval_every=100000",
+            "train.checkpoint_every=100000", "train.steps_per_call=100", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen([str(BIN / "maml-train"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / "metrics.jsonl").exists() or \
+            not (run_dir / "metrics.jsonl").read_text().strip():
+        time.sleep(0.2)
+        assert proc.poll() is None and time.time() < deadline
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err
+    stopped_at = Checkpointer(run_dir / "checkpoints").latest_step()
+    assert stopped_at and stopped_at % 100 == 0 and stopped_at < 100000
+    logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert max(logged) <= stopped_at
+    resumed = _run("maml-train", *args[:-5], f"train.steps={stopped_at + 100}", "train.log_every=100",
+                   "train.eval_every=100000", "train.checkpoint_every=100000", "train.steps_per_call=100",
+                   f"hydra.run.dir={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {run_dir} from step {stopped_at}" in resumed.stderr
+    assert Checkpointer(run_dir / "checkpoints").latest_step() == stopped_at + 100
