@@ -37,7 +37,7 @@ def test_second_order_meta_gradient_matches_finite_differences(inner_steps):
     with jax.enable_x64(True):
         task_loss, params, episodes = _small_problem(dtype=jnp.float64)
         meta_loss = make_meta_loss(task_loss, inner_lr=0.1, inner_steps=inner_steps, first_order=False)
-        loss = lambda p: meta_loss(p, episodes)[0]  # noqa: E731
+        loss = jax.jit(lambda p: meta_loss(p, episodes)[0])
         grads = _flat(jax.grad(loss)(params))
         flat, unravel = jax.flatten_util.ravel_pytree(params)
         eps = 1e-6
