@@ -55,7 +55,7 @@ def evaluate_run(app: DictConfig) -> dict:
     e = cfg.eval
     score = exp.scorer(cfg, app.split, e.inner_steps)
     with tqdm(total=e.episodes, unit="task", desc=f"eval {app.split}", disable=not app.progress) as bar:
-        values = run_episodes(score, state.params, eval_key(e.seed, app.split), e.episodes,
+        values = run_episodes(score, state.params, exp.sampler.data, eval_key(e.seed, app.split), e.episodes,
                               min(e.batch_size, e.episodes), on_batch=bar.update)
     record = {
         "metric": exp.metric,

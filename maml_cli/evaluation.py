@@ -17,23 +17,23 @@ from maml_cli.meta.losses import TaskLoss
 
 def make_scorer(sample: Callable, task_loss: TaskLoss, *, inner_lr: float, inner_steps: int, split: str,
                 task_batching: str = "vmap") -> Callable:
-    """``score(params, key, num_episodes) -> [num_episodes, inner_steps + 1]`` query metrics."""
+    """``score(params, data, key, num_episodes) -> [num_episodes, inner_steps + 1]`` query metrics."""
 
-    @partial(jax.jit, static_argnums=2)
-    def score(params, key, num_episodes: int):
-        episodes = sample(key, split, num_episodes)
+    @partial(jax.jit, static_argnums=3)
+    def score(params, data, key, num_episodes: int):
+        episodes = sample(data, key, split, num_episodes)
         trace = partial(adaptation_trace, task_loss, params, inner_lr=inner_lr, inner_steps=inner_steps)
         return map_tasks(trace, episodes, task_batching)
 
     return score
 
 
-def run_episodes(score: Callable, params, key: jax.Array, episodes: int, batch_size: int,
+def run_episodes(score: Callable, params, data, key: jax.Array, episodes: int, batch_size: int,
                  on_batch: Optional[Callable[[int], None]] = None) -> np.ndarray:
     """Score ``episodes`` tasks in batches; batch i draws its tasks from fold_in(key, i)."""
     chunks, done, i = [], 0, 0
     while done < episodes:
-        values = np.asarray(score(params, jax.random.fold_in(key, i), batch_size))
+        values = np.asarray(score(params, data, jax.random.fold_in(key, i), batch_size))
         take = min(batch_size, episodes - done)
         chunks.append(values[:take])
         done += take

@@ -135,7 +135,7 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
     val_key = eval_key(cfg.eval.seed, "val")
 
     def validate_now(step: int) -> dict:
-        values = run_episodes(val_score, state.params, val_key, cfg.eval.val_episodes,
+        values = run_episodes(val_score, state.params, exp.sampler.data, val_key, cfg.eval.val_episodes,
                               min(cfg.eval.batch_size, cfg.eval.val_episodes))
         means = values.mean(axis=0)
         return {f"val/{exp.metric}_pre": means[0], f"val/{exp.metric}": means[trained_steps],
@@ -158,7 +158,7 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
             while step < t.steps and stop.signum is None:
                 end = min(t.steps, step + t.steps_per_call, _next_boundary(step, t.log_every),
                           _next_boundary(step, t.eval_every), _next_boundary(step, t.checkpoint_every))
-                state, chunk = multi_step(state, end - step)
+                state, chunk = multi_step(state, exp.sampler.data, end - step)
                 pending.append(chunk)
                 bar.update(end - step)
                 step = end

@@ -23,7 +23,7 @@ def _small_problem(num_tasks=3, dtype=jnp.float32, seed=0):
     model = MLP(hidden_sizes=(8,), output_dim=1, activation="tanh")
     params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 1), dtype))["params"]
     params = jax.tree.map(lambda p: p.astype(dtype), params)
-    episodes = SinusoidTasks(cfg.dataset).sample(jax.random.PRNGKey(seed + 1), "train", num_tasks)
+    episodes = SinusoidTasks(cfg.dataset).sample(None, jax.random.PRNGKey(seed + 1), "train", num_tasks)
     episodes = jax.tree.map(lambda a: a.astype(dtype), episodes)
     return make_task_loss(model.apply, "regression"), params, episodes
 
@@ -153,14 +153,14 @@ def test_ci95_as_in_the_papers():
 
 def test_sinusoid_tasks_follow_the_paper_distribution():
     cfg = make_cfg("dataset.shots=5")
-    ep = SinusoidTasks(cfg.dataset).sample(jax.random.PRNGKey(0), "train", 2000)
+    ep = SinusoidTasks(cfg.dataset).sample(None, jax.random.PRNGKey(0), "train", 2000)
     assert ep.support_x.shape == (2000, 5, 1) and ep.query_x.shape == (2000, 5, 1)
     x = np.concatenate([ep.support_x, ep.query_x], 1)
     y = np.concatenate([ep.support_y, ep.query_y], 1)
     assert x.min() >= -5 and x.max() <= 5
     assert np.abs(y).max() <= 5.0
     # the same key gives the same tasks; another key other tasks
-    again = SinusoidTasks(cfg.dataset).sample(jax.random.PRNGKey(0), "train", 2000)
+    again = SinusoidTasks(cfg.dataset).sample(None, jax.random.PRNGKey(0), "train", 2000)
     np.testing.assert_array_equal(ep.support_x, again.support_x)
-    other = SinusoidTasks(cfg.dataset).sample(jax.random.PRNGKey(1), "train", 2000)
+    other = SinusoidTasks(cfg.dataset).sample(None, jax.random.PRNGKey(1), "train", 2000)
     assert not np.allclose(ep.support_x, other.support_x)

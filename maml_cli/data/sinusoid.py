@@ -14,9 +14,10 @@ class SinusoidTasks:
     def __init__(self, cfg):
         self.cfg = cfg
         self.spec = TaskSpec(input_shape=(1,), output_dim=1, kind="regression")
+        self.data = None  # nothing to hold: tasks are drawn from formulas
 
-    def sample(self, key: jax.Array, split: str, num_tasks: int) -> Episodes:
-        del split  # tasks are infinite; splits differ only by the caller's key
+    def sample(self, data, key: jax.Array, split: str, num_tasks: int) -> Episodes:
+        del data, split  # tasks are infinite; splits differ only by the caller's key
         c = self.cfg
         k_amp, k_phase, k_x = jax.random.split(key, 3)
         amplitude = jax.random.uniform(

@@ -56,10 +56,11 @@ def init_state(model, input_shape: tuple, optimizer: optax.GradientTransformatio
 
 def make_train_step(sample: Callable, meta_loss: Callable, optimizer: optax.GradientTransformation,
                     meta_batch_size: int, metric_name: str) -> Callable:
-    """``train_step(state) -> (state, metrics)``: draw tasks on the device, one outer update."""
+    """``train_step(state, data) -> (state, metrics)``: draw tasks on the device from ``data``
+    (the sampler's arrays), one outer update."""
 
-    def train_step(state: TrainState):
-        episodes = sample(jax.random.fold_in(state.rng, state.step), "train", meta_batch_size)
+    def train_step(state: TrainState, data):
+        episodes = sample(data, jax.random.fold_in(state.rng, state.step), "train", meta_batch_size)
         (loss, metric), grads = jax.value_and_grad(meta_loss, has_aux=True)(state.params, episodes)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
@@ -71,11 +72,11 @@ def make_train_step(sample: Callable, meta_loss: Callable, optimizer: optax.Grad
 
 
 def make_multi_step(train_step: Callable) -> Callable:
-    """``multi_step(state, length) -> (state, metrics stacked over the steps)``, jitted, with the
-    state donated. Fusing steps with ``lax.scan`` keeps the host out of the way of small models."""
+    """``multi_step(state, data, length) -> (state, metrics stacked over the steps)``, jitted, with
+    the state donated. Fusing steps with ``lax.scan`` keeps the host out of the way of small models."""
 
-    @partial(jax.jit, static_argnums=1, donate_argnums=0)
-    def multi_step(state: TrainState, length: int):
-        return jax.lax.scan(lambda s, _: train_step(s), state, None, length=length)
+    @partial(jax.jit, static_argnums=2, donate_argnums=0)
+    def multi_step(state: TrainState, data, length: int):
+        return jax.lax.scan(lambda s, _: train_step(s, data), state, None, length=length)
 
     return multi_step
