@@ -48,6 +48,24 @@ class SinusoidConfig(DatasetConfig):
     x_max: float = 5.0
 
 
+@dataclass
+class OmniglotConfig(DatasetConfig):
+    """Lake et al. (2015), 1623 characters x 20 drawers; tasks as in Finn et al. (2017), 5.2."""
+
+    name: str = "omniglot"
+    ways: int = 5
+    shots: int = 1
+    query_shots: int = 1
+    data_dir: Optional[str] = None  # TFDS data_dir when path is unset (default ~/tensorflow_datasets)
+    cache_dir: Optional[str] = None  # preprocessed arrays (default $MAML_CLI_CACHE or ~/.cache/maml-cli)
+    image_size: int = 28
+    split: str = "paper"  # paper: all characters pooled, split at random | official: background/evaluation
+    split_seed: int = 1
+    train_classes: int = 1200  # paper split: meta-train characters, meta-validation included
+    val_classes: int = 100  # meta-validation characters, taken from the meta-train ones
+    rotate: bool = True  # rotate each class of a task by a random multiple of 90 degrees
+
+
 # --- model ---------------------------------------------------------------------------------------
 
 
@@ -61,6 +79,16 @@ class MLPConfig(ModelConfig):
     name: str = "mlp"
     hidden_sizes: List[int] = field(default_factory=lambda: [40, 40])
     activation: str = "relu"
+
+
+@dataclass
+class Conv4Config(ModelConfig):
+    name: str = "conv4"
+    filters: int = 64
+    downsample: str = "stride"  # stride (Omniglot) | maxpool (MiniImageNet)
+    head: str = "mean"  # mean over space (Omniglot) | flatten (MiniImageNet)
+    batch_norm: str = "transductive"  # statistics of the batch at hand, always (original MAML) | none
+    conv_impl: str = "auto"  # auto | im2col | lax: how convolutions are computed (same results)
 
 
 # --- algorithm -----------------------------------------------------------------------------------
@@ -133,8 +161,8 @@ class EvalAppConfig:
     progress: bool = True
 
 
-DATASET_SCHEMAS = {"sinusoid": SinusoidConfig}
-MODEL_SCHEMAS = {"mlp": MLPConfig}
+DATASET_SCHEMAS = {"sinusoid": SinusoidConfig, "omniglot": OmniglotConfig}
+MODEL_SCHEMAS = {"mlp": MLPConfig, "conv4": Conv4Config}
 TASK_BATCHING = ("vmap", "map", "unroll")
 SPLITS = ("train", "val", "test")
 

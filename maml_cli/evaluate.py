@@ -67,7 +67,11 @@ def evaluate_run(app: DictConfig) -> dict:
         "eval_seed": int(e.seed),
         "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
         "algorithm": cfg.algorithm.name,
-        "model": cfg.model.name,
+        "first_order": bool(cfg.algorithm.first_order),
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        # How batch norm normalises, stated because results depend on it: "transductive" uses the
+        # statistics of the batch at hand (support when adapting, query when scoring), as MAML did.
+        "batch_norm": cfg.model.get("batch_norm", "none"),
         "ci": "1.96 * std / sqrt(episodes)",
         "per_step": summarize(values),
     }

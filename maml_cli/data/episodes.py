@@ -31,3 +31,57 @@ class TaskSpec(NamedTuple):
     @property
     def metric(self) -> str:
         return "mse" if self.kind == "regression" else "accuracy"
+
+
+def sample_classification_episodes(images: jax.Array, classes: jax.Array, key: jax.Array, num_tasks: int, *,
+                                   ways: int, shots: int, query_shots: int, rotate: bool = False) -> Episodes:
+    """N-way K-shot tasks from ``images`` uint8 [all classes, examples, H, W, C].
+
+    Each task draws ``ways`` distinct classes from ``classes`` (the split's class indices) and,
+    per class, ``shots + query_shots`` distinct examples, so support and query never share an
+    image. Labels are 0..ways-1 in the order the classes were drawn (itself random). With
+    ``rotate``, every class of a task is turned by its own random multiple of 90 degrees (the
+    Omniglot augmentation of Santoro et al. and Finn et al.). Pixels come out as floats in [0, 1].
+    """
+    import jax.numpy as jnp
+
+    per_class = shots + query_shots
+    num_examples = images.shape[1]
+
+    def one_task(task_key):
+        k_classes, k_examples, k_rot = jax.random.split(task_key, 3)
+        chosen = jax.random.choice(k_classes, classes, (ways,), replace=False)
+        examples = jax.vmap(lambda k: jax.random.permutation(k, num_examples)[:per_class])(
+            jax.random.split(k_examples, ways))
+        x = images[chosen[:, None], examples]  # [ways, per_class, H, W, C]
+        if rotate:
+            turns = jax.random.randint(k_rot, (ways,), 0, 4)
+            rotations = [lambda a, k=k: jnp.rot90(a, k, axes=(1, 2)) for k in range(4)]
+            x = jax.vmap(lambda a, t: jax.lax.switch(t, rotations, a))(x, turns)
+        x = x.astype(jnp.float32) / 255.0
+        labels = jnp.arange(ways, dtype=jnp.int32)
+        return Episodes(
+            support_x=x[:, :shots].reshape(ways * shots, *x.shape[2:]),
+            support_y=jnp.repeat(labels, shots),
+            query_x=x[:, shots:].reshape(ways * query_shots, *x.shape[2:]),
+            query_y=jnp.repeat(labels, query_shots),
+        )
+
+    return jax.vmap(one_task)(jax.random.split(key, num_tasks))
+
+
+def check_task_shape(dataset_cfg, split_classes: dict, examples_per_class: int, what: str) -> None:
+    """Fail before training when the splits cannot supply the asked-for tasks."""
+    from maml_cli.config import UserError
+
+    problems = []
+    for split, classes in split_classes.items():
+        if len(classes) < dataset_cfg.ways:
+            problems.append(f"the {split} split has {len(classes)} classes, fewer than dataset.ways={dataset_cfg.ways}")
+    need = dataset_cfg.shots + dataset_cfg.query_shots
+    if need > examples_per_class:
+        problems.append(
+            f"dataset.shots + dataset.query_shots = {need}, but each {what} class has only {examples_per_class} examples")
+    if problems:
+        raise UserError(f"impossible {dataset_cfg.ways}-way {dataset_cfg.shots}-shot tasks for {what}: "
+                        + "; ".join(problems))

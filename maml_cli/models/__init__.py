@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from maml_cli.config import UserError
 from maml_cli.data.episodes import TaskSpec
+from maml_cli.models.conv4 import BATCH_NORM_MODES, CONV_IMPLS, Conv4
 from maml_cli.models.mlp import ACTIVATIONS, MLP
 
 
@@ -16,7 +17,29 @@ def _mlp(cfg, spec: TaskSpec):
     return MLP(hidden_sizes=tuple(cfg.hidden_sizes), output_dim=spec.output_dim, activation=cfg.activation)
 
 
-BUILDERS = {"mlp": _mlp}
+def resolve_conv_impl(impl: str) -> str:
+    """``auto``: matmul-based convolution on CPU (fast with per-task weights), XLA's own elsewhere."""
+    if impl == "auto":
+        import jax
+
+        return "im2col" if jax.default_backend() == "cpu" else "lax"
+    return impl
+
+
+def _conv4(cfg, spec: TaskSpec):
+    for key, allowed, value in (("batch_norm", BATCH_NORM_MODES, cfg.batch_norm),
+                                ("conv_impl", ("auto", *CONV_IMPLS), cfg.conv_impl),
+                                ("downsample", ("stride", "maxpool"), cfg.downsample),
+                                ("head", ("mean", "flatten"), cfg.head)):
+        if value not in allowed:
+            raise UserError(f"model.{key} must be one of {', '.join(allowed)} (got {value!r})")
+    if spec.kind != "classification":
+        raise UserError("model=conv4 is for image classification datasets")
+    return Conv4(output_dim=spec.output_dim, filters=cfg.filters, downsample=cfg.downsample, head=cfg.head,
+                 batch_norm=cfg.batch_norm, conv_impl=resolve_conv_impl(cfg.conv_impl))
+
+
+BUILDERS = {"mlp": _mlp, "conv4": _conv4}
 
 
 def build_model(model_cfg, spec: TaskSpec):

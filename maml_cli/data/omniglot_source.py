@@ -1,0 +1,237 @@
+"""Omniglot ingestion: three kinds of source, one preprocessed cache.
+
+Sources, by ``dataset.path``:
+- unset: the official zips downloaded by TensorFlow Datasets' download manager, with the
+  checksums TFDS registers for its ``omniglot`` builder (no TensorFlow needed). A file already in
+  ``<data_dir>/downloads/manual/`` is used instead of the network, after the same checksum check.
+- a directory with the official zips (``images_background.zip``, ``images_evaluation.zip``, or
+  the ``images_background_small1/2.zip`` ones), or those extracted
+  (``images_background/<alphabet>/<character>/NNNN_DD.png``);
+- a directory with ``images_background.npz`` / ``images_evaluation.npz`` (bool arrays
+  [characters, drawers, 105, 105], True = white paper).
+
+Preprocessing, done once per source and image size: invert so ink is bright (255) on black (0),
+resize 105 -> ``image_size`` with PIL's LANCZOS filter, store uint8
+[characters, drawers, size, size, 1]. Characters are in the official order (by the NNNN file
+number), drawers by DD.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+from PIL import Image
+
+from maml_cli.config import UserError
+
+log = logging.getLogger(__name__)
+
+OFFICIAL_SETS = ("images_background", "images_evaluation")
+SMALL_SETS = ("images_background_small1", "images_background_small2")
+KNOWN_SETS = OFFICIAL_SETS + SMALL_SETS
+CACHE_VERSION = 1
+RESIZE_FILTER = "LANCZOS"
+_PNG_NAME = re.compile(r"(?:^|/)([^/]+)/([^/]+)/(\d+)_(\d+)\.png$")
+
+HOW_TO_GET = (
+    "Get Omniglot from https://github.com/brendenlake/omniglot/tree/master/python "
+    "(images_background.zip and images_evaluation.zip) and pass dataset.path=DIR, the folder that "
+    "holds them (zipped or extracted); or leave dataset.path unset to download them through "
+    "TensorFlow Datasets (needs network)."
+)
+
+
+@dataclass
+class OmniglotArrays:
+    images: np.ndarray  # uint8 [characters, drawers, size, size, 1], ink bright on black
+    sets: Dict[str, int]  # set name -> characters, in order along axis 0
+
+    def set_ranges(self) -> Dict[str, np.ndarray]:
+        out, start = {}, 0
+        for name, count in self.sets.items():
+            out[name] = np.arange(start, start + count)
+            start += count
+        return out
+
+
+@dataclass(frozen=True)
+class _SetSource:
+    name: str
+    kind: str  # npz | zip | png
+    location: Path
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MAML_CLI_CACHE", Path.home() / ".cache" / "maml-cli"))
+
+
+def find_sources(path: Path) -> list:
+    """The Omniglot sets found in ``path``, preferring npz, then zip, then extracted folders."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise UserError(f"dataset.path={path} is not a directory. {HOW_TO_GET}")
+    found = []
+    for name in KNOWN_SETS:
+        for kind, candidate in (("npz", path / f"{name}.npz"), ("zip", path / f"{name}.zip"),
+                                ("png", path / name)):
+            if candidate.is_file() or (kind == "png" and candidate.is_dir()):
+                found.append(_SetSource(name, kind, candidate))
+                break
+    if any(s.name in OFFICIAL_SETS for s in found):  # the small sets repeat background characters
+        found = [s for s in found if s.name in OFFICIAL_SETS]
+    if not found:
+        raise UserError(
+            f"no Omniglot data in {path}: expected some of "
+            + ", ".join(f"{n}.npz / {n}.zip / {n}/" for n in OFFICIAL_SETS) + f". {HOW_TO_GET}")
+    return found
+
+
+def download_with_tfds(data_dir: Optional[str], sets=OFFICIAL_SETS) -> list:
+    """The official zips through TFDS's download manager, checked against TFDS's registered
+    checksums; ``<data_dir>/downloads/manual/<name>.zip`` is used when present."""
+    import tensorflow_datasets as tfds
+
+    data_dir = Path(data_dir or Path.home() / "tensorflow_datasets").expanduser()
+    url_infos = tfds.builder_cls("omniglot").url_infos
+    urls = {name: next(u for u in url_infos if u.endswith(f"/{name}.zip")) for name in sets}
+    manager = tfds.download.DownloadManager(
+        download_dir=data_dir / "downloads", manual_dir=data_dir / "downloads" / "manual",
+        url_infos=url_infos, force_checksums_validation=True, dataset_name="omniglot")
+    try:
+        paths = manager.download(urls)
+    except Exception as e:  # network errors, checksum mismatches
+        raise UserError(
+            f"could not get Omniglot through TensorFlow Datasets ({type(e).__name__}: {e}). "
+            f"Offline, put {', '.join(n + '.zip' for n in sets)} into {data_dir / 'downloads' / 'manual'}, "
+            f"or: {HOW_TO_GET}") from e
+    return [_SetSource(name, "zip", Path(paths[name])) for name in sets]
+
+
+# --- readers: each returns uint8 [characters, drawers, H, W], ink bright ---------------------------
+
+
+def _read_npz(path: Path) -> np.ndarray:
+    try:
+        with np.load(path) as z:
+            images = z["images"]
+    except Exception as e:
+        raise UserError(f"{path} cannot be read as an Omniglot .npz ({type(e).__name__}: {e}). {HOW_TO_GET}") from e
+    if images.ndim != 4:
+        raise UserError(f"{path}: 'images' has shape {images.shape}; expected [characters, drawers, H, W]")
+    if images.dtype == bool:  # True is white paper
+        return np.where(images, 0, 255).astype(np.uint8)
+    return (255 - images).astype(np.uint8)
+
+
+def _group_pngs(entries, origin: str) -> np.ndarray:
+    """entries: (relative name, bytes loader). Groups by character file number, orders drawers."""
+    chars: Dict[int, Dict[int, object]] = {}
+    for name, load in entries:
+        m = _PNG_NAME.search(name)
+        if m:
+            chars.setdefault(int(m.group(3)), {})[int(m.group(4))] = (name, load)
+    if not chars:
+        raise UserError(f"{origin} holds no <alphabet>/<character>/NNNN_DD.png images. {HOW_TO_GET}")
+    counts = {len(d) for d in chars.values()}
+    if len(counts) != 1:
+        bad = min(chars, key=lambda c: len(chars[c]))
+        raise UserError(f"{origin}: characters have different numbers of drawers ({sorted(counts)}); "
+                        f"character {bad:04d} has {len(chars[bad])}. The source is incomplete. {HOW_TO_GET}")
+    out = []
+    for number in sorted(chars):
+        row = []
+        for drawer in sorted(chars[number]):
+            name, load = chars[number][drawer]
+            try:
+                img = Image.open(io.BytesIO(load())).convert("L")
+            except Exception as e:
+                raise UserError(f"{origin}: {name} is not a readable PNG ({e}). {HOW_TO_GET}") from e
+            row.append(255 - np.asarray(img, dtype=np.uint8))
+        out.append(row)
+    return np.asarray(out, dtype=np.uint8)
+
+
+def _read_zip(path: Path) -> np.ndarray:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith(".png")]
+            return _group_pngs([(n, lambda n=n: zf.read(n)) for n in names], str(path))
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UserError(f"{path} is not a readable zip file ({e}); it may be truncated. {HOW_TO_GET}") from e
+
+
+def _read_tree(path: Path) -> np.ndarray:
+    files = sorted(path.rglob("*.png"))
+    return _group_pngs([(f.relative_to(path).as_posix(), f.read_bytes) for f in files], str(path))
+
+
+READERS = {"npz": _read_npz, "zip": _read_zip, "png": _read_tree}
+
+
+def preprocess(ink: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 [C, D, H, W] ink-bright -> uint8 [C, D, size, size, 1], resized with LANCZOS."""
+    c, d = ink.shape[:2]
+    if ink.shape[2:] == (image_size, image_size):
+        out = ink
+    else:
+        resample = getattr(Image.Resampling, RESIZE_FILTER)
+        out = np.stack([np.asarray(Image.fromarray(img).resize((image_size, image_size), resample))
+                        for img in ink.reshape(-1, *ink.shape[2:])]).reshape(c, d, image_size, image_size)
+    return out[..., None]
+
+
+def _fingerprint(source: _SetSource) -> str:
+    h = hashlib.sha256()
+    if source.location.is_file():
+        with open(source.location, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    else:
+        for f in sorted(source.location.rglob("*.png")):
+            st = f.stat()
+            h.update(f"{f.relative_to(source.location)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def load_omniglot(path: Optional[str], image_size: int = 28, data_dir: Optional[str] = None,
+                  cache_dir: Optional[str] = None) -> OmniglotArrays:
+    """Read, preprocess and cache Omniglot; later calls with the same source and size read the cache."""
+    sources = find_sources(Path(path)) if path else download_with_tfds(data_dir)
+    key = hashlib.sha256(repr((CACHE_VERSION, image_size, RESIZE_FILTER,
+                               [(s.name, s.kind, _fingerprint(s)) for s in sources])).encode()).hexdigest()[:16]
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    cache_file = cache / f"omniglot-{image_size}px-{key}.npz"
+    if cache_file.is_file():
+        try:
+            with np.load(cache_file) as z:
+                return OmniglotArrays(images=z["images"], sets=dict(zip(z["set_names"].tolist(),
+                                                                        z["set_sizes"].tolist())))
+        except Exception as e:
+            log.warning("rebuilding the damaged cache %s (%s)", cache_file, e)
+
+    arrays, sets = [], {}
+    drawers = None
+    for s in sources:
+        log.info("reading Omniglot %s from %s (%s)", s.name, s.location, s.kind)
+        ink = READERS[s.kind](s.location)
+        if drawers is not None and ink.shape[1] != drawers:
+            raise UserError(f"{s.location} has {ink.shape[1]} drawers per character, other sets {drawers}")
+        drawers = ink.shape[1]
+        arrays.append(preprocess(ink, image_size))
+        sets[s.name] = ink.shape[0]
+    images = np.concatenate(arrays)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, images=images, set_names=np.array(list(sets)), set_sizes=np.array(list(sets.values())))
+    os.replace(tmp, cache_file)
+    log.info("cached Omniglot %s (%d characters) in %s", images.shape, images.shape[0], cache_file)
+    return OmniglotArrays(images=images, sets=sets)

@@ -1,0 +1,291 @@
+"""Omniglot: every source format, the cache, the splits, the episodes, conv4, and the whole path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from maml_cli.config import UserError
+from maml_cli.data.episodes import sample_classification_episodes
+from maml_cli.data.omniglot import OmniglotTasks, class_splits
+from maml_cli.data.omniglot_source import (SMALL_SETS, OmniglotArrays, download_with_tfds, load_omniglot,
+                                           preprocess)
+from maml_cli.evaluate import evaluate_run
+from maml_cli.meta.losses import make_task_loss
+from maml_cli.meta.outer import make_meta_loss
+from maml_cli.models.conv4 import Conv4, conv3x3_im2col
+from maml_cli.trainer import train_and_evaluate
+from tests.conftest import SHARED_DATA, make_cfg
+from tests.omniglot_fakes import fake_sets, write_npz, write_png_tree, write_zips
+
+OFFICIAL_DIR = SHARED_DATA / "omniglot" / "official"
+needs_small_zips = pytest.mark.skipif(not (OFFICIAL_DIR / "images_background_small1.zip").is_file(),
+                                      reason=f"the official small Omniglot zips are not in {OFFICIAL_DIR}")
+needs_npz = pytest.mark.skipif(not (SHARED_DATA / "omniglot" / "images_background.npz").is_file(),
+                               reason=f"the Omniglot npz arrays are not in {SHARED_DATA / 'omniglot'}")
+
+
+def _ink(paper):
+    return np.where(paper, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return fake_sets()
+
+
+@pytest.mark.parametrize("writer", [write_npz, write_png_tree, write_zips], ids=["npz", "png", "zip"])
+def test_each_source_format_reads_the_same_images_in_official_order(writer, sets, tmp_path):
+    writer(tmp_path / "src", sets)
+    arrays = load_omniglot(str(tmp_path / "src"), image_size=105, cache_dir=str(tmp_path / "cache"))
+    assert arrays.sets == {"images_background": 10, "images_evaluation": 8}
+    expected = np.concatenate([_ink(sets["images_background"]), _ink(sets["images_evaluation"])])[..., None]
+    np.testing.assert_array_equal(arrays.images, expected)
+
+
+def test_preprocessing_inverts_and_resizes_with_lanczos(sets):
+    from PIL import Image
+
+    ink = _ink(sets["images_background"][:2])
+    small = preprocess(ink, 28)
+    assert small.shape == (2, 4, 28, 28, 1) and small.dtype == np.uint8
+    ref = np.asarray(Image.fromarray(ink[1, 2]).resize((28, 28), Image.Resampling.LANCZOS))
+    np.testing.assert_array_equal(small[1, 2, ..., 0], ref)
+    assert small.mean() < 60  # mostly black background, bright strokes
+
+
+def test_cache_is_reused_and_keyed_by_settings(sets, tmp_path, monkeypatch):
+    write_npz(tmp_path / "src", sets)
+    cache = tmp_path / "cache"
+    first = load_omniglot(str(tmp_path / "src"), image_size=28, cache_dir=str(cache))
+    assert len(list(cache.glob("*.npz"))) == 1
+    import maml_cli.data.omniglot_source as source
+
+    monkeypatch.setattr(source, "READERS", {})  # a second load must not read the source again
+    np.testing.assert_array_equal(load_omniglot(str(tmp_path / "src"), image_size=28, cache_dir=str(cache)).images,
+                                  first.images)
+    monkeypatch.undo()
+    load_omniglot(str(tmp_path / "src"), image_size=20, cache_dir=str(cache))
+    assert len(list(cache.glob("*.npz"))) == 2
+    cached = next(p for p in cache.glob("*28px*"))
+    cached.write_bytes(b"damaged")
+    np.testing.assert_array_equal(load_omniglot(str(tmp_path / "src"), image_size=28, cache_dir=str(cache)).images,
+                                  first.images)
+
+
+def test_missing_or_damaged_sources_say_how_to_get_the_data(sets, tmp_path):
+    with pytest.raises(UserError, match="is not a directory.*brendenlake/omniglot"):
+        load_omniglot(str(tmp_path / "nowhere"), cache_dir=str(tmp_path / "c"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no Omniglot data in .*images_background.zip"):
+        load_omniglot(str(tmp_path / "empty"), cache_dir=str(tmp_path / "c"))
+    write_zips(tmp_path / "z", sets)
+    data = (tmp_path / "z" / "images_background.zip").read_bytes()
+    (tmp_path / "z" / "images_background.zip").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="not a readable zip"):
+        load_omniglot(str(tmp_path / "z"), cache_dir=str(tmp_path / "c"))
+    write_png_tree(tmp_path / "t", sets)
+    next((tmp_path / "t" / "images_evaluation").rglob("*_03.png")).unlink()
+    with pytest.raises(UserError, match="different numbers of drawers"):
+        load_omniglot(str(tmp_path / "t"), cache_dir=str(tmp_path / "c"))
+    write_png_tree(tmp_path / "p", sets)
+    next((tmp_path / "p" / "images_background").rglob("*_02.png")).write_bytes(b"not a png")
+    with pytest.raises(UserError, match="not a readable PNG"):
+        load_omniglot(str(tmp_path / "p"), cache_dir=str(tmp_path / "c"))
+
+
+@needs_small_zips
+@needs_npz
+def test_real_official_zips_match_the_real_npz(tmp_path):
+    """The small official zips hold background characters under their official numbers: read
+    through the zip path, they must equal the npz rows (character number - 1)."""
+    (tmp_path / "src").mkdir()
+    shutil.copy(OFFICIAL_DIR / "images_background_small1.zip", tmp_path / "src")
+    arrays = load_omniglot(str(tmp_path / "src"), image_size=105, cache_dir=str(tmp_path / "cache"))
+    assert arrays.sets == {"images_background_small1": 136} and arrays.images.shape == (136, 20, 105, 105, 1)
+    with zipfile.ZipFile(OFFICIAL_DIR / "images_background_small1.zip") as zf:
+        numbers = sorted({int(Path(n).name[:4]) for n in zf.namelist() if n.endswith(".png")})
+    with np.load(SHARED_DATA / "omniglot" / "images_background.npz") as z:
+        npz = z["images"]
+    for i in (0, 57, 135):
+        np.testing.assert_array_equal(arrays.images[i, ..., 0], _ink(npz[numbers[i] - 1]))
+
+
+@needs_small_zips
+def test_tfds_download_path_with_registered_checksums(tmp_path):
+    """TFDS's download manager, fed from its manual dir (no network), checks TFDS's own sha256."""
+    manual = tmp_path / "tfds" / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    for name in SMALL_SETS:
+        shutil.copy(OFFICIAL_DIR / f"{name}.zip", manual)
+    sources = download_with_tfds(str(tmp_path / "tfds"), sets=SMALL_SETS)
+    assert [s.name for s in sources] == list(SMALL_SETS)
+    bad = tmp_path / "bad" / "downloads" / "manual"
+    bad.mkdir(parents=True)
+    shutil.copy(OFFICIAL_DIR / "images_background_small2.zip", bad / "images_background_small1.zip")
+    with pytest.raises(UserError, match="could not get Omniglot through TensorFlow Datasets"):
+        download_with_tfds(str(tmp_path / "bad"), sets=SMALL_SETS[:1])
+
+
+def _fake_arrays(background=964, evaluation=659):
+    return OmniglotArrays(images=np.zeros((0,)), sets={"images_background": background, "images_evaluation": evaluation})
+
+
+def test_paper_split_is_deterministic_disjoint_and_sized_as_in_the_paper():
+    splits = class_splits(_fake_arrays(), "paper", seed=1, train_classes=1200, val_classes=100)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 1100, "val": 100, "test": 423}
+    together = np.concatenate(list(splits.values()))
+    assert len(np.unique(together)) == 1623
+    again = class_splits(_fake_arrays(), "paper", seed=1, train_classes=1200, val_classes=100)
+    for k in splits:
+        np.testing.assert_array_equal(splits[k], again[k])
+    other = class_splits(_fake_arrays(), "paper", seed=2, train_classes=1200, val_classes=100)
+    assert not np.array_equal(splits["test"], other["test"])
+
+
+def test_official_split_keeps_alphabet_sets_apart():
+    splits = class_splits(_fake_arrays(), "official", seed=1, train_classes=1200, val_classes=100)
+    assert len(splits["train"]) == 864 and len(splits["val"]) == 100
+    assert set(splits["train"]) | set(splits["val"]) == set(range(964))
+    np.testing.assert_array_equal(splits["test"], np.arange(964, 1623))
+    with pytest.raises(UserError, match="needs both"):
+        class_splits(OmniglotArrays(np.zeros(0), {"images_background_small1": 136}), "official", 1, 1200, 100)
+    with pytest.raises(UserError, match="characters in the source"):
+        class_splits(OmniglotArrays(np.zeros(0), {"images_background_small1": 136}), "paper", 1, 1200, 100)
+
+
+def _marker_images(classes=12, examples=6, size=8):
+    """Each image has one bright pixel at (0, 1): its value says (class, example) and its position
+    after sampling says how the image was rotated."""
+    images = np.zeros((classes, examples, size, size, 1), np.uint8)
+    for c in range(classes):
+        for e in range(examples):
+            images[c, e, 0, 1, 0] = 1 + c * examples + e
+    return images
+
+
+def _decode(img, examples, size=8):
+    ys, xs = np.nonzero(img[..., 0])
+    assert len(ys) == 1
+    value = int(round(float(img[ys[0], xs[0], 0]) * 255)) - 1
+    rotation = {(0, 1): 0, (size - 2, 0): 1, (size - 1, size - 2): 2, (1, size - 1): 3}[(int(ys[0]), int(xs[0]))]
+    return value // examples, value % examples, rotation
+
+
+def test_episodes_keep_labels_rotations_and_images_consistent():
+    images = _marker_images()
+    split = jnp.array([1, 3, 4, 6, 7, 9, 10], jnp.int32)
+    ep = sample_classification_episodes(jnp.asarray(images), split, jax.random.PRNGKey(0), 40, ways=3, shots=2,
+                                        query_shots=3, rotate=True)
+    assert ep.support_x.shape == (40, 6, 8, 8, 1) and ep.query_x.shape == (40, 9, 8, 8, 1)
+    assert ep.support_x.dtype == jnp.float32 and float(ep.support_x.max()) <= 1.0
+    rotations_seen = set()
+    for t in range(40):
+        by_label = {}
+        seen_images = set()
+        for xs, ys in ((ep.support_x[t], ep.support_y[t]), (ep.query_x[t], ep.query_y[t])):
+            for img, label in zip(np.asarray(xs), np.asarray(ys)):
+                cls, example, rot = _decode(img, 6)
+                assert cls in np.asarray(split)
+                by_label.setdefault(int(label), set()).add((cls, rot))
+                assert (cls, example) not in seen_images  # support and query never share an image
+                seen_images.add((cls, example))
+                rotations_seen.add(rot)
+        assert sorted(by_label) == [0, 1, 2]
+        assert all(len(v) == 1 for v in by_label.values())  # one class, one rotation per label
+        assert len({next(iter(v))[0] for v in by_label.values()}) == 3  # distinct classes
+        assert list(np.asarray(ep.support_y[t])) == [0, 0, 1, 1, 2, 2]
+    assert rotations_seen == {0, 1, 2, 3}
+    plain = sample_classification_episodes(jnp.asarray(images), split, jax.random.PRNGKey(0), 5, ways=3, shots=2,
+                                           query_shots=3, rotate=False)
+    assert {_decode(img, 6)[2] for img in np.asarray(plain.support_x).reshape(-1, 8, 8, 1)} == {0}
+
+
+def _omniglot_cfg(src, tmp_path, *overrides):
+    return make_cfg("experiment=omniglot_tiny", f"dataset.path={src}", f"dataset.cache_dir={tmp_path / 'cache'}",
+                    "train.progress=false", *overrides)
+
+
+def test_impossible_ways_or_shots_fail_before_training(sets, tmp_path):
+    src = write_npz(tmp_path / "src", sets)
+    with pytest.raises(UserError, match="fewer than dataset.ways=5"):
+        OmniglotTasks(_omniglot_cfg(src, tmp_path, "dataset.ways=5").dataset)  # val split has 4 classes
+    with pytest.raises(UserError, match="only 4 examples"):
+        OmniglotTasks(_omniglot_cfg(src, tmp_path, "dataset.shots=3", "dataset.query_shots=2").dataset)
+    with pytest.raises(UserError, match="fewer than dataset.ways"):
+        train_and_evaluate(_omniglot_cfg(src, tmp_path, "dataset.ways=5"), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
+
+
+@pytest.mark.parametrize("size,stride", [(28, 2), (14, 2), (7, 2), (5, 1), (8, 1), (9, 2)])
+def test_im2col_convolution_equals_lax(size, stride):
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, size, size, 4))
+    k = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 4, 5))
+    ref = jax.lax.conv_general_dilated(x, k, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(conv3x3_im2col(x, k, stride), ref, rtol=1e-5, atol=1e-5)
+
+
+ALL_COMBOS = (("lax", "unroll"), ("im2col", "vmap"), ("lax", "vmap"), ("im2col", "map"))
+
+
+@pytest.mark.parametrize("downsample,head,combos", [("stride", "mean", ALL_COMBOS),
+                                                    ("maxpool", "flatten", ALL_COMBOS[:2])])
+def test_conv_impls_and_task_batching_give_the_same_meta_gradient(downsample, head, combos):
+    size = 16
+    images = jax.random.uniform(jax.random.PRNGKey(0), (10, 4, size, size, 1)) * 255
+    ep = sample_classification_episodes(images.astype(jnp.uint8), jnp.arange(10), jax.random.PRNGKey(1), 3, ways=3,
+                                        shots=1, query_shots=2, rotate=True)
+    results = []
+    for impl, batching in combos:
+        model = Conv4(output_dim=3, filters=4, downsample=downsample, head=head, conv_impl=impl)
+        params = model.init(jax.random.PRNGKey(2), ep.support_x[0])["params"]
+        meta_loss = make_meta_loss(make_task_loss(model.apply, "classification"), inner_lr=0.4, inner_steps=1,
+                                   first_order=False, task_batching=batching)
+        (loss, _), grads = jax.jit(jax.value_and_grad(meta_loss, has_aux=True))(params, ep)
+        results.append((float(loss), jax.flatten_util.ravel_pytree(grads)[0]))
+    for loss, grads in results[1:]:
+        assert loss == pytest.approx(results[0][0], rel=1e-5)
+        # float32 second-order through batch norm: compare as vectors, not element by element
+        assert np.linalg.norm(grads - results[0][1]) <= 1e-4 * np.linalg.norm(results[0][1])
+
+
+def test_transductive_batch_norm_uses_the_batch_at_hand():
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 28, 28, 1))
+    for mode, depends in (("transductive", True), ("none", False)):
+        model = Conv4(output_dim=5, filters=4, batch_norm=mode)
+        params = model.init(jax.random.PRNGKey(1), x)["params"]
+        full = model.apply({"params": params}, x)[:3]
+        half = model.apply({"params": params}, x[:3])
+        assert (not np.allclose(full, half, atol=1e-5)) == depends
+
+
+def test_omniglot_train_then_eval_on_synthetic_data(sets, tmp_path):
+    src = write_npz(tmp_path / "src", sets)
+    cfg = _omniglot_cfg(src, tmp_path)
+    val = train_and_evaluate(cfg, tmp_path / "run")
+    assert 0.0 <= val["val/accuracy"] <= 1.0
+    record = evaluate_run(make_cfg(f"run_dir={tmp_path / 'run'}", "progress=false", config_name="eval"))
+    assert record["metric"] == "accuracy" and record["batch_norm"] == "transductive"
+    assert [r["step"] for r in record["per_step"]] == [0, 1, 2]
+    assert all(0.0 <= r["mean"] <= 1.0 for r in record["per_step"])
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["dataset"]["split"] == "paper"
+
+
+@needs_npz
+def test_real_omniglot_builds_the_paper_tasks(tmp_path):
+    cfg = make_cfg("experiment=omniglot_5w1s", f"dataset.path={SHARED_DATA / 'omniglot'}",
+                   f"dataset.cache_dir={tmp_path}")
+    tasks = OmniglotTasks(cfg.dataset)
+    assert {k: len(v) for k, v in tasks.splits.items()} == {"train": 1100, "val": 100, "test": 423}
+    ep = tasks.sample(tasks.data, jax.random.PRNGKey(0), "test", 2)
+    assert ep.support_x.shape == (2, 5, 28, 28, 1) and ep.query_x.shape == (2, 5, 28, 28, 1)
+    with pytest.raises(UserError, match="dataset.shots \\+ dataset.query_shots = 21"):
+        OmniglotTasks(make_cfg("experiment=omniglot_5w1s", f"dataset.path={SHARED_DATA / 'omniglot'}",
+                               f"dataset.cache_dir={tmp_path}", "dataset.shots=11", "dataset.query_shots=10").dataset)
