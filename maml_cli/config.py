@@ -117,6 +117,7 @@ class TrainLoopConfig:
     keep_checkpoints: int = 3  # how many recent checkpoints to keep
     steps_per_call: int = 100  # outer steps fused into one jitted call (lax.scan)
     task_batching: str = "vmap"  # how a meta-batch is mapped over tasks: vmap | map | unroll
+    remat: bool = False  # recompute inner-loop activations in the backward pass (less memory)
     progress: bool = True  # show a progress bar on the terminal
 
 

@@ -31,7 +31,9 @@ def evaluate_run(app: DictConfig) -> dict:
 
     from maml_cli.checkpoints import Checkpointer
     from maml_cli.evaluation import eval_key, run_episodes, summarize
-    from maml_cli.trainer import build_experiment
+    from maml_cli.trainer import build_experiment, enable_compilation_cache
+
+    enable_compilation_cache()
 
     run_dir = Path(app.run_dir)
     if app.split not in SPLITS:

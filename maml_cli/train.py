@@ -30,8 +30,9 @@ EXIT_INTERRUPTED = 130
 
 @hydra.main(version_base="1.3", config_path="pkg://maml_cli.configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from maml_cli.trainer import TrainingInterrupted, train_and_evaluate  # jax loads after parsing
+    from maml_cli.trainer import TrainingInterrupted, enable_compilation_cache, train_and_evaluate
 
+    enable_compilation_cache()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         validate(cfg)

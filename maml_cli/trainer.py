@@ -30,6 +30,18 @@ from maml_cli.models import build_model
 log = logging.getLogger(__name__)
 
 
+def enable_compilation_cache() -> None:
+    """Keep compiled programs on disk so a second run of the same config starts in seconds.
+    ``MAML_CLI_COMPILE_CACHE`` names the folder (default ~/.cache/maml-cli/jax); "off" disables."""
+    import os
+
+    folder = os.environ.get("MAML_CLI_COMPILE_CACHE", str(Path.home() / ".cache" / "maml-cli" / "jax"))
+    if folder.lower() in ("", "off", "0", "false"):
+        return
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 class TrainingInterrupted(Exception):
     """SIGINT/SIGTERM arrived; a checkpoint of the last completed step was written."""
 
@@ -127,7 +139,7 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
     multi_step = make_multi_step(make_train_step(
         exp.sampler.sample,
         make_meta_loss(exp.task_loss, inner_lr=cfg.algorithm.inner_lr, inner_steps=cfg.algorithm.inner_steps,
-                       first_order=cfg.algorithm.first_order, task_batching=t.task_batching),
+                       first_order=cfg.algorithm.first_order, task_batching=t.task_batching, remat=t.remat),
         exp.optimizer, t.meta_batch_size, exp.metric))
     trained_steps = cfg.algorithm.inner_steps
     val_steps = max(trained_steps, cfg.eval.inner_steps)

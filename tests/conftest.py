@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from hydra import compose, initialize_config_module
 from maml_cli.config import register_configs
 
 register_configs()
+# Entry points keep a persistent compilation cache; give the tests their own, not the user's.
+os.environ.setdefault("MAML_CLI_COMPILE_CACHE", tempfile.mkdtemp(prefix="maml-cli-test-jax-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

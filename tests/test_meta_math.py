@@ -99,6 +99,15 @@ def test_task_batching_strategies_match_a_per_task_loop(strategy):
     np.testing.assert_allclose(_flat(grads), _flat(ref_grads), rtol=1e-4, atol=1e-6)
 
 
+def test_remat_gives_the_same_meta_gradient():
+    task_loss, params, episodes = _small_problem()
+    plain, remat = (make_meta_loss(task_loss, inner_lr=0.1, inner_steps=3, first_order=False, remat=r)
+                    for r in (False, True))
+    a = jax.grad(lambda p: plain(p, episodes)[0])(params)
+    b = jax.grad(lambda p: remat(p, episodes)[0])(params)
+    np.testing.assert_allclose(_flat(a), _flat(b), rtol=1e-5, atol=1e-7)
+
+
 def test_map_tasks_rejects_unknown_strategy():
     with pytest.raises(ValueError, match="unknown task batching"):
         map_tasks(lambda t: t, jnp.zeros((2, 1)), "pmap-please")

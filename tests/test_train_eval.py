@@ -222,3 +222,15 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {run_dir} from step {stopped_at}" in resumed.stderr
     assert Checkpointer(run_dir / "checkpoints").latest_step() == stopped_at + 100
+
+
+def test_second_run_reuses_the_persistent_compilation_cache(tmp_path):
+    cache = tmp_path / "jax-cache"
+    env = dict(os.environ, MAML_CLI_COMPILE_CACHE=str(cache))
+    first = _run("maml-train", *TINY, f"hydra.run.dir={tmp_path / 'a'}", env=env)
+    assert first.returncode == 0, first.stderr
+    entries = list(cache.iterdir())
+    assert entries, "nothing was written to the compilation cache"
+    off = dict(os.environ, MAML_CLI_COMPILE_CACHE="off")
+    assert _run("maml-train", *TINY, f"hydra.run.dir={tmp_path / 'b'}", env=off).returncode == 0
+    assert sorted(cache.iterdir()) == sorted(entries)  # "off" neither reads nor writes it

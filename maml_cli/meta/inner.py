@@ -23,13 +23,21 @@ def inner_update(loss_fn: Callable, params, x, y, inner_lr: float, first_order: 
     return jax.tree.map(lambda w, g: w - inner_lr * g, params, grads)
 
 
-def adapt(loss_fn: Callable, params, x, y, *, inner_lr: float, inner_steps: int, first_order: bool):
-    """``inner_steps`` SGD steps from ``params`` on (x, y); returns the adapted parameters."""
+def adapt(loss_fn: Callable, params, x, y, *, inner_lr: float, inner_steps: int, first_order: bool,
+          remat: bool = False):
+    """``inner_steps`` SGD steps from ``params`` on (x, y); returns the adapted parameters.
+
+    ``remat`` recomputes each step's activations in the backward pass instead of storing them
+    (``jax.checkpoint``): memory stays flat in ``inner_steps`` at the price of one more forward.
+    """
     if inner_steps == 0:
         return params
 
     def step(p, _):
         return inner_update(loss_fn, p, x, y, inner_lr, first_order), None
+
+    if remat:
+        step = jax.checkpoint(step)
 
     adapted, _ = jax.lax.scan(step, params, None, length=inner_steps)
     return adapted

@@ -26,12 +26,12 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def make_meta_loss(task_loss: TaskLoss, *, inner_lr: float, inner_steps: int, first_order: bool,
-                   task_batching: str = "vmap") -> Callable:
+                   task_batching: str = "vmap", remat: bool = False) -> Callable:
     """``meta_loss(params, episodes) -> (mean query loss, mean query metric)`` over the tasks."""
 
     def one_task(params, episode: Episodes):
         adapted = adapt(task_loss.loss, params, episode.support_x, episode.support_y,
-                        inner_lr=inner_lr, inner_steps=inner_steps, first_order=first_order)
+                        inner_lr=inner_lr, inner_steps=inner_steps, first_order=first_order, remat=remat)
         return (task_loss.loss(adapted, episode.query_x, episode.query_y),
                 task_loss.metric(adapted, episode.query_x, episode.query_y))
 

@@ -1,0 +1,225 @@
+"""Throughput of the real jitted outer step, one JSON line per preset.
+
+    python scripts/bench_throughput.py                       # all presets, prints JSON lines
+    python scripts/bench_throughput.py --presets omniglot_5w1s --write-docs
+    python scripts/bench_throughput.py --memory               # peak memory vs inner steps, +- remat
+
+Each preset runs in its own process (clean memory and compile figures). Per preset:
+``tasks_per_s`` (meta_batch_size / median step time), ``gflops_per_s`` (XLA's cost analysis of
+the compiled step / median time), ``ceiling_gflops_per_s`` (a 2048^3 f32 matmul timed in the
+same process), ``compile_s`` (lowering + compiling the step, persistent cache off),
+``peak_rss_mb``, ``step_ms_median``, ``outside_step_share`` (the share of the training loop's
+wall time spent outside the jitted step: 1 - loop rate / pure step rate, measured with the real
+``train_and_evaluate``), backend and device. Omniglot presets use ../shared/data/omniglot when it
+is there, else random images of the same shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+PRESETS = ["sinusoid_paper", "omniglot_5w1s", "omniglot_20w1s"]
+OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
+
+
+def _compose(preset: str, *overrides: str):
+    from hydra import compose, initialize_config_module
+
+    from maml_cli.config import register_configs
+
+    register_configs()
+    extra = []
+    if preset.startswith("omniglot"):
+        src = OMNIGLOT if (OMNIGLOT / "images_background.npz").is_file() else _synthetic_omniglot()
+        extra = [f"dataset.path={src}"]
+    with initialize_config_module(config_module="maml_cli.configs", version_base="1.3"):
+        return compose(config_name="train", overrides=[f"experiment={preset}", *extra, *overrides])
+
+
+def _synthetic_omniglot() -> Path:
+    import numpy as np
+
+    folder = Path(tempfile.mkdtemp())
+    rng = np.random.RandomState(0)
+    for name, n in (("images_background", 964), ("images_evaluation", 659)):
+        np.savez(folder / f"{name}.npz", images=rng.rand(n, 20, 105, 105) > 0.1)
+    return folder
+
+
+def _ceiling_gflops() -> float:
+    import jax
+    import jax.numpy as jnp
+
+    n = 2048
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    mm = jax.jit(lambda x: x @ x)
+    mm(a).block_until_ready()
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        mm(a).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / sorted(times)[2] / 1e9
+
+
+def _flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost.get("flops", 0.0))
+
+
+def bench_one(preset: str, measure_steps: int) -> dict:
+    import jax
+    import numpy as np
+
+    from maml_cli.meta.outer import make_meta_loss, make_multi_step, make_train_step
+    from maml_cli.trainer import build_experiment, train_and_evaluate
+
+    cfg = _compose(preset)
+    t = cfg.train
+    exp = build_experiment(cfg)
+    state = exp.init_state(cfg.seed)
+    meta_loss = make_meta_loss(exp.task_loss, inner_lr=cfg.algorithm.inner_lr, inner_steps=cfg.algorithm.inner_steps,
+                               first_order=cfg.algorithm.first_order, task_batching=t.task_batching, remat=t.remat)
+    multi = make_multi_step(make_train_step(exp.sampler.sample, meta_loss, exp.optimizer, t.meta_batch_size,
+                                            exp.metric))
+    tic = time.perf_counter()
+    compiled = multi.lower(state, exp.sampler.data, 1).compile()
+    compile_s = time.perf_counter() - tic
+    flops = _flops(compiled)
+    for _ in range(3):  # warm-up
+        state, _ = compiled(state, exp.sampler.data)
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(measure_steps):
+        tic = time.perf_counter()
+        state, _ = compiled(state, exp.sampler.data)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - tic)
+    step_s = float(np.median(times))
+
+    # The real loop, for the share of time spent outside the step.
+    loop_steps = max(4, t.steps_per_call) * 4
+    with tempfile.TemporaryDirectory() as run_dir:
+        loop_cfg = _compose(preset, f"train.steps={loop_steps}", f"train.log_every={loop_steps // 4}",
+                            f"train.steps_per_call={loop_steps // 4}", f"train.eval_every={loop_steps}",
+                            f"train.checkpoint_every={loop_steps}", "train.progress=false", "eval.val_episodes=1",
+                            "eval.batch_size=1")
+        train_and_evaluate(loop_cfg, Path(run_dir))
+        rates = [json.loads(line)["train/steps_per_s"] for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+                 if "train/steps_per_s" in line]
+    loop_rate = float(np.median(rates[1:]))  # the first window holds compilation
+    ceiling = _ceiling_gflops()
+    gflops = flops / step_s / 1e9
+    return {
+        "preset": preset,
+        "tasks_per_s": round(t.meta_batch_size / step_s, 2),
+        "gflops_per_s": round(gflops, 2),
+        "ceiling_gflops_per_s": round(ceiling, 2),
+        "fraction_of_ceiling": round(gflops / ceiling, 3),
+        "compile_s": round(compile_s, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "step_ms_median": round(step_s * 1e3, 3),
+        "outside_step_share": round(max(0.0, 1 - loop_rate * step_s), 4),
+        "meta_batch_size": int(t.meta_batch_size),
+        "inner_steps": int(cfg.algorithm.inner_steps),
+        "task_batching": t.task_batching,
+        "conv_impl": cfg.model.get("conv_impl"),
+        "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+    }
+
+
+def memory_one(preset: str, inner_steps: int, remat: bool) -> dict:
+    """XLA's planned temporary memory for the compiled step (the peak the step needs)."""
+    from maml_cli.meta.outer import make_meta_loss, make_multi_step, make_train_step
+    from maml_cli.trainer import build_experiment
+
+    cfg = _compose(preset, f"algorithm.inner_steps={inner_steps}", f"train.remat={str(remat).lower()}")
+    exp = build_experiment(cfg)
+    state = exp.init_state(cfg.seed)
+    meta_loss = make_meta_loss(exp.task_loss, inner_lr=cfg.algorithm.inner_lr, inner_steps=inner_steps,
+                               first_order=False, task_batching=cfg.train.task_batching, remat=remat)
+    multi = make_multi_step(make_train_step(exp.sampler.sample, meta_loss, exp.optimizer, cfg.train.meta_batch_size,
+                                            exp.metric))
+    compiled = multi.lower(state, exp.sampler.data, 1).compile()
+    mem = compiled.memory_analysis()
+    return {"preset": preset, "inner_steps": inner_steps, "remat": remat,
+            "temp_mb": round(mem.temp_size_in_bytes / 2**20, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def _child(args: list) -> dict:
+    env = dict(os.environ, MAML_CLI_COMPILE_CACHE="off")
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"benchmark child {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", nargs="+", default=PRESETS)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per preset")
+    ap.add_argument("--memory", action="store_true", help="peak memory against inner steps, with and without remat")
+    ap.add_argument("--memory-preset", default="omniglot_20w1s")
+    ap.add_argument("--write-docs", action="store_true", help="write the figures into docs/performance.md")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    if args.child:
+        kind, preset, *rest = args.child
+        result = bench_one(preset, int(rest[0])) if kind == "bench" else memory_one(preset, int(rest[0]), rest[1] == "1")
+        print(json.dumps(result))
+        return
+
+    results, memory = [], []
+    for preset in args.presets:
+        results.append(_child(["--child", "bench", preset, str(args.steps)]))
+        print(json.dumps(results[-1]), flush=True)
+    if args.memory:
+        for steps in (1, 5, 10, 25):
+            for remat in (False, True):
+                memory.append(_child(["--child", "memory", args.memory_preset, str(steps), "1" if remat else "0"]))
+                print(json.dumps(memory[-1]), flush=True)
+    if args.write_docs:
+        _write_docs(results, memory, " ".join(sys.argv[1:]))
+
+
+def _write_docs(results: list, memory: list, argv: str) -> None:
+    from _report import machine, replace_section, today
+
+    lines = [f"Measured {today()} on {machine()} with `python scripts/bench_throughput.py {argv}`.", "",
+             "| preset | tasks/s | step (ms) | GFLOP/s | matmul ceiling (GFLOP/s) | fraction | compile (s) "
+             "| peak RSS (MB) | outside the step |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['preset']} | {r['tasks_per_s']} | {r['step_ms_median']} | {r['gflops_per_s']} | "
+                     f"{r['ceiling_gflops_per_s']} | {r['fraction_of_ceiling']:.0%} | {r['compile_s']} | "
+                     f"{r['peak_rss_mb']} | {r['outside_step_share']:.1%} |")
+    lines += ["", "Raw output:", "", "```", *[json.dumps(r) for r in results], "```"]
+    if memory:
+        lines += ["", f"Peak temporary memory of the compiled step ({memory[0]['preset']}, XLA's memory analysis) "
+                  "against inner steps:", "", "| inner steps | without remat (MB) | with remat (MB) |", "|---|---|---|"]
+        by = {(m["inner_steps"], m["remat"]): m["temp_mb"] for m in memory}
+        for steps in sorted({m["inner_steps"] for m in memory}):
+            lines.append(f"| {steps} | {by.get((steps, False))} | {by.get((steps, True))} |")
+    replace_section(REPO / "docs" / "performance.md", "throughput", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
