@@ -66,6 +66,15 @@ class Experiment:
     def init_state(self, seed: int) -> TrainState:
         return init_state(self.model, self.sampler.spec.input_shape, self.optimizer, seed)
 
+    def multi_step(self, cfg: DictConfig, inner_steps: int | None = None) -> Callable:
+        """The jitted ``(state, data, length) -> (state, metrics)`` outer step of this config."""
+        meta_loss = make_meta_loss(
+            self.task_loss, inner_lr=cfg.algorithm.inner_lr,
+            inner_steps=cfg.algorithm.inner_steps if inner_steps is None else inner_steps,
+            first_order=cfg.algorithm.first_order, task_batching=cfg.train.task_batching, remat=cfg.train.remat)
+        return make_multi_step(make_train_step(self.sampler.sample, meta_loss, self.optimizer,
+                                               cfg.train.meta_batch_size, self.metric))
+
     def scorer(self, cfg: DictConfig, split: str, inner_steps: int) -> Callable:
         return make_scorer(self.sampler.sample, self.task_loss, inner_lr=cfg.algorithm.inner_lr,
                            inner_steps=inner_steps, split=split, task_batching=cfg.train.task_batching)
@@ -136,11 +145,7 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
             log.info("resuming %s from step %d", workdir, start)
     OmegaConf.save(cfg, config_path, resolve=True)
 
-    multi_step = make_multi_step(make_train_step(
-        exp.sampler.sample,
-        make_meta_loss(exp.task_loss, inner_lr=cfg.algorithm.inner_lr, inner_steps=cfg.algorithm.inner_steps,
-                       first_order=cfg.algorithm.first_order, task_batching=t.task_batching, remat=t.remat),
-        exp.optimizer, t.meta_batch_size, exp.metric))
+    multi_step = exp.multi_step(cfg)
     trained_steps = cfg.algorithm.inner_steps
     val_steps = max(trained_steps, cfg.eval.inner_steps)
     val_score = exp.scorer(cfg, "val", val_steps)

@@ -83,17 +83,13 @@ def bench_one(preset: str, measure_steps: int) -> dict:
     import jax
     import numpy as np
 
-    from maml_cli.meta.outer import make_meta_loss, make_multi_step, make_train_step
     from maml_cli.trainer import build_experiment, train_and_evaluate
 
     cfg = _compose(preset)
     t = cfg.train
     exp = build_experiment(cfg)
     state = exp.init_state(cfg.seed)
-    meta_loss = make_meta_loss(exp.task_loss, inner_lr=cfg.algorithm.inner_lr, inner_steps=cfg.algorithm.inner_steps,
-                               first_order=cfg.algorithm.first_order, task_batching=t.task_batching, remat=t.remat)
-    multi = make_multi_step(make_train_step(exp.sampler.sample, meta_loss, exp.optimizer, t.meta_batch_size,
-                                            exp.metric))
+    multi = exp.multi_step(cfg)
     tic = time.perf_counter()
     compiled = multi.lower(state, exp.sampler.data, 1).compile()
     compile_s = time.perf_counter() - tic
@@ -144,16 +140,12 @@ def bench_one(preset: str, measure_steps: int) -> dict:
 
 def memory_one(preset: str, inner_steps: int, remat: bool) -> dict:
     """XLA's planned temporary memory for the compiled step (the peak the step needs)."""
-    from maml_cli.meta.outer import make_meta_loss, make_multi_step, make_train_step
     from maml_cli.trainer import build_experiment
 
     cfg = _compose(preset, f"algorithm.inner_steps={inner_steps}", f"train.remat={str(remat).lower()}")
     exp = build_experiment(cfg)
     state = exp.init_state(cfg.seed)
-    meta_loss = make_meta_loss(exp.task_loss, inner_lr=cfg.algorithm.inner_lr, inner_steps=inner_steps,
-                               first_order=False, task_batching=cfg.train.task_batching, remat=remat)
-    multi = make_multi_step(make_train_step(exp.sampler.sample, meta_loss, exp.optimizer, cfg.train.meta_batch_size,
-                                            exp.metric))
+    multi = exp.multi_step(cfg)
     compiled = multi.lower(state, exp.sampler.data, 1).compile()
     mem = compiled.memory_analysis()
     return {"preset": preset, "inner_steps": inner_steps, "remat": remat,
