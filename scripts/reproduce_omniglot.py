@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1000, help="checkpoint (and test) every this many steps")
     ap.add_argument("--episodes", type=int, default=600)
     ap.add_argument("--results", type=Path, default=REPO / "docs" / "results.md")
+    ap.add_argument("--note", default="", help="a sentence to print under the tables (e.g. what else ran)")
     args = ap.parse_args()
 
     sections = []
@@ -105,6 +106,7 @@ def main() -> None:
         "(1623 characters, paper split with seed 1: 1100 train / 100 val / 423 test characters, "
         "random 90-degree rotations per class).",
         *sections,
+        *([args.note] if args.note else []),
     ])
     name = "omniglot-" + "-".join(p.replace("omniglot_", "") for p in args.presets)
     replace_section(args.results, name, body)
