@@ -176,19 +176,21 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
                 end = min(t.steps, step + t.steps_per_call, _next_boundary(step, t.log_every),
                           _next_boundary(step, t.eval_every), _next_boundary(step, t.checkpoint_every))
                 state, chunk = multi_step(state, exp.sampler.data, end - step)
+                chunk = jax.device_get(chunk)
+                losses = chunk["train/query_loss"]
+                if not np.all(np.isfinite(losses)):  # checked on every call: a NaN state is never saved
+                    bad = step + 1 + int(np.argmin(np.isfinite(losses)))
+                    raise NonFiniteLoss(
+                        f"meta-training loss is {losses[bad - step - 1]} at step {bad}; last checkpoint: "
+                        f"step {checkpointer.latest_step()}. Lower train.outer_lr or algorithm.inner_lr, "
+                        "or set train.grad_clip.")
                 pending.append(chunk)
                 bar.update(end - step)
                 step = end
 
                 if step % t.log_every == 0 or step == t.steps:
-                    metrics = {k: float(np.mean(np.concatenate([np.asarray(c[k]) for c in pending])))
-                               for k in pending[0]}
+                    metrics = {k: float(np.mean(np.concatenate([c[k] for c in pending]))) for k in pending[0]}
                     pending = []
-                    if not np.isfinite(metrics["train/query_loss"]):
-                        raise NonFiniteLoss(
-                            f"meta-training loss is {metrics['train/query_loss']} at step {step}; "
-                            f"last checkpoint: step {checkpointer.latest_step()}. Lower train.outer_lr "
-                            "or algorithm.inner_lr, or set train.grad_clip.")
                     now = time.perf_counter()
                     metrics["train/steps_per_s"] = (step - last_log[0]) / (now - last_log[1])
                     last_log = (step, now)

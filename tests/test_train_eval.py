@@ -111,8 +111,9 @@ def test_resume_refuses_a_different_experiment(tiny_cfg, tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_error(tiny_cfg, tmp_path):
-    with pytest.raises(NonFiniteLoss, match="Lower train.outer_lr"):
+    with pytest.raises(NonFiniteLoss, match=r"at step 1; last checkpoint: step None. Lower train.outer_lr"):
         train_and_evaluate(tiny_cfg("algorithm.inner_lr=1e30"), tmp_path)
+    assert Checkpointer(tmp_path / "checkpoints").steps() == []  # nothing non-finite was saved
 
 
 def test_train_then_evaluate_in_process(tiny_cfg, tmp_path):
