@@ -279,8 +279,9 @@ def _flatten(node: Any, prefix: str = "") -> dict:
 
 
 def resume_conflicts(saved: DictConfig, current: DictConfig) -> List[str]:
-    """Keys whose values differ between a run's saved config and the one resuming it."""
-    a = _flatten(OmegaConf.to_container(saved, resolve=True))
+    """Keys whose values differ between a run's saved config and the one resuming it. The saved
+    config is first read through the current schemas, so a key added since takes its default."""
+    a = _flatten(OmegaConf.to_container(conform(saved, source="the saved config.yaml"), resolve=True))
     b = _flatten(OmegaConf.to_container(current, resolve=True))
     return [
         f"{k}: {a.get(k)!r} -> {b.get(k)!r}"

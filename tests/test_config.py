@@ -109,3 +109,10 @@ def test_resume_conflicts_ignore_length_but_not_math():
     assert resume_conflicts(saved, make_cfg("train.steps=200", "train.progress=false")) == []
     conflicts = resume_conflicts(saved, make_cfg("train.steps=100", "algorithm.inner_lr=0.5"))
     assert conflicts == ["algorithm.inner_lr: 0.01 -> 0.5"]
+
+
+def test_resume_accepts_a_config_saved_before_a_key_existed():
+    saved = OmegaConf.create(OmegaConf.to_container(make_cfg(), resolve=True))
+    del saved.train["remat"]  # as written by a version without train.remat
+    assert resume_conflicts(saved, make_cfg()) == []
+    assert resume_conflicts(saved, make_cfg("train.remat=true")) == ["train.remat: False -> True"]
