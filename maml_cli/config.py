@@ -66,6 +66,19 @@ class OmniglotConfig(DatasetConfig):
     rotate: bool = True  # rotate each class of a task by a random multiple of 90 degrees
 
 
+@dataclass
+class MiniImageNetConfig(DatasetConfig):
+    """Vinyals et al. (2016) with Ravi & Larochelle's 64/16/20 class split; images from the user."""
+
+    name: str = "miniimagenet"
+    ways: int = 5
+    shots: int = 1
+    query_shots: int = 15
+    cache_dir: Optional[str] = None  # preprocessed arrays (default $MAML_CLI_CACHE or ~/.cache/maml-cli)
+    image_size: int = 84
+    images_per_class: Optional[int] = None  # images every class must hold (null: the same number, 600 in the real set)
+
+
 # --- model ---------------------------------------------------------------------------------------
 
 
@@ -111,6 +124,7 @@ class TrainLoopConfig:
     meta_batch_size: int = 25  # tasks per outer step
     outer_lr: float = 1e-3  # Adam learning rate of the outer loop
     grad_clip: Optional[float] = None  # clip the meta-gradient by global norm (null: no clipping)
+    grad_clip_value: Optional[float] = None  # clip each meta-gradient entry to [-v, v] (original MAML code: 10)
     log_every: int = 100  # write train/* metrics every this many steps
     eval_every: int = 1_000  # evaluate on val tasks every this many steps
     checkpoint_every: int = 1_000  # save a checkpoint every this many steps (and at the end)
@@ -162,7 +176,7 @@ class EvalAppConfig:
     progress: bool = True
 
 
-DATASET_SCHEMAS = {"sinusoid": SinusoidConfig, "omniglot": OmniglotConfig}
+DATASET_SCHEMAS = {"sinusoid": SinusoidConfig, "omniglot": OmniglotConfig, "miniimagenet": MiniImageNetConfig}
 MODEL_SCHEMAS = {"mlp": MLPConfig, "conv4": Conv4Config}
 TASK_BATCHING = ("vmap", "map", "unroll")
 SPLITS = ("train", "val", "test")
@@ -242,6 +256,7 @@ def validate(cfg: DictConfig) -> None:
     need(t.meta_batch_size >= 1, f"train.meta_batch_size must be >= 1 (got {t.meta_batch_size})")
     need(t.outer_lr > 0, f"train.outer_lr must be > 0 (got {t.outer_lr})")
     need(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be > 0 or null")
+    need(t.grad_clip_value is None or t.grad_clip_value > 0, "train.grad_clip_value must be > 0 or null")
     for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "steps_per_call"):
         need(t[key] >= 1, f"train.{key} must be >= 1 (got {t[key]})")
     need(

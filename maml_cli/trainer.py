@@ -85,7 +85,7 @@ def build_experiment(cfg: DictConfig) -> Experiment:
     model = build_model(cfg.model, sampler.spec)
     return Experiment(sampler=sampler, model=model,
                       task_loss=make_task_loss(model.apply, sampler.spec.kind),
-                      optimizer=make_optimizer(cfg.train.outer_lr, cfg.train.grad_clip))
+                      optimizer=make_optimizer(cfg.train.outer_lr, cfg.train.grad_clip, cfg.train.grad_clip_value))
 
 
 class _StopFlag:

@@ -11,7 +11,8 @@ same process), ``compile_s`` (lowering + compiling the step, persistent cache of
 ``peak_rss_mb``, ``step_ms_median``, ``outside_step_share`` (the share of the training loop's
 wall time spent outside the jitted step: 1 - loop rate / pure step rate, measured with the real
 ``train_and_evaluate``), backend and device. Omniglot presets use ../shared/data/omniglot when it
-is there, else random images of the same shape.
+is there, else random images of the same shape; MiniImageNet presets a synthetic set (20 images
+per class, scripts/make_synthetic_miniimagenet.py), which costs the same per step as the real one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-PRESETS = ["sinusoid_paper", "omniglot_5w1s", "omniglot_20w1s"]
+PRESETS = ["sinusoid_paper", "omniglot_5w1s", "omniglot_20w1s", "miniimagenet_5w1s"]
 OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
 
 
@@ -42,6 +43,10 @@ def _compose(preset: str, *overrides: str):
     if preset.startswith("omniglot"):
         src = OMNIGLOT if (OMNIGLOT / "images_background.npz").is_file() else _synthetic_omniglot()
         extra = [f"dataset.path={src}"]
+    if preset.startswith("miniimagenet"):  # no real images here: a synthetic set in the real layout
+        from make_synthetic_miniimagenet import make
+
+        extra = [f"dataset.path={make(Path(tempfile.mkdtemp()), 'images', images_per_class=20)}"]
     with initialize_config_module(config_module="maml_cli.configs", version_base="1.3"):
         return compose(config_name="train", overrides=[f"experiment={preset}", *extra, *overrides])
 

@@ -42,9 +42,13 @@ def make_meta_loss(task_loss: TaskLoss, *, inner_lr: float, inner_steps: int, fi
     return meta_loss
 
 
-def make_optimizer(outer_lr: float, grad_clip: float | None = None) -> optax.GradientTransformation:
-    adam = optax.adam(outer_lr)
-    return optax.chain(optax.clip_by_global_norm(grad_clip), adam) if grad_clip else adam
+def make_optimizer(outer_lr: float, grad_clip: float | None = None,
+                   grad_clip_value: float | None = None) -> optax.GradientTransformation:
+    """Adam on the meta-gradient, optionally clipped by value (as the original MAML code did for
+    MiniImageNet) and/or by global norm."""
+    clips = ([optax.clip(grad_clip_value)] if grad_clip_value else []) + \
+        ([optax.clip_by_global_norm(grad_clip)] if grad_clip else [])
+    return optax.chain(*clips, optax.adam(outer_lr)) if clips else optax.adam(outer_lr)
 
 
 def init_state(model, input_shape: tuple, optimizer: optax.GradientTransformation, seed: int) -> TrainState:

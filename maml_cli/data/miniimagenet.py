@@ -1,0 +1,146 @@
+"""MiniImageNet (Vinyals et al. 2016, split of Ravi & Larochelle 2017) from images the user has.
+
+The images are ImageNet crops and cannot be downloaded by a program, so ``dataset.path`` must
+name a folder in one of the two layouts people have:
+- Ravi & Larochelle's: ``images/n0153282900000005.jpg`` ... (the split CSVs are not needed: the
+  class split ships with this package, ``miniimagenet_classes.json``);
+- per-split class folders: ``train/n01532829/*.jpg``, ``val/...``, ``test/...``.
+Images are resized to ``image_size`` (84) if needed and cached once as uint8
+[100 classes, images_per_class, 84, 84, 3] (about 1.3 GB for the full set) in a .npy file that is
+memory-mapped, so the data is held once in RAM, by the device array.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from maml_cli.config import UserError
+from maml_cli.data.episodes import Episodes, TaskSpec, check_task_shape, sample_classification_episodes
+from maml_cli.data.omniglot_source import default_cache_dir
+
+log = logging.getLogger(__name__)
+SPLIT_NAMES = ("train", "val", "test")
+CACHE_VERSION = 1
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+MiniImageNet cannot be downloaded automatically (ImageNet terms of access). Get the 60,000 84x84
+images of Ravi & Larochelle's split (e.g. the `images/` folder their data-preparation script
+builds from ILSVRC-2012 with train.csv/val.csv/test.csv) and pass dataset.path=DIR, where DIR holds
+either images/<wnid><index>.jpg or train/<wnid>/*.jpg, val/<wnid>/*.jpg, test/<wnid>/*.jpg.
+For a synthetic stand-in in the same layout: python scripts/make_synthetic_miniimagenet.py DIR"""
+
+
+def class_split() -> Dict[str, List[str]]:
+    """The 64/16/20 WordNet ids of the standard split, shipped with the package."""
+    data = json.loads((resources.files("maml_cli.data") / "miniimagenet_classes.json").read_text())
+    return {name: data[name] for name in SPLIT_NAMES}
+
+
+def find_images(path: Path, images_per_class: Optional[int] = None) -> Dict[str, List[Path]]:
+    """wnid -> its image files (sorted), for every class of the split, from either layout."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise UserError(f"dataset.path={path} is not a directory.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    split = class_split()
+    files: Dict[str, List[Path]] = {}
+    if (path / "images").is_dir():
+        layout = "images/"
+        by_class: Dict[str, List[Path]] = {}
+        for f in (path / "images").iterdir():
+            if f.suffix.lower() in (".jpg", ".jpeg", ".png"):
+                by_class.setdefault(f.name[:9], []).append(f)
+        for names in split.values():
+            for wnid in names:
+                files[wnid] = sorted(by_class.get(wnid, []))
+    elif all((path / s).is_dir() for s in SPLIT_NAMES):
+        layout = "train/ val/ test/ class folders"
+        for s, names in split.items():
+            for wnid in names:
+                folder = path / s / wnid
+                files[wnid] = sorted(f for f in folder.glob("*") if f.suffix.lower() in (".jpg", ".jpeg", ".png")) \
+                    if folder.is_dir() else []
+    else:
+        raise UserError(f"{path} has neither images/ nor train/, val/ and test/ folders.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    missing = [w for w, fs in files.items() if not fs]
+    if missing:
+        raise UserError(f"{path} ({layout}): no images for {len(missing)} of the 100 classes, e.g. "
+                        f"{', '.join(missing[:3])}.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    counts = {w: len(fs) for w, fs in files.items()}
+    expected = images_per_class or max(counts.values())
+    wrong = {w: n for w, n in counts.items() if n != expected}
+    if wrong:
+        w, n = next(iter(wrong.items()))
+        raise UserError(f"{path} ({layout}): {len(wrong)} classes do not hold {expected} images like the others "
+                        f"(e.g. {w} has {n}; the real set has 600 per class). The copy is incomplete.")
+    return files
+
+
+def load_miniimagenet(path, image_size: int = 84, images_per_class: Optional[int] = None, cache_dir=None):
+    """uint8 [100, images_per_class, size, size, 3] (memory-mapped from the cache), classes in the
+    order train, val, test of ``class_split()``."""
+    files = find_images(path, images_per_class)
+    order = [w for names in class_split().values() for w in names]
+    images_per_class = len(files[order[0]])
+    h = hashlib.sha256(repr((CACHE_VERSION, image_size, images_per_class)).encode())
+    for wnid in order:
+        for f in files[wnid]:
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    cache_file = cache / f"miniimagenet-{image_size}px-{h.hexdigest()[:16]}.npy"
+    if cache_file.is_file():
+        try:
+            return np.load(cache_file, mmap_mode="r")
+        except Exception as e:
+            log.warning("rebuilding the damaged cache %s (%s)", cache_file, e)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}.npy")
+    shape = (len(order), images_per_class, image_size, image_size, 3)
+    log.info("caching MiniImageNet %s (%.2f GB) in %s", shape, np.prod(shape) / 1e9, cache_file)
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    for c, wnid in enumerate(order):
+        for i, f in enumerate(files[wnid]):
+            try:
+                with Image.open(f) as img:
+                    img = img.convert("RGB")
+                    if img.size != (image_size, image_size):
+                        img = img.resize((image_size, image_size), Image.Resampling.LANCZOS)
+                    out[c, i] = np.asarray(img, dtype=np.uint8)
+            except Exception as e:
+                del out
+                tmp.unlink(missing_ok=True)
+                raise UserError(f"{f} is not a readable image ({e}); replace it from your copy of MiniImageNet.") from e
+    out.flush()
+    del out
+    os.replace(tmp, cache_file)
+    return np.load(cache_file, mmap_mode="r")
+
+
+class MiniImageNetTasks:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        if not cfg.path:
+            raise UserError("dataset=miniimagenet needs dataset.path.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
+        images = load_miniimagenet(cfg.path, cfg.image_size, cfg.images_per_class, cfg.cache_dir)
+        sizes = [len(v) for v in class_split().values()]
+        bounds = np.cumsum([0, *sizes])
+        self.splits = {name: np.arange(bounds[i], bounds[i + 1]) for i, name in enumerate(SPLIT_NAMES)}
+        check_task_shape(cfg, self.splits, images.shape[1], "MiniImageNet")
+        self.spec = TaskSpec(input_shape=images.shape[2:], output_dim=cfg.ways, kind="classification")
+        self.data = {"images": jnp.asarray(images),
+                     **{name: jnp.asarray(idx, jnp.int32) for name, idx in self.splits.items()}}
+
+    def sample(self, data, key, split: str, num_tasks: int) -> Episodes:
+        c = self.cfg
+        return sample_classification_episodes(data["images"], data[split], key, num_tasks, ways=c.ways, shots=c.shots,
+                                              query_shots=c.query_shots, rotate=False)
