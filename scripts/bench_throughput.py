@@ -195,10 +195,11 @@ def main() -> None:
                 memory.append(_child(["--child", "memory", args.memory_preset, str(steps), "1" if remat else "0"]))
                 print(json.dumps(memory[-1]), flush=True)
     if args.write_docs:
-        _write_docs(results, memory, " ".join(sys.argv[1:]))
+        section = "throughput" if args.presets == PRESETS else "throughput-" + "-".join(args.presets)
+        _write_docs(results, memory, " ".join(sys.argv[1:]), section)
 
 
-def _write_docs(results: list, memory: list, argv: str) -> None:
+def _write_docs(results: list, memory: list, argv: str, section: str) -> None:
     from _report import machine, replace_section, today
 
     lines = [f"Measured {today()} on {machine()} with `python scripts/bench_throughput.py {argv}`.", "",
@@ -215,7 +216,7 @@ def _write_docs(results: list, memory: list, argv: str) -> None:
         by = {(m["inner_steps"], m["remat"]): m["temp_mb"] for m in memory}
         for steps in sorted({m["inner_steps"] for m in memory}):
             lines.append(f"| {steps} | {by.get((steps, False))} | {by.get((steps, True))} |")
-    replace_section(REPO / "docs" / "performance.md", "throughput", "\n".join(lines))
+    replace_section(REPO / "docs" / "performance.md", section, "\n".join(lines))
 
 
 if __name__ == "__main__":
