@@ -85,3 +85,22 @@ def check_task_shape(dataset_cfg, split_classes: dict, examples_per_class: int, 
     if problems:
         raise UserError(f"impossible {dataset_cfg.ways}-way {dataset_cfg.shots}-shot tasks for {what}: "
                         + "; ".join(problems))
+
+
+class ImageClassTasks:
+    """N-way K-shot tasks over ``images`` [classes, examples, H, W, C] uint8 and a class split.
+    Checks at construction (before anything compiles) that the splits can supply the tasks."""
+
+    def __init__(self, cfg, images, splits: dict, *, rotate: bool, what: str):
+        import jax.numpy as jnp
+
+        check_task_shape(cfg, splits, images.shape[1], what)
+        self.cfg, self.splits, self.rotate = cfg, splits, rotate
+        self.spec = TaskSpec(input_shape=tuple(images.shape[2:]), output_dim=cfg.ways, kind="classification")
+        self.data = {"images": jnp.asarray(images),
+                     **{name: jnp.asarray(idx, jnp.int32) for name, idx in splits.items()}}
+
+    def sample(self, data, key, split: str, num_tasks: int) -> Episodes:
+        c = self.cfg
+        return sample_classification_episodes(data["images"], data[split], key, num_tasks, ways=c.ways, shots=c.shots,
+                                              query_shots=c.query_shots, rotate=self.rotate)

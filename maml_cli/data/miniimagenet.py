@@ -20,13 +20,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
 from maml_cli.config import UserError
-from maml_cli.data.episodes import Episodes, TaskSpec, check_task_shape, sample_classification_episodes
-from maml_cli.data.omniglot_source import default_cache_dir
+from maml_cli.data.episodes import ImageClassTasks
+from maml_cli.data.cache import default_cache_dir
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "val", "test")
@@ -126,21 +125,11 @@ def load_miniimagenet(path, image_size: int = 84, images_per_class: Optional[int
     return np.load(cache_file, mmap_mode="r")
 
 
-class MiniImageNetTasks:
+class MiniImageNetTasks(ImageClassTasks):
     def __init__(self, cfg):
-        self.cfg = cfg
         if not cfg.path:
             raise UserError("dataset=miniimagenet needs dataset.path.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
         images = load_miniimagenet(cfg.path, cfg.image_size, cfg.images_per_class, cfg.cache_dir)
-        sizes = [len(v) for v in class_split().values()]
-        bounds = np.cumsum([0, *sizes])
-        self.splits = {name: np.arange(bounds[i], bounds[i + 1]) for i, name in enumerate(SPLIT_NAMES)}
-        check_task_shape(cfg, self.splits, images.shape[1], "MiniImageNet")
-        self.spec = TaskSpec(input_shape=images.shape[2:], output_dim=cfg.ways, kind="classification")
-        self.data = {"images": jnp.asarray(images),
-                     **{name: jnp.asarray(idx, jnp.int32) for name, idx in self.splits.items()}}
-
-    def sample(self, data, key, split: str, num_tasks: int) -> Episodes:
-        c = self.cfg
-        return sample_classification_episodes(data["images"], data[split], key, num_tasks, ways=c.ways, shots=c.shots,
-                                              query_shots=c.query_shots, rotate=False)
+        bounds = np.cumsum([0, *(len(v) for v in class_split().values())])
+        splits = {name: np.arange(bounds[i], bounds[i + 1]) for i, name in enumerate(SPLIT_NAMES)}
+        super().__init__(cfg, images, splits, rotate=False, what="MiniImageNet")

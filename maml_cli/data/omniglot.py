@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from typing import Dict
 
-import jax.numpy as jnp
 import numpy as np
 
 from maml_cli.config import UserError
-from maml_cli.data.episodes import Episodes, TaskSpec, check_task_shape, sample_classification_episodes
+from maml_cli.data.episodes import ImageClassTasks
 from maml_cli.data.omniglot_source import OmniglotArrays, load_omniglot
 
 SPLIT_MODES = ("paper", "official")
@@ -42,18 +41,8 @@ def class_splits(arrays: OmniglotArrays, mode: str, seed: int, train_classes: in
     raise UserError(f"dataset.split must be one of {', '.join(SPLIT_MODES)} (got {mode!r})")
 
 
-class OmniglotTasks:
+class OmniglotTasks(ImageClassTasks):
     def __init__(self, cfg):
-        self.cfg = cfg
         arrays = load_omniglot(cfg.path, image_size=cfg.image_size, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir)
         splits = class_splits(arrays, cfg.split, cfg.split_seed, cfg.train_classes, cfg.val_classes)
-        check_task_shape(cfg, splits, arrays.images.shape[1], "Omniglot")
-        self.splits = splits
-        self.spec = TaskSpec(input_shape=arrays.images.shape[2:], output_dim=cfg.ways, kind="classification")
-        self.data = {"images": jnp.asarray(arrays.images),
-                     **{name: jnp.asarray(idx, jnp.int32) for name, idx in splits.items()}}
-
-    def sample(self, data, key, split: str, num_tasks: int) -> Episodes:
-        c = self.cfg
-        return sample_classification_episodes(data["images"], data[split], key, num_tasks, ways=c.ways, shots=c.shots,
-                                              query_shots=c.query_shots, rotate=c.rotate)
+        super().__init__(cfg, arrays.images, splits, rotate=cfg.rotate, what="Omniglot")

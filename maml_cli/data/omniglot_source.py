@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from maml_cli.config import UserError
+from maml_cli.data.cache import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,6 @@ class _SetSource:
     name: str
     kind: str  # npz | zip | png
     location: Path
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("MAML_CLI_CACHE", Path.home() / ".cache" / "maml-cli"))
 
 
 def find_sources(path: Path) -> list:
