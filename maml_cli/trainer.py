@@ -20,7 +20,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from maml_cli.checkpoints import Checkpointer
 from maml_cli.config import UserError, resume_conflicts
 from maml_cli.data import build_sampler
-from maml_cli.evaluation import eval_key, make_scorer, run_episodes, summarize
+from maml_cli.evaluation import eval_key, make_scorer, run_episodes
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.metrics import MetricWriter
 from maml_cli.meta.outer import (TrainState, init_state, make_meta_loss, make_multi_step,

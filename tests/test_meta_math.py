@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maml_cli.data.episodes import Episodes
 from maml_cli.data.sinusoid import SinusoidTasks
 from maml_cli.evaluation import summarize
 from maml_cli.meta.batching import STRATEGIES, map_tasks

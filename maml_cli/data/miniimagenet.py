@@ -84,6 +84,17 @@ def find_images(path: Path, images_per_class: Optional[int] = None) -> Dict[str,
     return files
 
 
+def _read_image(f: Path, image_size: int) -> np.ndarray:
+    try:
+        with Image.open(f) as img:
+            img = img.convert("RGB")
+            if img.size != (image_size, image_size):
+                img = img.resize((image_size, image_size), Image.Resampling.LANCZOS)
+            return np.asarray(img, dtype=np.uint8)
+    except Exception as e:
+        raise UserError(f"{f} is not a readable image ({e}); replace it from your copy of MiniImageNet.") from e
+
+
 def load_miniimagenet(path, image_size: int = 84, images_per_class: Optional[int] = None, cache_dir=None):
     """uint8 [100, images_per_class, size, size, 3] (memory-mapped from the cache), classes in the
     order train, val, test of ``class_split()``."""
@@ -107,20 +118,16 @@ def load_miniimagenet(path, image_size: int = 84, images_per_class: Optional[int
     shape = (len(order), images_per_class, image_size, image_size, 3)
     log.info("caching MiniImageNet %s (%.2f GB) in %s", shape, np.prod(shape) / 1e9, cache_file)
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-    for c, wnid in enumerate(order):
-        for i, f in enumerate(files[wnid]):
-            try:
-                with Image.open(f) as img:
-                    img = img.convert("RGB")
-                    if img.size != (image_size, image_size):
-                        img = img.resize((image_size, image_size), Image.Resampling.LANCZOS)
-                    out[c, i] = np.asarray(img, dtype=np.uint8)
-            except Exception as e:
-                del out
-                tmp.unlink(missing_ok=True)
-                raise UserError(f"{f} is not a readable image ({e}); replace it from your copy of MiniImageNet.") from e
-    out.flush()
-    del out
+    try:
+        for c, wnid in enumerate(order):
+            for i, f in enumerate(files[wnid]):
+                out[c, i] = _read_image(f, image_size)
+        out.flush()
+    except BaseException:  # a bad image or Ctrl-C: leave no half-written cache behind
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        del out
     os.replace(tmp, cache_file)
     return np.load(cache_file, mmap_mode="r")
 
