@@ -130,8 +130,8 @@ class TrainLoopConfig:
     checkpoint_every: int = 1_000  # save a checkpoint every this many steps (and at the end)
     keep_checkpoints: int = 3  # how many recent checkpoints to keep
     steps_per_call: int = 100  # outer steps fused into one jitted call (lax.scan)
-    task_batching: str = "vmap"  # how a meta-batch is mapped over tasks: vmap | map | unroll
-    remat: bool = False  # recompute inner-loop activations in the backward pass (less memory)
+    task_batching: str = "auto"  # how a meta-batch is mapped over tasks: auto | vmap | map | unroll
+    remat: Optional[bool] = None  # recompute inner-loop activations in the backward pass (null: auto)
     progress: bool = True  # show a progress bar on the terminal
 
 
@@ -178,7 +178,7 @@ class EvalAppConfig:
 
 DATASET_SCHEMAS = {"sinusoid": SinusoidConfig, "omniglot": OmniglotConfig, "miniimagenet": MiniImageNetConfig}
 MODEL_SCHEMAS = {"mlp": MLPConfig, "conv4": Conv4Config}
-TASK_BATCHING = ("vmap", "map", "unroll")
+TASK_BATCHING = ("auto", "vmap", "map", "unroll")  # auto: see maml_cli/execution.py
 SPLITS = ("train", "val", "test")
 
 
@@ -281,6 +281,11 @@ RESUMABLE_CHANGES = (
     "train.progress",
     "eval.episodes",
     "eval.val_episodes",
+    # How the same math is executed (maml_cli/execution.py): a run may resume on other hardware.
+    "train.task_batching",
+    "train.remat",
+    "train.steps_per_call",
+    "model.conv_impl",
 )
 
 

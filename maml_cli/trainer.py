@@ -21,6 +21,7 @@ from maml_cli.checkpoints import Checkpointer
 from maml_cli.config import UserError, resume_conflicts
 from maml_cli.data import build_sampler
 from maml_cli.evaluation import eval_key, make_scorer, run_episodes
+from maml_cli.execution import Execution, plan_execution
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.metrics import MetricWriter
 from maml_cli.meta.outer import (TrainState, init_state, make_meta_loss, make_multi_step,
@@ -58,6 +59,7 @@ class Experiment:
     model: Any
     task_loss: Any
     optimizer: Any
+    execution: Execution  # how the math runs on this backend (auto settings resolved)
 
     @property
     def metric(self) -> str:
@@ -71,19 +73,22 @@ class Experiment:
         meta_loss = make_meta_loss(
             self.task_loss, inner_lr=cfg.algorithm.inner_lr,
             inner_steps=cfg.algorithm.inner_steps if inner_steps is None else inner_steps,
-            first_order=cfg.algorithm.first_order, task_batching=cfg.train.task_batching, remat=cfg.train.remat)
+            first_order=cfg.algorithm.first_order, task_batching=self.execution.task_batching,
+            remat=self.execution.remat)
         return make_multi_step(make_train_step(self.sampler.sample, meta_loss, self.optimizer,
                                                cfg.train.meta_batch_size, self.metric))
 
     def scorer(self, cfg: DictConfig, split: str, inner_steps: int) -> Callable:
         return make_scorer(self.sampler.sample, self.task_loss, inner_lr=cfg.algorithm.inner_lr,
-                           inner_steps=inner_steps, split=split, task_batching=cfg.train.task_batching)
+                           inner_steps=inner_steps, split=split, task_batching=self.execution.task_batching)
 
 
 def build_experiment(cfg: DictConfig) -> Experiment:
+    execution = plan_execution(cfg.model.name, cfg.train.task_batching, cfg.train.remat,
+                               cfg.model.get("conv_impl"))
     sampler = build_sampler(cfg.dataset)
-    model = build_model(cfg.model, sampler.spec)
-    return Experiment(sampler=sampler, model=model,
+    model = build_model(cfg.model, sampler.spec, execution.conv_impl)
+    return Experiment(sampler=sampler, model=model, execution=execution,
                       task_loss=make_task_loss(model.apply, sampler.spec.kind),
                       optimizer=make_optimizer(cfg.train.outer_lr, cfg.train.grad_clip, cfg.train.grad_clip_value))
 
@@ -169,6 +174,8 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
             total=t.steps, initial=start, unit="step", disable=not t.progress, dynamic_ncols=True,
             desc="meta-train",
         ) as bar:
+            if step < t.steps:
+                log.info("on %s: %s", jax.default_backend(), exp.execution.describe())
             if start == 0 and t.steps > 0:
                 log.info("compiling the outer step (first call)")
             last_log = (step, time.perf_counter())

@@ -5,8 +5,10 @@
     python scripts/bench_throughput.py --memory               # peak memory vs inner steps, +- remat
 
 Each preset runs in its own process (clean memory and compile figures). Per preset:
-``tasks_per_s`` (meta_batch_size / median step time), ``gflops_per_s`` (XLA's cost analysis of
-the compiled step / median time), ``ceiling_gflops_per_s`` (a 2048^3 f32 matmul timed in the
+``tasks_per_s`` (meta_batch_size / median step time), ``gflops_per_s`` (the step's matmul and
+convolution FLOPs / median time; counted on the step's jaxpr with every loop multiplied out, because
+XLA's cost analysis, reported as ``xla_cost_analysis_gflop``, counts a loop body once: the inner
+``lax.scan`` and a ``lax.map`` over tasks would be undercounted), ``ceiling_gflops_per_s`` (a 2048^3 f32 matmul timed in the
 same process), ``compile_s`` (lowering + compiling the step, persistent cache off),
 ``peak_rss_mb``, ``step_ms_median``, ``outside_step_share`` (the share of the training loop's
 wall time spent outside the jitted step: 1 - loop rate / pure step rate, measured with the real
@@ -77,7 +79,47 @@ def _ceiling_gflops() -> float:
     return 2 * n**3 / sorted(times)[2] / 1e9
 
 
-def _flops(compiled) -> float:
+def _jaxpr_flops(jaxpr) -> float:
+    """FLOPs (2 per multiply-add) of the dot_generals and convolutions in ``jaxpr``, loops unrolled."""
+    import math
+
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2.0 * eqn.outvars[0].aval.size * math.prod(lhs[d] for d in contract)
+        elif name == "conv_general_dilated":
+            rhs = eqn.invars[1].aval.shape
+            out_features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+            total += 2.0 * eqn.outvars[0].aval.size * math.prod(rhs) / out_features
+        elif name == "while":
+            raise ValueError("a while loop with an unknown trip count: cannot count its FLOPs")
+        times = eqn.params["length"] if name == "scan" else 1
+        subs = [v for v in eqn.params.values() if hasattr(v, "eqns") or hasattr(v, "jaxpr")]
+        subs += [b for v in eqn.params.values() if isinstance(v, tuple) for b in v if hasattr(b, "jaxpr")]
+        counts = [_jaxpr_flops(getattr(sub, "jaxpr", sub)) for sub in subs]
+        if counts:
+            total += times * (max(counts) if name == "cond" else sum(counts))
+    return total
+
+
+def _step_flops(exp, cfg, state) -> float:
+    """Matmul/convolution FLOPs of one outer step: the useful work, counted on the plain form of the
+    step (vmap over tasks, no rematerialisation) so that every execution plan is credited the same."""
+    import dataclasses
+
+    import jax
+
+    from maml_cli.execution import Execution
+
+    plain = dataclasses.replace(exp, execution=Execution("vmap", False, exp.execution.conv_impl))
+    multi = plain.multi_step(cfg)
+    return _jaxpr_flops(jax.make_jaxpr(lambda s, d: multi(s, d, 1))(state, exp.sampler.data).jaxpr)
+
+
+def _xla_flops(compiled) -> float:
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0]
@@ -98,7 +140,8 @@ def bench_one(preset: str, measure_steps: int) -> dict:
     tic = time.perf_counter()
     compiled = multi.lower(state, exp.sampler.data, 1).compile()
     compile_s = time.perf_counter() - tic
-    flops = _flops(compiled)
+    flops = _step_flops(exp, cfg, state)
+    xla_flops = _xla_flops(compiled)
     for _ in range(3):  # warm-up
         state, _ = compiled(state, exp.sampler.data)
     jax.block_until_ready(state)
@@ -128,6 +171,8 @@ def bench_one(preset: str, measure_steps: int) -> dict:
         "tasks_per_s": round(t.meta_batch_size / step_s, 2),
         "gflops_per_s": round(gflops, 2),
         "ceiling_gflops_per_s": round(ceiling, 2),
+        "gflop_per_step": round(flops / 1e9, 3),
+        "xla_cost_analysis_gflop": round(xla_flops / 1e9, 3),
         "fraction_of_ceiling": round(gflops / ceiling, 3),
         "compile_s": round(compile_s, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -135,8 +180,9 @@ def bench_one(preset: str, measure_steps: int) -> dict:
         "outside_step_share": round(max(0.0, 1 - loop_rate * step_s), 4),
         "meta_batch_size": int(t.meta_batch_size),
         "inner_steps": int(cfg.algorithm.inner_steps),
-        "task_batching": t.task_batching,
-        "conv_impl": cfg.model.get("conv_impl"),
+        "task_batching": exp.execution.task_batching,
+        "remat": exp.execution.remat,
+        "conv_impl": exp.execution.conv_impl,
         "backend": jax.default_backend(),
         "device": jax.devices()[0].device_kind,
         "jax": jax.__version__,
@@ -154,6 +200,7 @@ def memory_one(preset: str, inner_steps: int, remat: bool) -> dict:
     compiled = multi.lower(state, exp.sampler.data, 1).compile()
     mem = compiled.memory_analysis()
     return {"preset": preset, "inner_steps": inner_steps, "remat": remat,
+            "task_batching": exp.execution.task_batching,
             "temp_mb": round(mem.temp_size_in_bytes / 2**20, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
@@ -199,19 +246,25 @@ def main() -> None:
         _write_docs(results, memory, " ".join(sys.argv[1:]), section)
 
 
+def _execution(r: dict) -> str:
+    parts = [r["task_batching"], "remat" if r["remat"] else "no remat", r["conv_impl"]]
+    return ", ".join(p for p in parts if p)
+
+
 def _write_docs(results: list, memory: list, argv: str, section: str) -> None:
     from _report import machine, replace_section, today
 
     lines = [f"Measured {today()} on {machine()} with `python scripts/bench_throughput.py {argv}`.", "",
              "| preset | tasks/s | step (ms) | GFLOP/s | matmul ceiling (GFLOP/s) | fraction | compile (s) "
-             "| peak RSS (MB) | outside the step |", "|---|---|---|---|---|---|---|---|---|"]
+             "| peak RSS (MB) | outside the step | execution |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['preset']} | {r['tasks_per_s']} | {r['step_ms_median']} | {r['gflops_per_s']} | "
                      f"{r['ceiling_gflops_per_s']} | {r['fraction_of_ceiling']:.0%} | {r['compile_s']} | "
-                     f"{r['peak_rss_mb']} | {r['outside_step_share']:.1%} |")
+                     f"{r['peak_rss_mb']} | {r['outside_step_share']:.1%} | {_execution(r)} |")
     lines += ["", "Raw output:", "", "```", *[json.dumps(r) for r in results], "```"]
     if memory:
-        lines += ["", f"Peak temporary memory of the compiled step ({memory[0]['preset']}, XLA's memory analysis) "
+        lines += ["", f"Peak temporary memory of the compiled step ({memory[0]['preset']}, "
+                  f"task_batching={memory[0]['task_batching']}, XLA's memory analysis) "
                   "against inner steps:", "", "| inner steps | without remat (MB) | with remat (MB) |", "|---|---|---|"]
         by = {(m["inner_steps"], m["remat"]): m["temp_mb"] for m in memory}
         for steps in sorted({m["inner_steps"] for m in memory}):

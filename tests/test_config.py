@@ -113,6 +113,11 @@ def test_resume_conflicts_ignore_length_but_not_math():
 
 def test_resume_accepts_a_config_saved_before_a_key_existed():
     saved = OmegaConf.create(OmegaConf.to_container(make_cfg(), resolve=True))
-    del saved.train["remat"]  # as written by a version without train.remat
+    del saved.train["grad_clip_value"]  # as written by a version without train.grad_clip_value
     assert resume_conflicts(saved, make_cfg()) == []
-    assert resume_conflicts(saved, make_cfg("train.remat=true")) == ["train.remat: False -> True"]
+    assert resume_conflicts(saved, make_cfg("train.grad_clip_value=10")) == ["train.grad_clip_value: None -> 10.0"]
+
+
+def test_resume_may_change_how_the_math_is_executed():
+    saved = make_cfg("train.task_batching=vmap", "train.remat=false")
+    assert resume_conflicts(saved, make_cfg("train.task_batching=map", "train.remat=true")) == []

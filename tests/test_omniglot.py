@@ -232,22 +232,23 @@ def test_im2col_convolution_equals_lax(size, stride):
     np.testing.assert_allclose(conv3x3_im2col(x, k, stride), ref, rtol=1e-5, atol=1e-5)
 
 
-ALL_COMBOS = (("lax", "unroll"), ("im2col", "vmap"), ("lax", "vmap"), ("im2col", "map"))
+ALL_COMBOS = (("lax", "unroll", False), ("im2col", "vmap", False), ("lax", "vmap", True), ("im2col", "map", True),
+              ("im2col", "map", False))
 
 
 @pytest.mark.parametrize("downsample,head,combos", [("stride", "mean", ALL_COMBOS),
-                                                    ("maxpool", "flatten", ALL_COMBOS[:2])])
+                                                    ("maxpool", "flatten", ALL_COMBOS[1:4])])
 def test_conv_impls_and_task_batching_give_the_same_meta_gradient(downsample, head, combos):
     size = 16
     images = jax.random.uniform(jax.random.PRNGKey(0), (10, 4, size, size, 1)) * 255
     ep = sample_classification_episodes(images.astype(jnp.uint8), jnp.arange(10), jax.random.PRNGKey(1), 3, ways=3,
                                         shots=1, query_shots=2, rotate=True)
     results = []
-    for impl, batching in combos:
+    for impl, batching, remat in combos:
         model = Conv4(output_dim=3, filters=4, downsample=downsample, head=head, conv_impl=impl)
         params = model.init(jax.random.PRNGKey(2), ep.support_x[0])["params"]
-        meta_loss = make_meta_loss(make_task_loss(model.apply, "classification"), inner_lr=0.4, inner_steps=1,
-                                   first_order=False, task_batching=batching)
+        meta_loss = make_meta_loss(make_task_loss(model.apply, "classification"), inner_lr=0.4, inner_steps=2,
+                                   first_order=False, task_batching=batching, remat=remat)
         (loss, _), grads = jax.jit(jax.value_and_grad(meta_loss, has_aux=True))(params, ep)
         results.append((float(loss), jax.flatten_util.ravel_pytree(grads)[0]))
     for loss, grads in results[1:]:

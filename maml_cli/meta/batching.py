@@ -1,10 +1,12 @@
-"""How a function of one task is mapped over a meta-batch: the one place that choice lives.
+"""How a function of one task is mapped over a meta-batch. Which strategy a run uses is decided
+in ``maml_cli/execution.py`` (``train.task_batching=auto``).
 
 All strategies compute the same thing (tests check it); they differ in what XLA is asked to build:
-- ``vmap``: one batched program. Best for dense layers and on GPUs.
-- ``map``: ``lax.map``, a loop of per-task programs. Small memory, no batched kernels.
-- ``unroll``: a Python loop inside jit, one copy of the per-task program per task. Fast on CPU
-  for convolutions with per-task weights, but compile time grows with the meta-batch.
+- ``vmap``: one batched program: large kernels, the choice for GPUs and small dense models.
+- ``map``: ``lax.map``, a loop of per-task programs: one task's tensors stay in cache, the
+  faster choice for convolutional models on CPU.
+- ``unroll``: a Python loop inside jit, one copy of the per-task program per task; compile time
+  grows with the meta-batch. Used as the reference in tests.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from maml_cli.models.conv4 import BATCH_NORM_MODES, CONV_IMPLS, Conv4
 from maml_cli.models.mlp import ACTIVATIONS, MLP
 
 
-def _mlp(cfg, spec: TaskSpec):
+def _mlp(cfg, spec: TaskSpec, conv_impl=None):
     if cfg.activation not in ACTIVATIONS:
         raise UserError(
             f"model.activation must be one of {', '.join(ACTIVATIONS)} (got {cfg.activation!r})"
@@ -17,16 +17,7 @@ def _mlp(cfg, spec: TaskSpec):
     return MLP(hidden_sizes=tuple(cfg.hidden_sizes), output_dim=spec.output_dim, activation=cfg.activation)
 
 
-def resolve_conv_impl(impl: str) -> str:
-    """``auto``: matmul-based convolution on CPU (fast with per-task weights), XLA's own elsewhere."""
-    if impl == "auto":
-        import jax
-
-        return "im2col" if jax.default_backend() == "cpu" else "lax"
-    return impl
-
-
-def _conv4(cfg, spec: TaskSpec):
+def _conv4(cfg, spec: TaskSpec, conv_impl: str):
     for key, allowed, value in (("batch_norm", BATCH_NORM_MODES, cfg.batch_norm),
                                 ("conv_impl", ("auto", *CONV_IMPLS), cfg.conv_impl),
                                 ("downsample", ("stride", "maxpool"), cfg.downsample),
@@ -36,15 +27,16 @@ def _conv4(cfg, spec: TaskSpec):
     if spec.kind != "classification":
         raise UserError("model=conv4 is for image classification datasets")
     return Conv4(output_dim=spec.output_dim, filters=cfg.filters, downsample=cfg.downsample, head=cfg.head,
-                 batch_norm=cfg.batch_norm, conv_impl=resolve_conv_impl(cfg.conv_impl))
+                 batch_norm=cfg.batch_norm, conv_impl=conv_impl)
 
 
 BUILDERS = {"mlp": _mlp, "conv4": _conv4}
 
 
-def build_model(model_cfg, spec: TaskSpec):
+def build_model(model_cfg, spec: TaskSpec, conv_impl: str | None = None):
+    """``conv_impl``: how convolutions are computed, as resolved by ``maml_cli.execution``."""
     try:
         builder = BUILDERS[model_cfg.name]
     except KeyError:
         raise UserError(f"unknown model {model_cfg.name!r}; known: {', '.join(sorted(BUILDERS))}") from None
-    return builder(model_cfg, spec)
+    return builder(model_cfg, spec, conv_impl)
