@@ -63,20 +63,27 @@ def _synthetic_omniglot() -> Path:
     return folder
 
 
+def median_seconds(fn, *args, repeats: int = 5) -> float:
+    """Median wall time of ``fn(*args)`` (a jitted function), after one warm-up call."""
+    import jax
+    import numpy as np
+
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - tic)
+    return float(np.median(times))
+
+
 def _ceiling_gflops() -> float:
     import jax
     import jax.numpy as jnp
 
     n = 2048
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    mm = jax.jit(lambda x: x @ x)
-    mm(a).block_until_ready()
-    times = []
-    for _ in range(5):
-        t = time.perf_counter()
-        mm(a).block_until_ready()
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / sorted(times)[2] / 1e9
+    return 2 * n**3 / median_seconds(jax.jit(lambda x: x @ x), a) / 1e9
 
 
 def _jaxpr_flops(jaxpr) -> float:

@@ -99,19 +99,13 @@ def bandwidth() -> dict:
     """GB/s (bytes read + written) of ``x * 2 + 1`` on f32 arrays of growing size."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
-    out = {}
+    from bench_throughput import median_seconds
+
     op = jax.jit(lambda x: x * 2 + 1)
-    for mb in (2, 8, 16, 32, 64, 128):
-        x = jnp.ones((mb * 2**20 // 4,), jnp.float32)
-        op(x).block_until_ready()
-        times = []
-        for _ in range(20):
-            tic = time.perf_counter()
-            op(x).block_until_ready()
-            times.append(time.perf_counter() - tic)
-        out[f"{mb}MB"] = round(2 * mb * 2**20 / float(np.median(times)) / 1e9, 1)
+    out = {f"{mb}MB": round(2 * mb * 2**20 / median_seconds(op, jnp.ones((mb * 2**20 // 4,), jnp.float32),
+                                                            repeats=20) / 1e9, 1)
+           for mb in (2, 8, 16, 32, 64, 128)}
     return {"elementwise_gb_per_s": out}
 
 
