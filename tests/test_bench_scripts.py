@@ -1,0 +1,64 @@
+"""The measuring code of scripts/bench_throughput.py and scripts/profile_step.py: its figures go into
+docs, so the FLOP count and the profile's op accounting are checked here on known programs."""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+from bench_throughput import _jaxpr_flops, _step_flops, _xla_flops  # noqa: E402
+from profile_step import _category, profile_preset  # noqa: E402
+
+
+def test_flops_of_a_matmul_match_xla_and_loops_are_multiplied_out():
+    x, w = jnp.ones((4, 5)), jnp.ones((5, 6))
+    plain = jax.jit(lambda x, w: x @ w)
+    assert _jaxpr_flops(jax.make_jaxpr(plain)(x, w).jaxpr) == 2 * 4 * 5 * 6
+    assert _jaxpr_flops(jax.make_jaxpr(plain)(x, w).jaxpr) == _xla_flops(plain.lower(x, w).compile())
+
+    def looped(x, w):  # three matmuls in a scan, each [4, 5] x [5, 5]
+        return jax.lax.scan(lambda c, _: (c @ w[:, :5], None), x, None, length=3)[0]
+
+    assert _jaxpr_flops(jax.make_jaxpr(looped)(x, w).jaxpr) == 3 * 2 * 4 * 5 * 5
+    assert _jaxpr_flops(jax.make_jaxpr(jax.vmap(lambda x: x @ w))(jnp.ones((7, 4, 5))).jaxpr) == 7 * 2 * 4 * 5 * 6
+
+
+def test_flops_of_a_convolution():
+    x, k = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+    conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",  # noqa: E731
+                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert _jaxpr_flops(jax.make_jaxpr(conv)(x, k).jaxpr) == 2 * (2 * 8 * 8 * 4) * (3 * 3 * 3)
+
+
+def test_step_flops_count_every_inner_step():
+    from bench_throughput import _compose
+    from maml_cli.trainer import build_experiment
+
+    counts = []
+    for steps in (1, 2, 3):
+        cfg = _compose("sinusoid_tiny", f"algorithm.inner_steps={steps}")
+        exp = build_experiment(cfg)
+        counts.append(_step_flops(exp, cfg, exp.init_state(0)))
+    assert counts[0] < counts[1] < counts[2]
+    assert counts[2] - counts[1] == pytest.approx(counts[1] - counts[0])  # each inner step costs the same
+
+
+@pytest.mark.parametrize("name,kind", [("ynn_fusion.12", "matmul"), ("dot.3", "matmul"),
+                                       ("wrapped_broadcast.22", "fill"),
+                                       ("bitcast_dynamic-update-slice_fusion.68", "loop stacking"),
+                                       ("slice_select_fusion.3", "data movement"), ("copy_bitcast_fusion", "data movement"),
+                                       ("multiply_add_fusion.1", "elementwise/reduce")])
+def test_op_categories(name, kind):
+    assert _category(name) == kind
+
+
+def test_profile_accounts_for_the_step():
+    result = profile_preset("sinusoid_tiny", [], calls=2)
+    assert result["op_ms_total"] > 0 and "matmul" in result["by_kind_ms"]
+    assert sum(result["by_kind_share"].values()) == pytest.approx(1.0, abs=0.01)
