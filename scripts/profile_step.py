@@ -34,7 +34,7 @@ CONTAINERS = {"while", "call", "conditional"}  # ops whose events enclose other 
 
 def _category(name: str) -> str:
     base = name.split(".")[0]
-    if base.startswith(("ynn_fusion", "dot")) or "dot" in base or "convolution" in base:
+    if base.startswith("ynn_fusion") or "dot" in base or "convolution" in base:
         return "matmul"
     if "dynamic-update-slice" in base or "dynamic-slice" in base:
         return "loop stacking"
