@@ -20,6 +20,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from maml_cli.checkpoints import Checkpointer
 from maml_cli.config import UserError, resume_conflicts
 from maml_cli.data import build_sampler
+from maml_cli.data.cache import CACHE_HOME
 from maml_cli.evaluation import eval_key, make_scorer, run_episodes
 from maml_cli.execution import Execution, plan_execution
 from maml_cli.meta.losses import make_task_loss
@@ -36,7 +37,7 @@ def enable_compilation_cache() -> None:
     ``MAML_CLI_COMPILE_CACHE`` names the folder (default ~/.cache/maml-cli/jax); "off" disables."""
     import os
 
-    folder = os.environ.get("MAML_CLI_COMPILE_CACHE", str(Path.home() / ".cache" / "maml-cli" / "jax"))
+    folder = os.environ.get("MAML_CLI_COMPILE_CACHE", str(CACHE_HOME / "jax"))
     if folder.lower() in ("", "off", "0", "false"):
         return
     jax.config.update("jax_compilation_cache_dir", folder)
