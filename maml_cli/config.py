@@ -59,6 +59,7 @@ class OmniglotConfig(DatasetConfig):
     data_dir: Optional[str] = None  # TFDS data_dir when path is unset (default ~/tensorflow_datasets)
     cache_dir: Optional[str] = None  # preprocessed arrays (default $MAML_CLI_CACHE or ~/.cache/maml-cli)
     image_size: int = 28
+    resample: str = "lanczos"  # lanczos (grey strokes) | nearest (binary, as the MAML code's Pillow did)
     split: str = "paper"  # paper: all characters pooled, split at random | official: background/evaluation
     split_seed: int = 1
     train_classes: int = 1200  # paper split: meta-train characters, meta-validation included
@@ -100,7 +101,12 @@ class Conv4Config(ModelConfig):
     filters: int = 64
     downsample: str = "stride"  # stride (Omniglot) | maxpool (MiniImageNet)
     head: str = "mean"  # mean over space (Omniglot) | flatten (MiniImageNet)
-    batch_norm: str = "transductive"  # statistics of the batch at hand, always (original MAML) | none
+    batch_norm: str = "transductive"  # transductive (batch statistics, always) | per_step (MAML++) | none
+    bn_scale: bool = True  # learn a batch-norm scale (the original MAML code: offset only)
+    bn_epsilon: float = 1e-5  # batch-norm epsilon (the original MAML code: 1e-3)
+    adapt_batch_norm: bool = True  # the inner loop adapts batch-norm scale/offset (original MAML, MAML++: no)
+    bn_momentum: float = 0.1  # per_step: weight of each outer step's batch statistics in the running ones
+    bn_eval_stats: str = "running"  # per_step: evaluation normalises with running | batch statistics
     conv_impl: str = "auto"  # auto | im2col | lax: how convolutions are computed (same results)
 
 
@@ -109,10 +115,50 @@ class Conv4Config(ModelConfig):
 
 @dataclass
 class AlgorithmConfig:
+    """MAML, FOMAML (first_order), ANIL: these keys only."""
+
     name: str = "maml"
     inner_lr: float = 0.01  # step size of the inner (adaptation) SGD steps
     inner_steps: int = 1  # inner steps taken during meta-training
     first_order: bool = False  # true: drop second-order terms (FOMAML)
+
+
+@dataclass
+class MetaSGDConfig(AlgorithmConfig):
+    """Li et al. (2017): a learned step size per parameter entry."""
+
+    name: str = "metasgd"
+    lr_init_range: Optional[List[float]] = None  # [low, high]: rates start uniform in it (null: all at inner_lr)
+
+
+@dataclass
+class MAMLPlusPlusConfig(AlgorithmConfig):
+    """Antoniou et al. (2019); defaults from the authors' Omniglot configs."""
+
+    name: str = "mamlpp"
+    inner_lr: float = 0.1  # initial value of the learned per-layer per-step step sizes
+    inner_steps: int = 5
+    multi_step_loss: bool = True  # query loss after every inner step, annealed towards the last
+    multi_step_loss_steps: int = 5000  # outer steps of the multi-step loss (then the last step only)
+    learn_inner_lr: bool = True  # learned per-layer per-step inner step sizes
+    first_order_steps: int = 0  # derivative-order annealing: first order for this many outer steps
+    cosine_annealing: bool = True  # cosine-anneal the outer learning rate over train.steps
+    min_outer_lr: float = 1e-5  # where the cosine ends
+
+
+@dataclass
+class ReptileConfig(AlgorithmConfig):
+    """Nichol et al. (2018): inner Adam on mini-batches, outer step towards the adapted weights."""
+
+    name: str = "reptile"
+    inner_lr: float = 0.001  # the inner Adam's learning rate
+    inner_steps: int = 5  # inner Adam steps (mini-batches) per task in meta-training
+    first_order: bool = True  # Reptile is first order by construction
+    inner_batch_size: int = 10  # examples per inner mini-batch in meta-training
+    train_shots: Optional[int] = None  # examples per class of a meta-training task (null: dataset.shots)
+    eval_inner_batch_size: int = 10  # examples per inner mini-batch when evaluating
+    outer_step_size: float = 1.0  # interpolation towards the mean adapted weights, at the start
+    outer_step_size_final: float = 0.0  # ... and at train.steps (linear in between)
 
 
 # --- training loop and evaluation ----------------------------------------------------------------
@@ -132,6 +178,7 @@ class TrainLoopConfig:
     steps_per_call: int = 100  # outer steps fused into one jitted call (lax.scan)
     task_batching: str = "auto"  # how a meta-batch is mapped over tasks: auto | vmap | map | unroll
     remat: Optional[bool] = None  # recompute inner-loop activations in the backward pass (null: auto)
+    time_limit_minutes: Optional[float] = None  # stop with a checkpoint after this long (rerun to continue)
     progress: bool = True  # show a progress bar on the terminal
 
 
@@ -141,7 +188,8 @@ class EvalConfig:
     inner_steps: int = 10  # inner steps at test time; metrics reported after each of 0..inner_steps
     val_episodes: int = 100  # tasks evaluated at each train.eval_every during training
     seed: int = 0  # fixed, so every checkpoint is scored on the same tasks
-    batch_size: int = 100  # episodes evaluated per jitted call
+    batch_size: int = 100  # episodes evaluated per jitted call (does not change which tasks)
+    query_shots: Optional[int] = None  # query examples per class of evaluation tasks (null: dataset.query_shots)
 
 
 @dataclass
@@ -165,6 +213,7 @@ class EvalOverrides:
     inner_steps: Optional[int] = None
     seed: Optional[int] = None
     batch_size: Optional[int] = None
+    query_shots: Optional[int] = None
 
 
 @dataclass
@@ -178,6 +227,8 @@ class EvalAppConfig:
 
 DATASET_SCHEMAS = {"sinusoid": SinusoidConfig, "omniglot": OmniglotConfig, "miniimagenet": MiniImageNetConfig}
 MODEL_SCHEMAS = {"mlp": MLPConfig, "conv4": Conv4Config}
+ALGORITHM_SCHEMAS = {"maml": AlgorithmConfig, "fomaml": AlgorithmConfig, "anil": AlgorithmConfig,
+                     "metasgd": MetaSGDConfig, "mamlpp": MAMLPlusPlusConfig, "reptile": ReptileConfig}
 TASK_BATCHING = ("auto", "vmap", "map", "unroll")  # auto: see maml_cli/execution.py
 SPLITS = ("train", "val", "test")
 
@@ -191,7 +242,8 @@ def register_configs() -> None:
         cs.store(group="dataset", name=f"_schema_{name}", node=node)
     for name, node in MODEL_SCHEMAS.items():
         cs.store(group="model", name=f"_schema_{name}", node=node)
-    cs.store(group="algorithm", name="_schema", node=AlgorithmConfig)
+    for name, node in ALGORITHM_SCHEMAS.items():
+        cs.store(group="algorithm", name=f"_schema_{name}", node=node)
 
 
 def _typed(schemas: dict, node: Any, group: str) -> DictConfig:
@@ -212,6 +264,7 @@ def conform(raw: Any, source: str = "config") -> DictConfig:
             {
                 "dataset": _typed(DATASET_SCHEMAS, raw.dataset, "dataset"),
                 "model": _typed(MODEL_SCHEMAS, raw.model, "model"),
+                "algorithm": _typed(ALGORITHM_SCHEMAS, raw.algorithm, "algorithm"),
             },
             raw,
         )
@@ -267,8 +320,47 @@ def validate(cfg: DictConfig) -> None:
     need(e.inner_steps >= 0, f"eval.inner_steps must be >= 0 (got {e.inner_steps})")
     need(e.val_episodes >= 1, f"eval.val_episodes must be >= 1 (got {e.val_episodes})")
     need(e.batch_size >= 1, f"eval.batch_size must be >= 1 (got {e.batch_size})")
+    need(e.query_shots is None or e.query_shots >= 1, f"eval.query_shots must be >= 1 or null (got {e.query_shots})")
+    need(t.time_limit_minutes is None or t.time_limit_minutes > 0, "train.time_limit_minutes must be > 0 or null")
+    problems += _algorithm_problems(a, cfg.model, t)
+    if cfg.model.name == "conv4":
+        m = cfg.model
+        need(m.bn_epsilon > 0, f"model.bn_epsilon must be > 0 (got {m.bn_epsilon})")
+        need(0 < m.bn_momentum <= 1, f"model.bn_momentum must be in (0, 1] (got {m.bn_momentum})")
     if problems:
         raise UserError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _algorithm_problems(a, model, t) -> List[str]:
+    problems = []
+    per_step_bn = model.get("batch_norm") == "per_step"
+    if a.name == "anil" and per_step_bn:
+        problems.append("algorithm=anil computes the body's features once per task: it cannot use "
+                        "model.batch_norm=per_step (per inner step); use transductive or none")
+    if per_step_bn and a.inner_steps < 1:
+        problems.append("model.batch_norm=per_step needs algorithm.inner_steps >= 1")
+    if a.name == "metasgd" and a.lr_init_range is not None:
+        r = list(a.lr_init_range)
+        if len(r) != 2 or r[0] > r[1]:
+            problems.append(f"algorithm.lr_init_range must be [low, high] with low <= high (got {r})")
+    if a.name == "mamlpp":
+        if a.inner_steps < 1:
+            problems.append("algorithm=mamlpp needs algorithm.inner_steps >= 1")
+        if a.multi_step_loss and a.multi_step_loss_steps < 1:
+            problems.append("algorithm.multi_step_loss_steps must be >= 1 (or multi_step_loss=false)")
+        if a.first_order_steps < 0:
+            problems.append(f"algorithm.first_order_steps must be >= 0 (got {a.first_order_steps})")
+        if a.cosine_annealing and not 0 < a.min_outer_lr <= t.outer_lr:
+            problems.append(f"algorithm.min_outer_lr must be in (0, train.outer_lr] (got {a.min_outer_lr})")
+    if a.name == "reptile":
+        for key in ("inner_batch_size", "eval_inner_batch_size"):
+            if a[key] < 1:
+                problems.append(f"algorithm.{key} must be >= 1 (got {a[key]})")
+        if a.train_shots is not None and a.train_shots < 1:
+            problems.append(f"algorithm.train_shots must be >= 1 or null (got {a.train_shots})")
+        if not a.outer_step_size > 0 or a.outer_step_size_final < 0:
+            problems.append("algorithm.outer_step_size must be > 0 and outer_step_size_final >= 0")
+    return problems
 
 
 # Keys that may change when a run is resumed: how long and how chatty it is, not what it computes.
@@ -281,6 +373,9 @@ RESUMABLE_CHANGES = (
     "train.progress",
     "eval.episodes",
     "eval.val_episodes",
+    "eval.batch_size",  # which tasks are scored depends on eval.seed only
+    "eval.query_shots",
+    "train.time_limit_minutes",
     # How the same math is executed (maml_cli/execution.py): a run may resume on other hardware.
     "train.task_batching",
     "train.remat",
@@ -298,13 +393,24 @@ def _flatten(node: Any, prefix: str = "") -> dict:
     return {prefix[:-1]: node}
 
 
+def _anneals_over_train_steps(cfg: DictConfig) -> bool:
+    """Whether the outer step size follows a schedule spanning train.steps (so train.steps is part
+    of the math): MAML++'s cosine annealing, Reptile's linear annealing."""
+    a = cfg.algorithm
+    return (a.name == "mamlpp" and a.cosine_annealing) or a.name == "reptile"
+
+
 def resume_conflicts(saved: DictConfig, current: DictConfig) -> List[str]:
     """Keys whose values differ between a run's saved config and the one resuming it. The saved
     config is first read through the current schemas, so a key added since takes its default."""
-    a = _flatten(OmegaConf.to_container(conform(saved, source="the saved config.yaml"), resolve=True))
+    saved = conform(saved, source="the saved config.yaml")
+    annealed = _anneals_over_train_steps(saved)
+    resumable = set(RESUMABLE_CHANGES) - ({"train.steps"} if annealed else set())
+    a = _flatten(OmegaConf.to_container(saved, resolve=True))
     b = _flatten(OmegaConf.to_container(current, resolve=True))
+    why = {"train.steps": " (this algorithm anneals its outer step size over train.steps)"} if annealed else {}
     return [
-        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}{why.get(k, '')}"
         for k in sorted(set(a) | set(b))
-        if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
+        if a.get(k) != b.get(k) and k not in resumable
     ]

@@ -31,7 +31,9 @@ def evaluate_run(app: DictConfig) -> dict:
 
     from maml_cli.checkpoints import Checkpointer
     from maml_cli.evaluation import eval_key, run_episodes, summarize
-    from maml_cli.trainer import build_experiment, enable_compilation_cache
+    from maml_cli.experiment import build_experiment
+    from maml_cli.models import describe_batch_norm
+    from maml_cli.trainer import enable_compilation_cache
 
     enable_compilation_cache()
 
@@ -49,16 +51,17 @@ def evaluate_run(app: DictConfig) -> dict:
     exp = build_experiment(cfg)
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)
     try:
-        state = checkpointer.restore(exp.init_state(cfg.seed), app.checkpoint)
+        state = checkpointer.restore(exp.init_state(), app.checkpoint)
     finally:
         checkpointer.close()
     step = int(state.step)
 
     e = cfg.eval
-    score = exp.scorer(cfg, app.split, e.inner_steps)
+    score = exp.scorer(app.split, e.inner_steps)
     with tqdm(total=e.episodes, unit="task", desc=f"eval {app.split}", disable=not app.progress) as bar:
-        values = run_episodes(score, state.params, exp.sampler.data, eval_key(e.seed, app.split), e.episodes,
-                              min(e.batch_size, e.episodes), on_batch=bar.update)
+        values = run_episodes(score, state.meta_params, state.meta_state, exp.sampler.data,
+                              eval_key(e.seed, app.split), e.episodes, min(e.batch_size, e.episodes),
+                              on_batch=bar.update)
     record = {
         "metric": exp.metric,
         "episodes": int(e.episodes),
@@ -66,14 +69,17 @@ def evaluate_run(app: DictConfig) -> dict:
         "checkpoint_step": step,
         "inner_lr": float(cfg.algorithm.inner_lr),
         "inner_steps": int(e.inner_steps),
+        "query_shots": int(cfg.dataset.query_shots if e.query_shots is None else e.query_shots),
         "eval_seed": int(e.seed),
         "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
         "algorithm": cfg.algorithm.name,
         "first_order": bool(cfg.algorithm.first_order),
+        "algorithm_settings": OmegaConf.to_container(cfg.algorithm, resolve=True),
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         # How batch norm normalises, stated because results depend on it: "transductive" uses the
-        # statistics of the batch at hand (support when adapting, query when scoring), as MAML did.
-        "batch_norm": cfg.model.get("batch_norm", "none"),
+        # statistics of the batch at hand (support when adapting, query when scoring), as MAML did;
+        # "per_step (running statistics at evaluation)" those accumulated in meta-training (MAML++).
+        "batch_norm": describe_batch_norm(cfg.model),
         "ci": "1.96 * std / sqrt(episodes)",
         "per_step": summarize(values),
     }

@@ -1,6 +1,10 @@
 """Scoring a meta-learned initialisation on fresh tasks, and the confidence interval as the papers
 compute it: mean over episodes +- 1.96 * std / sqrt(episodes) (std with ddof=0, as in Finn et al.'s
-code)."""
+code).
+
+Episode i of a split is drawn from ``fold_in(eval_key(seed, split), i)``, whatever the batch it is
+scored in, so ``eval.batch_size`` changes the speed of an evaluation, never which tasks it scores.
+"""
 
 from __future__ import annotations
 
@@ -8,36 +12,42 @@ from functools import partial
 from typing import Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from maml_cli.meta.batching import map_tasks
-from maml_cli.meta.inner import adaptation_trace
-from maml_cli.meta.losses import TaskLoss
 
 
-def make_scorer(sample: Callable, task_loss: TaskLoss, *, inner_lr: float, inner_steps: int, split: str,
-                task_batching: str = "vmap") -> Callable:
-    """``score(params, data, key, num_episodes) -> [num_episodes, inner_steps + 1]`` query metrics."""
+def make_scorer(sample: Callable, algorithm, *, inner_steps: int, split: str, task_batching: str = "vmap",
+                query_shots: Optional[int] = None) -> Callable:
+    """``score(meta_params, meta_state, data, keys) -> [len(keys), inner_steps + 1]``: the query
+    metric before and after each inner step of the task drawn from each key."""
 
-    @partial(jax.jit, static_argnums=3)
-    def score(params, data, key, num_episodes: int):
-        episodes = sample(data, key, split, num_episodes)
-        trace = partial(adaptation_trace, task_loss, params, inner_lr=inner_lr, inner_steps=inner_steps)
-        return map_tasks(trace, episodes, task_batching)
+    def one_episode(meta_params, meta_state, data, key):
+        task_key, adapt_key = jax.random.split(key)
+        episode = jax.tree.map(lambda a: a[0], sample(data, task_key, split, 1, query_shots=query_shots))
+        return algorithm.adaptation_trace(meta_params, meta_state, episode, adapt_key, inner_steps)
+
+    @jax.jit
+    def score(meta_params, meta_state, data, keys):
+        return map_tasks(partial(one_episode, meta_params, meta_state, data), keys, task_batching)
 
     return score
 
 
-def run_episodes(score: Callable, params, data, key: jax.Array, episodes: int, batch_size: int,
+def episode_keys(key: jax.Array, start: int, count: int) -> jax.Array:
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(start, start + count))
+
+
+def run_episodes(score: Callable, meta_params, meta_state, data, key: jax.Array, episodes: int, batch_size: int,
                  on_batch: Optional[Callable[[int], None]] = None) -> np.ndarray:
-    """Score ``episodes`` tasks in batches; batch i draws its tasks from fold_in(key, i)."""
-    chunks, done, i = [], 0, 0
-    while done < episodes:
-        values = np.asarray(score(params, data, jax.random.fold_in(key, i), batch_size))
-        take = min(batch_size, episodes - done)
+    """Score episodes 0..episodes-1 in batches of ``batch_size`` (the last one padded, so one
+    program serves every batch)."""
+    chunks = []
+    for start in range(0, episodes, batch_size):
+        values = np.asarray(score(meta_params, meta_state, data, episode_keys(key, start, batch_size)))
+        take = min(batch_size, episodes - start)
         chunks.append(values[:take])
-        done += take
-        i += 1
         if on_batch:
             on_batch(take)
     return np.concatenate(chunks)

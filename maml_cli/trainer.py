@@ -7,9 +7,7 @@ import contextlib
 import logging
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -19,15 +17,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from maml_cli.checkpoints import Checkpointer
 from maml_cli.config import UserError, resume_conflicts
-from maml_cli.data import build_sampler
 from maml_cli.data.cache import CACHE_HOME
-from maml_cli.evaluation import eval_key, make_scorer, run_episodes
-from maml_cli.execution import Execution, plan_execution
-from maml_cli.meta.losses import make_task_loss
+from maml_cli.evaluation import eval_key, run_episodes
+from maml_cli.experiment import build_experiment
 from maml_cli.metrics import MetricWriter
-from maml_cli.meta.outer import (TrainState, init_state, make_meta_loss, make_multi_step,
-                                 make_optimizer, make_train_step)
-from maml_cli.models import build_model
 
 log = logging.getLogger(__name__)
 
@@ -50,48 +43,6 @@ class TrainingInterrupted(Exception):
 
 class NonFiniteLoss(UserError):
     pass
-
-
-@dataclass
-class Experiment:
-    """The pieces a config builds: shared by maml-train and maml-eval."""
-
-    sampler: Any
-    model: Any
-    task_loss: Any
-    optimizer: Any
-    execution: Execution  # how the math runs on this backend (auto settings resolved)
-
-    @property
-    def metric(self) -> str:
-        return self.sampler.spec.metric
-
-    def init_state(self, seed: int) -> TrainState:
-        return init_state(self.model, self.sampler.spec.input_shape, self.optimizer, seed)
-
-    def multi_step(self, cfg: DictConfig, inner_steps: int | None = None) -> Callable:
-        """The jitted ``(state, data, length) -> (state, metrics)`` outer step of this config."""
-        meta_loss = make_meta_loss(
-            self.task_loss, inner_lr=cfg.algorithm.inner_lr,
-            inner_steps=cfg.algorithm.inner_steps if inner_steps is None else inner_steps,
-            first_order=cfg.algorithm.first_order, task_batching=self.execution.task_batching,
-            remat=self.execution.remat)
-        return make_multi_step(make_train_step(self.sampler.sample, meta_loss, self.optimizer,
-                                               cfg.train.meta_batch_size, self.metric))
-
-    def scorer(self, cfg: DictConfig, split: str, inner_steps: int) -> Callable:
-        return make_scorer(self.sampler.sample, self.task_loss, inner_lr=cfg.algorithm.inner_lr,
-                           inner_steps=inner_steps, split=split, task_batching=self.execution.task_batching)
-
-
-def build_experiment(cfg: DictConfig) -> Experiment:
-    execution = plan_execution(cfg.model.name, cfg.train.task_batching, cfg.train.remat,
-                               cfg.model.get("conv_impl"))
-    sampler = build_sampler(cfg.dataset)
-    model = build_model(cfg.model, sampler.spec, execution.conv_impl)
-    return Experiment(sampler=sampler, model=model, execution=execution,
-                      task_loss=make_task_loss(model.apply, sampler.spec.kind),
-                      optimizer=make_optimizer(cfg.train.outer_lr, cfg.train.grad_clip, cfg.train.grad_clip_value))
 
 
 class _StopFlag:
@@ -135,7 +86,7 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
 
     config_path = workdir / "config.yaml"
     checkpointer = Checkpointer(workdir / "checkpoints", keep=t.keep_checkpoints)
-    state = exp.init_state(cfg.seed)
+    state = exp.init_state()
     start = 0
     if checkpointer.steps():
         if config_path.exists():
@@ -151,15 +102,15 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
             log.info("resuming %s from step %d", workdir, start)
     OmegaConf.save(cfg, config_path, resolve=True)
 
-    multi_step = exp.multi_step(cfg)
+    multi_step = exp.multi_step()
     trained_steps = cfg.algorithm.inner_steps
     val_steps = max(trained_steps, cfg.eval.inner_steps)
-    val_score = exp.scorer(cfg, "val", val_steps)
+    val_score = exp.scorer("val", val_steps)
     val_key = eval_key(cfg.eval.seed, "val")
 
     def validate_now(step: int) -> dict:
-        values = run_episodes(val_score, state.params, exp.sampler.data, val_key, cfg.eval.val_episodes,
-                              min(cfg.eval.batch_size, cfg.eval.val_episodes))
+        values = run_episodes(val_score, state.meta_params, state.meta_state, exp.sampler.data, val_key,
+                              cfg.eval.val_episodes, min(cfg.eval.batch_size, cfg.eval.val_episodes))
         means = values.mean(axis=0)
         return {f"val/{exp.metric}_pre": means[0], f"val/{exp.metric}": means[trained_steps],
                 f"val/{exp.metric}_step{val_steps}": means[val_steps]}
@@ -168,6 +119,8 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
     last_val: dict = {}
     stop = _StopFlag()
     step = start
+    out_of_time = False
+    last_phase = None
     pending: list = []  # per-call metric arrays since the last log line
     try:
         writer = MetricWriter(workdir, resume_step=start)
@@ -176,14 +129,20 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
             desc="meta-train",
         ) as bar:
             if step < t.steps:
-                log.info("on %s: %s", jax.default_backend(), exp.execution.describe())
+                log.info("%s on %s: %s", cfg.algorithm.name, jax.default_backend(), exp.execution.describe())
             if start == 0 and t.steps > 0:
                 log.info("compiling the outer step (first call)")
             last_log = (step, time.perf_counter())
-            while step < t.steps and stop.signum is None:
+            deadline = None if t.time_limit_minutes is None else last_log[1] + 60 * t.time_limit_minutes
+            while step < t.steps and stop.signum is None and not out_of_time:
                 end = min(t.steps, step + t.steps_per_call, _next_boundary(step, t.log_every),
-                          _next_boundary(step, t.eval_every), _next_boundary(step, t.checkpoint_every))
-                state, chunk = multi_step(state, exp.sampler.data, end - step)
+                          _next_boundary(step, t.eval_every), _next_boundary(step, t.checkpoint_every),
+                          exp.next_phase_change(step) or t.steps)
+                phase = exp.phase_at(step)
+                if exp.algorithm.boundaries() and phase != last_phase:  # e.g. MAML++'s schedule of switches
+                    log.info("from step %d: %s", step, phase)
+                    last_phase = phase
+                state, chunk = multi_step(state, exp.sampler.data, end - step, phase)
                 chunk = jax.device_get(chunk)
                 losses = chunk["train/query_loss"]
                 if not np.all(np.isfinite(losses)):  # checked on every call: a NaN state is never saved
@@ -208,8 +167,12 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
                     last_val = {k: float(v) for k, v in validate_now(step).items()}
                     writer.write(step, last_val)
                     log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in last_val.items()))
-                if step % t.checkpoint_every == 0 or step == t.steps:
+                out_of_time = deadline is not None and time.perf_counter() >= deadline
+                if step % t.checkpoint_every == 0 or step == t.steps or out_of_time:
                     checkpointer.save(step, state)
+            if out_of_time:
+                log.info("train.time_limit_minutes=%g reached at step %d; checkpoint saved. Run the same "
+                         "command to continue.", t.time_limit_minutes, step)
             if stop.signum is not None:
                 checkpointer.save(step, state)
                 raise TrainingInterrupted(

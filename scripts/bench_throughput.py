@@ -1,7 +1,8 @@
-"""Throughput of the real jitted outer step, one JSON line per preset.
+"""Throughput of the real jitted outer step, one JSON line per preset (and per algorithm).
 
-    python scripts/bench_throughput.py                       # all presets, prints JSON lines
+    python scripts/bench_throughput.py                       # every line below, prints JSON lines
     python scripts/bench_throughput.py --presets omniglot_5w1s --write-docs
+    python scripts/bench_throughput.py --presets "omniglot_5w1s algorithm=anil"   # a preset + overrides
     python scripts/bench_throughput.py --memory               # peak memory vs inner steps, +- remat
 
 Each preset runs in its own process (clean memory and compile figures). Per preset:
@@ -12,7 +13,11 @@ XLA's cost analysis, reported as ``xla_cost_analysis_gflop``, counts a loop body
 same process), ``compile_s`` (lowering + compiling the step, persistent cache off),
 ``peak_rss_mb``, ``step_ms_median``, ``outside_step_share`` (the share of the training loop's
 wall time spent outside the jitted step: 1 - loop rate / pure step rate, measured with the real
-``train_and_evaluate``), backend and device. Omniglot presets use ../shared/data/omniglot when it
+``train_and_evaluate``; measured for the plain presets, not the algorithm lines, since it is a
+property of the loop), backend and device. A line names a preset and optional overrides; the
+default lines are the presets below and then every algorithm of the family on ``omniglot_5w1s``
+with its paper settings (``experiment=omniglot_5w1s algorithm=X``), MAML++ with and without its
+multi-step loss. The phase timed is the one at step 0. Omniglot presets use ../shared/data/omniglot when it
 is there, else random images of the same shape; MiniImageNet presets a synthetic set (20 images
 per class, scripts/make_synthetic_miniimagenet.py), which costs the same per step as the real one.
 """
@@ -32,6 +37,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 PRESETS = ["sinusoid_paper", "omniglot_5w1s", "omniglot_20w1s", "miniimagenet_5w1s"]
+ALGORITHM_LINES = [f"omniglot_5w1s algorithm={name}" for name in ("fomaml", "anil", "metasgd", "mamlpp", "reptile")] + [
+    "omniglot_5w1s algorithm=mamlpp algorithm.multi_step_loss=false"]
+LINES = PRESETS + ALGORITHM_LINES
 OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
 
 
@@ -112,7 +120,7 @@ def _jaxpr_flops(jaxpr) -> float:
     return total
 
 
-def _step_flops(exp, cfg, state) -> float:
+def _step_flops(exp, state) -> float:
     """Matmul/convolution FLOPs of one outer step: the useful work, counted on the plain form of the
     step (vmap over tasks, no rematerialisation) so that every execution plan is credited the same."""
     import dataclasses
@@ -120,10 +128,13 @@ def _step_flops(exp, cfg, state) -> float:
     import jax
 
     from maml_cli.execution import Execution
+    from maml_cli.meta.algorithms import build_algorithm
 
-    plain = dataclasses.replace(exp, execution=Execution("vmap", False, exp.execution.conv_impl))
-    multi = plain.multi_step(cfg)
-    return _jaxpr_flops(jax.make_jaxpr(lambda s, d: multi(s, d, 1))(state, exp.sampler.data).jaxpr)
+    execution = Execution("vmap", False, exp.execution.conv_impl)
+    algorithm = build_algorithm(exp.cfg.algorithm, exp.algorithm.task_loss, execution, exp.cfg.train)
+    multi = dataclasses.replace(exp, algorithm=algorithm, execution=execution).multi_step()
+    phase = exp.phase_at(0)
+    return _jaxpr_flops(jax.make_jaxpr(lambda s, d: multi(s, d, 1, phase))(state, exp.sampler.data).jaxpr)
 
 
 def _xla_flops(compiled) -> float:
@@ -133,21 +144,23 @@ def _xla_flops(compiled) -> float:
     return float(cost.get("flops", 0.0))
 
 
-def bench_one(preset: str, measure_steps: int) -> dict:
+def bench_one(line: str, measure_steps: int) -> dict:
     import jax
     import numpy as np
 
-    from maml_cli.trainer import build_experiment, train_and_evaluate
+    from maml_cli.experiment import build_experiment
+    from maml_cli.trainer import train_and_evaluate
 
-    cfg = _compose(preset)
+    preset, *overrides = line.split()
+    cfg = _compose(preset, *overrides)
     t = cfg.train
     exp = build_experiment(cfg)
-    state = exp.init_state(cfg.seed)
-    multi = exp.multi_step(cfg)
+    state = exp.init_state()
+    multi = exp.multi_step()
     tic = time.perf_counter()
-    compiled = multi.lower(state, exp.sampler.data, 1).compile()
+    compiled = multi.lower(state, exp.sampler.data, 1, exp.phase_at(0)).compile()
     compile_s = time.perf_counter() - tic
-    flops = _step_flops(exp, cfg, state)
+    flops = _step_flops(exp, state)
     xla_flops = _xla_flops(compiled)
     for _ in range(3):  # warm-up
         state, _ = compiled(state, exp.sampler.data)
@@ -160,21 +173,24 @@ def bench_one(preset: str, measure_steps: int) -> dict:
         times.append(time.perf_counter() - tic)
     step_s = float(np.median(times))
 
-    # The real loop, for the share of time spent outside the step.
-    loop_steps = max(4, t.steps_per_call) * 4
-    with tempfile.TemporaryDirectory() as run_dir:
-        loop_cfg = _compose(preset, f"train.steps={loop_steps}", f"train.log_every={loop_steps // 4}",
-                            f"train.steps_per_call={loop_steps // 4}", f"train.eval_every={loop_steps}",
-                            f"train.checkpoint_every={loop_steps}", "train.progress=false", "eval.val_episodes=1",
-                            "eval.batch_size=1")
-        train_and_evaluate(loop_cfg, Path(run_dir))
-        rates = [json.loads(line)["train/steps_per_s"] for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-                 if "train/steps_per_s" in line]
-    loop_rate = float(np.median(rates[1:]))  # the first window holds compilation
+    outside = None
+    if not overrides:  # the real loop, for the share of time spent outside the step
+        loop_steps = max(4, t.steps_per_call) * 4
+        with tempfile.TemporaryDirectory() as run_dir:
+            loop_cfg = _compose(preset, f"train.steps={loop_steps}", f"train.log_every={loop_steps // 4}",
+                                f"train.steps_per_call={loop_steps // 4}", f"train.eval_every={loop_steps}",
+                                f"train.checkpoint_every={loop_steps}", "train.progress=false",
+                                "eval.val_episodes=1", "eval.batch_size=1")
+            train_and_evaluate(loop_cfg, Path(run_dir))
+            rates = [json.loads(r)["train/steps_per_s"] for r in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+                     if "train/steps_per_s" in r]
+        loop_rate = float(np.median(rates[1:]))  # the first window holds compilation
+        outside = round(max(0.0, 1 - loop_rate * step_s), 4)
     ceiling = _ceiling_gflops()
     gflops = flops / step_s / 1e9
     return {
-        "preset": preset,
+        "preset": line,
+        "algorithm": cfg.algorithm.name,
         "tasks_per_s": round(t.meta_batch_size / step_s, 2),
         "gflops_per_s": round(gflops, 2),
         "ceiling_gflops_per_s": round(ceiling, 2),
@@ -184,7 +200,7 @@ def bench_one(preset: str, measure_steps: int) -> dict:
         "compile_s": round(compile_s, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "step_ms_median": round(step_s * 1e3, 3),
-        "outside_step_share": round(max(0.0, 1 - loop_rate * step_s), 4),
+        "outside_step_share": outside,
         "meta_batch_size": int(t.meta_batch_size),
         "inner_steps": int(cfg.algorithm.inner_steps),
         "task_batching": exp.execution.task_batching,
@@ -198,13 +214,12 @@ def bench_one(preset: str, measure_steps: int) -> dict:
 
 def memory_one(preset: str, inner_steps: int, remat: bool) -> dict:
     """XLA's planned temporary memory for the compiled step (the peak the step needs)."""
-    from maml_cli.trainer import build_experiment
+    from maml_cli.experiment import build_experiment
 
     cfg = _compose(preset, f"algorithm.inner_steps={inner_steps}", f"train.remat={str(remat).lower()}")
     exp = build_experiment(cfg)
-    state = exp.init_state(cfg.seed)
-    multi = exp.multi_step(cfg)
-    compiled = multi.lower(state, exp.sampler.data, 1).compile()
+    state = exp.init_state()
+    compiled = exp.multi_step().lower(state, exp.sampler.data, 1, exp.phase_at(0)).compile()
     mem = compiled.memory_analysis()
     return {"preset": preset, "inner_steps": inner_steps, "remat": remat,
             "task_batching": exp.execution.task_batching,
@@ -222,7 +237,8 @@ def _child(args: list) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--presets", nargs="+", default=PRESETS)
+    ap.add_argument("--presets", nargs="+", default=LINES,
+                    help="lines to time: a preset, optionally followed by overrides in the same argument")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per preset")
     ap.add_argument("--memory", action="store_true", help="peak memory against inner steps, with and without remat")
     ap.add_argument("--memory-preset", default="omniglot_20w1s")
@@ -249,8 +265,13 @@ def main() -> None:
                 memory.append(_child(["--child", "memory", args.memory_preset, str(steps), "1" if remat else "0"]))
                 print(json.dumps(memory[-1]), flush=True)
     if args.write_docs:
-        section = "throughput" if args.presets == PRESETS else "throughput-" + "-".join(args.presets)
+        section = "throughput" if args.presets == LINES else "throughput-" + "-".join(
+            line.split()[0] for line in args.presets)
         _write_docs(results, memory, " ".join(sys.argv[1:]), section)
+
+
+def _share(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _execution(r: dict) -> str:
@@ -267,7 +288,7 @@ def _write_docs(results: list, memory: list, argv: str, section: str) -> None:
     for r in results:
         lines.append(f"| {r['preset']} | {r['tasks_per_s']} | {r['step_ms_median']} | {r['gflops_per_s']} | "
                      f"{r['ceiling_gflops_per_s']} | {r['fraction_of_ceiling']:.0%} | {r['compile_s']} | "
-                     f"{r['peak_rss_mb']} | {r['outside_step_share']:.1%} | {_execution(r)} |")
+                     f"{r['peak_rss_mb']} | {_share(r['outside_step_share'])} | {_execution(r)} |")
     lines += ["", "Raw output:", "", "```", *[json.dumps(r) for r in results], "```"]
     if memory:
         lines += ["", f"Peak temporary memory of the compiled step ({memory[0]['preset']}, "

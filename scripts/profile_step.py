@@ -57,12 +57,12 @@ def profile_preset(preset: str, overrides: list, calls: int) -> dict:
     import jax
 
     from bench_throughput import _compose
-    from maml_cli.trainer import build_experiment
+    from maml_cli.experiment import build_experiment
 
     cfg = _compose(preset, *overrides)
     exp = build_experiment(cfg)
-    state = exp.init_state(cfg.seed)
-    compiled = exp.multi_step(cfg).lower(state, exp.sampler.data, 1).compile()
+    state = exp.init_state()
+    compiled = exp.multi_step().lower(state, exp.sampler.data, 1, exp.phase_at(0)).compile()
     ops = _hlo_ops(compiled.as_text())
     for _ in range(3):
         state, _ = compiled(state, exp.sampler.data)

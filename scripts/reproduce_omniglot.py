@@ -77,7 +77,8 @@ def main() -> None:
             rows.append((step, wall.get(step), record["per_step"][0], final, record["inner_steps"]))
             print(f"{preset} step {step}: {100 * final['mean']:.2f} +- {100 * final['ci95']:.2f}%", flush=True)
 
-        reached = next((r for r in rows if r[3]["mean"] >= 0.98), None)
+        target = PAPER.get(preset)  # each preset's own paper figure (20-way tasks are harder)
+        reached = next((r for r in rows if target and 100 * r[3]["mean"] >= target), None)
         lines = [
             f"### {preset} (paper: {PAPER.get(preset, '?')}%)",
             "",
@@ -93,15 +94,16 @@ def main() -> None:
             lines.append(f"| {step} | {t} | {100 * pre['mean']:.1f}% | "
                          f"{100 * final['mean']:.2f} +- {100 * final['ci95']:.2f}% |")
         if reached:
-            lines += ["", f"First reached 98% at step {reached[0]} ({reached[1] / 60:.1f} min of training)."]
-        elif rows:
-            lines += ["", f"Did not reach 98% within {rows[-1][0]} steps."]
+            lines += ["", f"First reached the paper's {target}% at step {reached[0]} "
+                      f"({reached[1] / 60:.1f} min of training)."]
+        elif rows and target:
+            lines += ["", f"Did not reach the paper's {target}% within {rows[-1][0]} steps."]
         if rows and rows[-1][0] < 60000:
             lines += [f"Stopped at {rows[-1][0]} of the paper's 60,000 steps (time budget of the session)."]
         sections.append("\n".join(lines))
 
     body = "\n\n".join([
-        "## Omniglot (MAML paper, table 1)",
+        f"## Omniglot {', '.join(args.presets)} (MAML paper, table 1)",
         f"Measured {today()} on {machine()}, on the full Omniglot in `../shared/data/omniglot` "
         "(1623 characters, paper split with seed 1: 1100 train / 100 val / 423 test characters, "
         "random 90-degree rotations per class).",

@@ -10,10 +10,13 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from maml_cli.config import register_configs
+from maml_cli.trainer import enable_compilation_cache
 
 register_configs()
-# Entry points keep a persistent compilation cache; give the tests their own, not the user's.
+# Entry points keep a persistent compilation cache; give the tests their own, not the user's, and
+# use it in-process too: the same program (a resumed run, a phase seen before) compiles once.
 os.environ.setdefault("MAML_CLI_COMPILE_CACHE", tempfile.mkdtemp(prefix="maml-cli-test-jax-cache-"))
+enable_compilation_cache()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

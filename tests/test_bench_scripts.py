@@ -38,13 +38,13 @@ def test_flops_of_a_convolution():
 
 def test_step_flops_count_every_inner_step():
     from bench_throughput import _compose
-    from maml_cli.trainer import build_experiment
+    from maml_cli.experiment import build_experiment
 
     counts = []
     for steps in (1, 2, 3):
         cfg = _compose("sinusoid_tiny", f"algorithm.inner_steps={steps}")
         exp = build_experiment(cfg)
-        counts.append(_step_flops(exp, cfg, exp.init_state(0)))
+        counts.append(_step_flops(exp, exp.init_state()))
     assert counts[0] < counts[1] < counts[2]
     assert counts[2] - counts[1] == pytest.approx(counts[1] - counts[0])  # each inner step costs the same
 

@@ -37,6 +37,33 @@ def test_every_group_option_composes(group):
         validate(make_cfg(f"{group}={option}"))
 
 
+@pytest.mark.parametrize("algorithm", _options("algorithm"))
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_every_preset_composes_with_every_algorithm(experiment, algorithm):
+    cfg = make_cfg(f"experiment={experiment}", f"algorithm={algorithm}")
+    validate(cfg)
+    assert cfg.algorithm.name == algorithm
+
+
+def test_paper_settings_files_name_an_existing_preset_and_algorithm():
+    experiments, algorithms = set(_options("experiment")), set(_options("algorithm"))
+    for name in _options("paper"):
+        experiment, algorithm = name.rsplit("_", 1)
+        assert experiment in experiments and algorithm in algorithms, name
+
+
+def test_an_algorithms_paper_settings_follow_the_preset():
+    mamlpp = make_cfg("experiment=omniglot_5w1s", "algorithm=mamlpp")
+    assert (mamlpp.model.batch_norm, mamlpp.model.downsample, mamlpp.algorithm.inner_steps) == ("per_step", "maxpool", 5)
+    assert (mamlpp.algorithm.inner_lr, mamlpp.train.meta_batch_size, mamlpp.dataset.ways) == (0.1, 8, 5)
+    reptile = make_cfg("experiment=omniglot_20w1s", "algorithm=reptile")
+    assert (reptile.algorithm.train_shots, reptile.algorithm.inner_batch_size, reptile.eval.inner_steps) == (9, 15, 97)
+    anil = make_cfg("experiment=omniglot_5w1s", "algorithm=anil")  # ANIL's paper keeps MAML's settings
+    maml = make_cfg("experiment=omniglot_5w1s")
+    assert anil.algorithm.inner_lr == maml.algorithm.inner_lr and anil.train == maml.train
+    # The command line still wins over both.
+    assert make_cfg("experiment=omniglot_5w1s", "algorithm=mamlpp", "algorithm.inner_steps=2").algorithm.inner_steps == 2
+
 def test_default_is_sinusoid_maml():
     cfg = make_cfg()
     assert cfg.dataset.name == "sinusoid" and cfg.model.name == "mlp" and cfg.algorithm.name == "maml"
@@ -60,6 +87,27 @@ def test_query_shots_follow_shots_unless_set():
 def test_fomaml_is_first_order():
     assert make_cfg("algorithm=fomaml").algorithm.first_order is True
 
+
+def test_algorithm_keys_are_checked_against_that_algorithms_schema():
+    assert make_cfg("algorithm=reptile", "algorithm.train_shots=5").algorithm.train_shots == 5
+    with pytest.raises(ConfigCompositionException):
+        make_cfg("algorithm=maml", "algorithm.train_shots=5")  # a Reptile key
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["algorithm=anil", "experiment=omniglot_5w1s", "model.batch_norm=per_step"], "cannot use model.batch_norm=per_step"),
+    (["algorithm=mamlpp", "algorithm.inner_steps=0"], "needs algorithm.inner_steps >= 1"),
+    (["algorithm=mamlpp", "algorithm.min_outer_lr=0.1"], "algorithm.min_outer_lr"),
+    (["algorithm=metasgd", "algorithm.lr_init_range=[0.1,0.01]"], "lr_init_range must be"),
+    (["algorithm=reptile", "algorithm.inner_batch_size=0"], "inner_batch_size must be >= 1"),
+    (["algorithm=reptile", "algorithm.outer_step_size=0"], "outer_step_size must be > 0"),
+    (["eval.query_shots=0"], "eval.query_shots"),
+    (["train.time_limit_minutes=0"], "time_limit_minutes"),
+    (["experiment=omniglot_5w1s", "model.bn_momentum=0"], "bn_momentum"),
+])
+def test_validate_explains_bad_algorithm_settings(overrides, message):
+    with pytest.raises(UserError, match=message):
+        validate(make_cfg(*overrides))
 
 @pytest.mark.parametrize("override", ["train.stepz=3", "dataset.shotz=3", "algorithm.inner_lrr=0.1", "model.width=3"])
 def test_unknown_key_fails_at_composition(override):
@@ -109,6 +157,26 @@ def test_resume_conflicts_ignore_length_but_not_math():
     assert resume_conflicts(saved, make_cfg("train.steps=200", "train.progress=false")) == []
     conflicts = resume_conflicts(saved, make_cfg("train.steps=100", "algorithm.inner_lr=0.5"))
     assert conflicts == ["algorithm.inner_lr: 0.01 -> 0.5"]
+
+
+def test_resume_refuses_longer_training_when_the_step_size_is_annealed_over_it():
+    """MAML++'s cosine and Reptile's linear annealing span train.steps: changing it changes the math."""
+    for algorithm in ("reptile", "mamlpp"):
+        saved = make_cfg(f"algorithm={algorithm}", "train.steps=100")
+        assert resume_conflicts(saved, make_cfg(f"algorithm={algorithm}", "train.steps=200")) == [
+            "train.steps: 100 -> 200 (this algorithm anneals its outer step size over train.steps)"]
+    saved = make_cfg("algorithm=mamlpp", "algorithm.cosine_annealing=false", "train.steps=100")
+    assert resume_conflicts(saved, make_cfg("algorithm=mamlpp", "algorithm.cosine_annealing=false",
+                                            "train.steps=200")) == []
+
+
+def test_miniimagenet_presets_follow_the_original_clipping_and_test_queries():
+    """The original clipped the gradient of a sum over N*Q query losses / K: N*Q/K times ours."""
+    for shots in (1, 5):
+        cfg = make_cfg(f"experiment=miniimagenet_5w{shots}s")
+        d = cfg.dataset
+        assert cfg.train.grad_clip_value == pytest.approx(10 * d.shots / (d.ways * d.query_shots))
+        assert cfg.eval.query_shots == shots  # K query images per test class, as the original scored
 
 
 def test_resume_accepts_a_config_saved_before_a_key_existed():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from maml_cli.execution import Execution, plan_execution
-from maml_cli.trainer import build_experiment
+from maml_cli.experiment import build_experiment
 from tests.conftest import make_cfg
 
 

@@ -18,8 +18,10 @@ from maml_cli.data.omniglot import OmniglotTasks, class_splits
 from maml_cli.data.omniglot_source import (SMALL_SETS, OmniglotArrays, download_with_tfds, load_omniglot,
                                            preprocess)
 from maml_cli.evaluate import evaluate_run
+from maml_cli.execution import Execution
+from maml_cli.meta.algorithms import build_algorithm
 from maml_cli.meta.losses import make_task_loss
-from maml_cli.meta.outer import make_meta_loss
+from maml_cli.models import Network
 from maml_cli.models.conv4 import Conv4, conv3x3_im2col
 from maml_cli.trainer import train_and_evaluate
 from tests.conftest import SHARED_DATA, make_cfg
@@ -59,6 +61,30 @@ def test_preprocessing_inverts_and_resizes_with_lanczos(sets):
     ref = np.asarray(Image.fromarray(ink[1, 2]).resize((28, 28), Image.Resampling.LANCZOS))
     np.testing.assert_array_equal(small[1, 2, ..., 0], ref)
     assert small.mean() < 60  # mostly black background, bright strokes
+
+
+def test_nearest_resampling_reproduces_the_maml_codes_binary_images(sets, tmp_path):
+    """cbfinn/maml resized the official mode-"1" PNGs with Image.LANCZOS, which Pillow applies as
+    NEAREST to one-bit images: dataset.resample=nearest gives those pixels (inverted)."""
+    import io
+
+    from PIL import Image
+
+    write_npz(tmp_path / "src", sets)
+    nearest = load_omniglot(str(tmp_path / "src"), image_size=28, cache_dir=str(tmp_path / "c"), resample="nearest")
+    lanczos = load_omniglot(str(tmp_path / "src"), image_size=28, cache_dir=str(tmp_path / "c"))
+    paper = sets["images_background"][3, 1]
+    png = io.BytesIO()
+    Image.fromarray(paper).save(png, format="PNG")  # a one-bit PNG, as the official files
+    png.seek(0)
+    original = Image.open(png)
+    assert original.mode == "1"
+    theirs = np.asarray(original.resize((28, 28), resample=Image.LANCZOS).convert("L"))
+    np.testing.assert_array_equal(nearest.images[3, 1, ..., 0], 255 - theirs)
+    assert set(np.unique(nearest.images)) <= {0, 255} and len(np.unique(lanczos.images)) > 2
+    assert len(list((tmp_path / "c").glob("*.npz"))) == 2  # a cache per filter
+    with pytest.raises(UserError, match="dataset.resample must be one of"):
+        load_omniglot(str(tmp_path / "src"), cache_dir=str(tmp_path / "c"), resample="bicubic")
 
 
 def test_cache_is_reused_and_keyed_by_settings(sets, tmp_path, monkeypatch):
@@ -236,20 +262,25 @@ ALL_COMBOS = (("lax", "unroll", False), ("im2col", "vmap", False), ("lax", "vmap
               ("im2col", "map", False))
 
 
-@pytest.mark.parametrize("downsample,head,combos", [("stride", "mean", ALL_COMBOS),
-                                                    ("maxpool", "flatten", ALL_COMBOS[1:4])])
-def test_conv_impls_and_task_batching_give_the_same_meta_gradient(downsample, head, combos):
+@pytest.mark.parametrize("downsample,head,batch_norm,combos", [
+    ("stride", "mean", "transductive", ALL_COMBOS),
+    ("maxpool", "flatten", "per_step", (ALL_COMBOS[1], ALL_COMBOS[3])),
+])
+def test_conv_impls_and_task_batching_give_the_same_meta_gradient(downsample, head, batch_norm, combos):
     size = 16
     images = jax.random.uniform(jax.random.PRNGKey(0), (10, 4, size, size, 1)) * 255
     ep = sample_classification_episodes(images.astype(jnp.uint8), jnp.arange(10), jax.random.PRNGKey(1), 3, ways=3,
                                         shots=1, query_shots=2, rotate=True)
+    cfg = make_cfg("algorithm.inner_lr=0.4", "algorithm.inner_steps=2")
     results = []
     for impl, batching, remat in combos:
-        model = Conv4(output_dim=3, filters=4, downsample=downsample, head=head, conv_impl=impl)
-        params = model.init(jax.random.PRNGKey(2), ep.support_x[0])["params"]
-        meta_loss = make_meta_loss(make_task_loss(model.apply, "classification"), inner_lr=0.4, inner_steps=2,
-                                   first_order=False, task_batching=batching, remat=remat)
-        (loss, _), grads = jax.jit(jax.value_and_grad(meta_loss, has_aux=True))(params, ep)
+        network = Network(Conv4(output_dim=3, filters=4, downsample=downsample, head_input=head, batch_norm=batch_norm,
+                                bn_steps=2, conv_impl=impl))
+        params, _ = network.init(jax.random.PRNGKey(2), ep.support_x.shape[2:])
+        algorithm = build_algorithm(cfg.algorithm, make_task_loss(network, "classification"),
+                                    Execution(batching, remat, impl), cfg.train)
+        meta_loss = jax.jit(jax.value_and_grad(lambda mp: algorithm.meta_loss(mp, ep, 0, algorithm.phase(0))[0]))
+        loss, grads = meta_loss({"model": params})
         results.append((float(loss), jax.flatten_util.ravel_pytree(grads)[0]))
     for loss, grads in results[1:]:
         assert loss == pytest.approx(results[0][0], rel=1e-5)
@@ -260,11 +291,43 @@ def test_conv_impls_and_task_batching_give_the_same_meta_gradient(downsample, he
 def test_transductive_batch_norm_uses_the_batch_at_hand():
     x = jax.random.normal(jax.random.PRNGKey(0), (6, 28, 28, 1))
     for mode, depends in (("transductive", True), ("none", False)):
-        model = Conv4(output_dim=5, filters=4, batch_norm=mode)
-        params = model.init(jax.random.PRNGKey(1), x)["params"]
-        full = model.apply({"params": params}, x)[:3]
-        half = model.apply({"params": params}, x[:3])
+        network = Network(Conv4(output_dim=5, filters=4, batch_norm=mode))
+        params, _ = network.init(jax.random.PRNGKey(1), x.shape[1:])
+        full = network.apply(params, x)[0][:3]
+        half = network.apply(params, x[:3])[0]
         assert (not np.allclose(full, half, atol=1e-5)) == depends
+
+
+@pytest.mark.parametrize("bn_scale,epsilon", [(False, 1e-3), (True, 1e-5)])
+def test_batch_norm_as_the_original_code_or_with_a_scale(bn_scale, epsilon):
+    """The original MAML code: tf.contrib.layers.batch_norm with a learned offset, no scale,
+    epsilon 1e-3; the parameters say which, and the normalisation uses that epsilon."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 8, 8, 1)) * 0.01  # small variance: epsilon matters
+    network = Network(Conv4(output_dim=2, filters=3, bn_scale=bn_scale, bn_epsilon=epsilon, conv_impl="lax"))
+    params, _ = network.init(jax.random.PRNGKey(1), x.shape[1:])
+    assert set(params["norms_0"]) == ({"offset", "scale"} if bn_scale else {"offset"})
+    conv = jax.lax.conv_general_dilated(x, params["convs_0"]["kernel"], (2, 2), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["convs_0"]["bias"]
+    mean, var = conv.mean((0, 1, 2)), conv.var((0, 1, 2))
+    expected = (conv - mean) / np.sqrt(var + epsilon)
+    got = network.module.apply({"params": params}, conv, method=lambda m, y: m.norms[0](y))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_original_batch_norm_setting_is_not_adapted_in_the_inner_loop():
+    cfg = make_cfg("experiment=omniglot_5w1s")
+    assert (cfg.model.bn_scale, cfg.model.bn_epsilon, cfg.model.adapt_batch_norm) == (False, 0.001, False)
+    network = Network(Conv4(output_dim=3, filters=4, bn_scale=False, conv_impl="lax"), adapt_batch_norm=False)
+    params, _ = network.init(jax.random.PRNGKey(0), (8, 8, 1))
+    algorithm = build_algorithm(make_cfg("algorithm.inner_lr=0.4").algorithm, make_task_loss(network, "classification"),
+                                Execution("vmap", False, "lax"), make_cfg().train)
+    images = (jax.random.uniform(jax.random.PRNGKey(3), (6, 4, 8, 8, 1)) * 255).astype(jnp.uint8)
+    task = jax.tree.map(lambda a: a[0], sample_classification_episodes(images, jnp.arange(6), jax.random.PRNGKey(4), 1,
+                                                                       ways=3, shots=1, query_shots=1))
+    adapted = algorithm.adapt_to_task({"model": params}, {}, task, None, 2)
+    for layer in ("norms_0", "norms_3"):
+        np.testing.assert_array_equal(adapted[layer]["offset"], params[layer]["offset"])
+    assert not np.allclose(adapted["convs_0"]["kernel"], params["convs_0"]["kernel"])
 
 
 def test_omniglot_train_then_eval_on_synthetic_data(sets, tmp_path):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,7 +20,8 @@ import pytest
 from maml_cli.checkpoints import CheckpointError, Checkpointer
 from maml_cli.config import UserError
 from maml_cli.evaluate import evaluate_run, format_table
-from maml_cli.trainer import NonFiniteLoss, build_experiment, train_and_evaluate
+from maml_cli.experiment import build_experiment
+from maml_cli.trainer import NonFiniteLoss, train_and_evaluate
 from tests.conftest import TINY, make_cfg
 
 BIN = Path(sys.executable).parent
@@ -38,7 +41,7 @@ def _records(run_dir: Path):
 def _params(run_dir: Path, cfg, step=None):
     ckpt = Checkpointer(run_dir / "checkpoints")
     try:
-        state = ckpt.restore(build_experiment(cfg).init_state(cfg.seed), step)
+        state = ckpt.restore(build_experiment(cfg).init_state(), step)
     finally:
         ckpt.close()
     return state
@@ -235,3 +238,98 @@ def test_second_run_reuses_the_persistent_compilation_cache(tmp_path):
     off = dict(os.environ, MAML_CLI_COMPILE_CACHE="off")
     assert _run("maml-train", *TINY, f"hydra.run.dir={tmp_path / 'b'}", env=off).returncode == 0
     assert sorted(cache.iterdir()) == sorted(entries)  # "off" neither reads nor writes it
+
+
+# --- the family: every algorithm through the real loop and the console scripts ---------------------
+
+ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "mamlpp", "reptile")
+
+
+@pytest.fixture(scope="module")
+def omniglot_src(tmp_path_factory):
+    from tests.omniglot_fakes import fake_sets, write_npz
+
+    return write_npz(tmp_path_factory.mktemp("omniglot"), fake_sets())
+
+
+def test_every_algorithm_trains_resumes_and_evaluates_from_the_shell(tmp_path):
+    """One sweep over the family (one process, so JAX starts once): each job stops on a time limit
+    with a checkpoint, the same sweep again resumes every job, and maml-eval scores each."""
+    sweep = ["-m", *TINY, f"algorithm={','.join(ALGORITHMS)}", f"hydra.sweep.dir={tmp_path}"]
+    first = _run("maml-train", *sweep, "train.time_limit_minutes=1e-6", timeout=600)
+    assert first.returncode == 0, first.stderr
+    jobs = [tmp_path / str(i) for i in range(len(ALGORITHMS))]
+    assert [Checkpointer(job / "checkpoints").latest_step() for job in jobs] == [5] * len(ALGORITHMS)
+    resumed = _run("maml-train", *sweep, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(re.findall(r"resuming \S+ from step 5", resumed.stderr)) == len(ALGORITHMS)
+    ev = _run("maml-eval", "-m", f"run_dir={','.join(map(str, jobs))}", "eval.episodes=10", "progress=false",
+              f"hydra.sweep.dir={tmp_path / 'eval'}", timeout=600)
+    assert ev.returncode == 0, ev.stderr
+    for algorithm, job in zip(ALGORITHMS, jobs):
+        record = json.loads((job / "eval.json").read_text())
+        assert record["algorithm"] == algorithm and record["checkpoint_step"] == 20
+        assert record["algorithm_settings"]["name"] == algorithm
+        assert all(np.isfinite(r["mean"]) for r in record["per_step"])
+
+
+@pytest.mark.parametrize("algorithm", ["mamlpp", "reptile"])
+def test_resumed_runs_of_stateful_algorithms_are_identical(algorithm, omniglot_src, tmp_path):
+    """Learned step sizes, per-step running statistics (conv4 with per_step batch norm) and
+    Reptile's inner Adam moments are all in the checkpoint: a run cut after its first call ends
+    where a straight one does; and MAML++ is scored with the running statistics."""
+    def cfg(*overrides):  # (the plain vmap plan: it compiles faster than CPU's auto plan)
+        return make_cfg("experiment=omniglot_tiny", f"algorithm={algorithm}", f"dataset.path={omniglot_src}",
+                        f"dataset.cache_dir={tmp_path / 'cache'}", "train.progress=false", "train.task_batching=vmap",
+                        "train.remat=false", "model.conv_impl=lax", *overrides)
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train_and_evaluate(cfg(), straight)
+    train_and_evaluate(cfg("train.time_limit_minutes=1e-6"), split)  # stops after the first call
+    assert Checkpointer(split / "checkpoints").latest_step() == 3
+    train_and_evaluate(cfg(), split)
+    assert _records(split) == _records(straight)
+    state = _params(split, cfg())
+    for x, y in zip(jax.tree.leaves(_params(straight, cfg())), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    if algorithm == "mamlpp":
+        stats = state.meta_state["batch_stats"]["norms_0"]
+        assert stats["mean"].shape == (2, 8) and not np.allclose(stats["var"], 1.0)  # per step, and trained
+        record = evaluate_run(make_cfg(f"run_dir={split}", "progress=false", config_name="eval"))
+        assert record["batch_norm"] == "per_step (running statistics at evaluation)"
+        assert record["algorithm_settings"]["learn_inner_lr"] is True
+
+
+def test_evaluation_tasks_do_not_depend_on_the_batch_size(tiny_cfg, tmp_path):
+    train_and_evaluate(tiny_cfg(), tmp_path)
+    records = [evaluate_run(make_cfg(f"run_dir={tmp_path}", "eval.episodes=13", f"eval.batch_size={b}",
+                                     "progress=false", config_name="eval")) for b in (13, 5, 1)]
+    means = [[r["mean"] for r in record["per_step"]] for record in records]
+    assert means[1] == pytest.approx(means[0], rel=1e-5) and means[2] == pytest.approx(means[0], rel=1e-5)
+    other_seed = evaluate_run(make_cfg(f"run_dir={tmp_path}", "eval.episodes=13", "eval.seed=1", "progress=false",
+                                       config_name="eval"))
+    assert [r["mean"] for r in other_seed["per_step"]] != pytest.approx(means[0], rel=1e-3)
+
+
+def test_evaluation_query_shots(omniglot_src, tmp_path):
+    cfg = make_cfg("experiment=omniglot_tiny", f"dataset.path={omniglot_src}", f"dataset.cache_dir={tmp_path / 'c'}",
+                   "train.progress=false")
+    train_and_evaluate(cfg, tmp_path / "run")
+    default = evaluate_run(make_cfg(f"run_dir={tmp_path / 'run'}", "progress=false", config_name="eval"))
+    three = evaluate_run(make_cfg(f"run_dir={tmp_path / 'run'}", "eval.query_shots=3", "progress=false",
+                                  config_name="eval"))
+    assert (default["query_shots"], three["query_shots"]) == (1, 3)
+    assert default["per_step"] != three["per_step"]
+    with pytest.raises(UserError, match=r"dataset.shots \+ eval.query_shots = 5, but each Omniglot class has only 4"):
+        evaluate_run(make_cfg(f"run_dir={tmp_path / 'run'}", "eval.query_shots=4", config_name="eval"))
+
+
+def test_time_limit_stops_with_a_checkpoint_and_the_run_continues(tiny_cfg, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="maml_cli.trainer")
+    straight, limited = tmp_path / "straight", tmp_path / "limited"
+    train_and_evaluate(tiny_cfg(), straight)
+    train_and_evaluate(tiny_cfg("train.time_limit_minutes=1e-6"), limited)  # out of time after the first call
+    assert "train.time_limit_minutes=1e-06 reached at step 5" in caplog.text
+    assert Checkpointer(limited / "checkpoints").latest_step() == 5
+    train_and_evaluate(tiny_cfg(), limited)
+    assert _records(limited) == _records(straight)

@@ -70,21 +70,20 @@ def sample_classification_episodes(images: jax.Array, classes: jax.Array, key: j
     return jax.vmap(one_task)(jax.random.split(key, num_tasks))
 
 
-def check_task_shape(dataset_cfg, split_classes: dict, examples_per_class: int, what: str) -> None:
+def check_task_shape(ways: int, shots: int, query_shots: int, split_classes: dict, examples_per_class: int,
+                     what: str, shots_from: str = "dataset.shots + dataset.query_shots") -> None:
     """Fail before training when the splits cannot supply the asked-for tasks."""
     from maml_cli.config import UserError
 
     problems = []
     for split, classes in split_classes.items():
-        if len(classes) < dataset_cfg.ways:
-            problems.append(f"the {split} split has {len(classes)} classes, fewer than dataset.ways={dataset_cfg.ways}")
-    need = dataset_cfg.shots + dataset_cfg.query_shots
-    if need > examples_per_class:
+        if len(classes) < ways:
+            problems.append(f"the {split} split has {len(classes)} classes, fewer than dataset.ways={ways}")
+    if shots + query_shots > examples_per_class:
         problems.append(
-            f"dataset.shots + dataset.query_shots = {need}, but each {what} class has only {examples_per_class} examples")
+            f"{shots_from} = {shots + query_shots}, but each {what} class has only {examples_per_class} examples")
     if problems:
-        raise UserError(f"impossible {dataset_cfg.ways}-way {dataset_cfg.shots}-shot tasks for {what}: "
-                        + "; ".join(problems))
+        raise UserError(f"impossible {ways}-way {shots}-shot tasks for {what}: " + "; ".join(problems))
 
 
 class ImageClassTasks:
@@ -94,13 +93,23 @@ class ImageClassTasks:
     def __init__(self, cfg, images, splits: dict, *, rotate: bool, what: str):
         import jax.numpy as jnp
 
-        check_task_shape(cfg, splits, images.shape[1], what)
-        self.cfg, self.splits, self.rotate = cfg, splits, rotate
+        self.cfg, self.splits, self.rotate, self.what = cfg, splits, rotate, what
+        self.examples_per_class = images.shape[1]
+        self.check()
         self.spec = TaskSpec(input_shape=tuple(images.shape[2:]), output_dim=cfg.ways, kind="classification")
         self.data = {"images": jnp.asarray(images),
                      **{name: jnp.asarray(idx, jnp.int32) for name, idx in splits.items()}}
 
-    def sample(self, data, key, split: str, num_tasks: int) -> Episodes:
+    def check(self, shots=None, query_shots=None, shots_from: str = "dataset.shots + dataset.query_shots") -> None:
+        """Fail (UserError) unless every split can supply tasks of this shape (None: the dataset's)."""
         c = self.cfg
-        return sample_classification_episodes(data["images"], data[split], key, num_tasks, ways=c.ways, shots=c.shots,
-                                              query_shots=c.query_shots, rotate=self.rotate)
+        check_task_shape(c.ways, c.shots if shots is None else shots,
+                         c.query_shots if query_shots is None else query_shots, self.splits,
+                         self.examples_per_class, self.what, shots_from)
+
+    def sample(self, data, key, split: str, num_tasks: int, shots=None, query_shots=None) -> Episodes:
+        """``shots`` / ``query_shots`` replace the dataset's for this call (None: keep them)."""
+        c = self.cfg
+        return sample_classification_episodes(
+            data["images"], data[split], key, num_tasks, ways=c.ways, shots=c.shots if shots is None else shots,
+            query_shots=c.query_shots if query_shots is None else query_shots, rotate=self.rotate)

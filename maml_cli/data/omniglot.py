@@ -43,6 +43,7 @@ def class_splits(arrays: OmniglotArrays, mode: str, seed: int, train_classes: in
 
 class OmniglotTasks(ImageClassTasks):
     def __init__(self, cfg):
-        arrays = load_omniglot(cfg.path, image_size=cfg.image_size, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir)
+        arrays = load_omniglot(cfg.path, image_size=cfg.image_size, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir,
+                               resample=cfg.resample)
         splits = class_splits(arrays, cfg.split, cfg.split_seed, cfg.train_classes, cfg.val_classes)
         super().__init__(cfg, arrays.images, splits, rotate=cfg.rotate, what="Omniglot")

@@ -10,10 +10,14 @@ Sources, by ``dataset.path``:
 - a directory with ``images_background.npz`` / ``images_evaluation.npz`` (bool arrays
   [characters, drawers, 105, 105], True = white paper).
 
-Preprocessing, done once per source and image size: invert so ink is bright (255) on black (0),
-resize 105 -> ``image_size`` with PIL's LANCZOS filter, store uint8
-[characters, drawers, size, size, 1]. Characters are in the official order (by the NNNN file
-number), drawers by DD.
+Preprocessing, done once per source, image size and filter: invert so ink is bright (255) on black
+(0), resize 105 -> ``image_size``, store uint8 [characters, drawers, size, size, 1]. Characters are
+in the official order (by the NNNN file number), drawers by DD.
+
+Resizing (``dataset.resample``): ``lanczos`` (default) gives grey anti-aliased strokes. The MAML
+code's 28x28 set (cbfinn/maml data/omniglot_resized/resize_images.py) asked Pillow for LANCZOS on
+the official PNGs, which are mode "1" (one bit per pixel), for which Pillow resizes with NEAREST:
+binary images. ``nearest`` reproduces that exactly.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ OFFICIAL_SETS = ("images_background", "images_evaluation")
 SMALL_SETS = ("images_background_small1", "images_background_small2")
 KNOWN_SETS = OFFICIAL_SETS + SMALL_SETS
 CACHE_VERSION = 1
-RESIZE_FILTER = "LANCZOS"
+RESAMPLE = {"lanczos": "LANCZOS", "nearest": "NEAREST"}  # dataset.resample -> Pillow's filter
 _PNG_NAME = re.compile(r"(?:^|/)([^/]+)/([^/]+)/(\d+)_(\d+)\.png$")
 
 HOW_TO_GET = (
@@ -174,13 +178,13 @@ def _read_tree(path: Path) -> np.ndarray:
 READERS = {"npz": _read_npz, "zip": _read_zip, "png": _read_tree}
 
 
-def preprocess(ink: np.ndarray, image_size: int) -> np.ndarray:
-    """uint8 [C, D, H, W] ink-bright -> uint8 [C, D, size, size, 1], resized with LANCZOS."""
+def preprocess(ink: np.ndarray, image_size: int, resample: str = "lanczos") -> np.ndarray:
+    """uint8 [C, D, H, W] ink-bright -> uint8 [C, D, size, size, 1], resized with ``resample``."""
     c, d = ink.shape[:2]
     if ink.shape[2:] == (image_size, image_size):
         out = ink
     else:
-        resample = getattr(Image.Resampling, RESIZE_FILTER)
+        resample = getattr(Image.Resampling, RESAMPLE[resample])
         out = np.stack([np.asarray(Image.fromarray(img).resize((image_size, image_size), resample))
                         for img in ink.reshape(-1, *ink.shape[2:])]).reshape(c, d, image_size, image_size)
     return out[..., None]
@@ -200,10 +204,13 @@ def _fingerprint(source: _SetSource) -> str:
 
 
 def load_omniglot(path: Optional[str], image_size: int = 28, data_dir: Optional[str] = None,
-                  cache_dir: Optional[str] = None) -> OmniglotArrays:
-    """Read, preprocess and cache Omniglot; later calls with the same source and size read the cache."""
+                  cache_dir: Optional[str] = None, resample: str = "lanczos") -> OmniglotArrays:
+    """Read, preprocess and cache Omniglot; later calls with the same source, size and filter read
+    the cache."""
+    if resample not in RESAMPLE:
+        raise UserError(f"dataset.resample must be one of {', '.join(RESAMPLE)} (got {resample!r})")
     sources = find_sources(Path(path)) if path else download_with_tfds(data_dir)
-    key = hashlib.sha256(repr((CACHE_VERSION, image_size, RESIZE_FILTER,
+    key = hashlib.sha256(repr((CACHE_VERSION, image_size, RESAMPLE[resample],
                                [(s.name, s.kind, _fingerprint(s)) for s in sources])).encode()).hexdigest()[:16]
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     cache_file = cache / f"omniglot-{image_size}px-{key}.npz"
@@ -223,7 +230,7 @@ def load_omniglot(path: Optional[str], image_size: int = 28, data_dir: Optional[
         if drawers is not None and ink.shape[1] != drawers:
             raise UserError(f"{s.location} has {ink.shape[1]} drawers per character, other sets {drawers}")
         drawers = ink.shape[1]
-        arrays.append(preprocess(ink, image_size))
+        arrays.append(preprocess(ink, image_size, resample))
         sets[s.name] = ink.shape[0]
     images = np.concatenate(arrays)
     cache.mkdir(parents=True, exist_ok=True)

@@ -16,21 +16,27 @@ class SinusoidTasks:
         self.spec = TaskSpec(input_shape=(1,), output_dim=1, kind="regression")
         self.data = None  # nothing to hold: tasks are drawn from formulas
 
-    def sample(self, data, key: jax.Array, split: str, num_tasks: int) -> Episodes:
+    def check(self, shots=None, query_shots=None, shots_from=None) -> None:
+        """Any number of points can be drawn."""
+
+    def sample(self, data, key: jax.Array, split: str, num_tasks: int, shots=None, query_shots=None) -> Episodes:
+        """``shots`` / ``query_shots`` replace the dataset's K for this call (None: keep it)."""
         del data, split  # tasks are infinite; splits differ only by the caller's key
         c = self.cfg
+        shots = c.shots if shots is None else shots
+        query_shots = c.query_shots if query_shots is None else query_shots
         k_amp, k_phase, k_x = jax.random.split(key, 3)
         amplitude = jax.random.uniform(
             k_amp, (num_tasks, 1, 1), minval=c.amplitude_min, maxval=c.amplitude_max
         )
         phase = jax.random.uniform(k_phase, (num_tasks, 1, 1), minval=c.phase_min, maxval=c.phase_max)
         x = jax.random.uniform(
-            k_x, (num_tasks, c.shots + c.query_shots, 1), minval=c.x_min, maxval=c.x_max
+            k_x, (num_tasks, shots + query_shots, 1), minval=c.x_min, maxval=c.x_max
         )
         y = amplitude * jnp.sin(x - phase)
         return Episodes(
-            support_x=x[:, : c.shots],
-            support_y=y[:, : c.shots],
-            query_x=x[:, c.shots :],
-            query_y=y[:, c.shots :],
+            support_x=x[:, :shots],
+            support_y=y[:, :shots],
+            query_x=x[:, shots:],
+            query_y=y[:, shots:],
         )

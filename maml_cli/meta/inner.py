@@ -1,56 +1,78 @@
-"""The inner loop: adapt parameters to one task's support set with plain SGD steps."""
+"""The inner loop: adapt parameters to one task with a few gradient steps.
+
+One loop serves the whole family; what differs is passed in:
+- ``support_loss(params, step) -> (loss, aux)``: the loss of inner step ``step`` (an index, so a
+  model can pick per-step batch-norm weights, and Reptile its mini-batch); ``aux`` is carried out
+  of the loop (per-step batch statistics);
+- an ``InnerRule`` turning a gradient into an update: SGD with step sizes that may be learned
+  (Meta-SGD, MAML++) or Adam (Reptile);
+- ``observe(params, step)``, evaluated after each step (the query loss of MAML++'s multi-step
+  loss, or the query metric when evaluating).
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
+import optax
 
-from maml_cli.data.episodes import Episodes
-from maml_cli.meta.losses import TaskLoss
+
+class InnerRule(NamedTuple):
+    """``init(params) -> state``; ``update(grads, state, step) -> (updates, state)``."""
+
+    init: Callable[[Any], Any]
+    update: Callable[[Any, Any, jax.Array], Any]
 
 
-def inner_update(loss_fn: Callable, params, x, y, inner_lr: float, first_order: bool):
-    """One SGD step on the support loss.
+def sgd(rates: Callable[[jax.Array], Any]) -> InnerRule:
+    """Plain SGD: ``rates(step)`` is a pytree of step sizes shaped like the parameters (or
+    broadcastable to them: a scalar per tensor)."""
 
-    Second order (the default) keeps the step differentiable, so the outer gradient flows through
-    the inner gradient (grad-through-grad). First order stops it there: d(adapted)/d(params) is
-    then the identity, which is FOMAML.
+    def update(grads, state, step):
+        return jax.tree.map(lambda r, g: -r * g, rates(step), grads), state
+
+    return InnerRule(init=lambda params: (), update=update)
+
+
+def constant_rates(params, inner_lr: float):
+    """The same step size for every tensor (MAML)."""
+    return jax.tree.map(lambda p: jnp.asarray(inner_lr, p.dtype), params)
+
+
+def optax_rule(transform: optax.GradientTransformation) -> InnerRule:
+    """An optax optimizer as an inner rule (its state may be carried between tasks)."""
+    return InnerRule(init=transform.init, update=lambda grads, state, step: transform.update(grads, state))
+
+
+def adapt(support_loss: Callable, params, *, rule: InnerRule, inner_steps: int, first_order: bool,
+          remat: bool = False, observe: Optional[Callable] = None, rule_state: Any = None):
+    """``inner_steps`` steps of ``rule`` on ``support_loss`` from ``params``.
+
+    Returns ``(adapted, rule_state, (aux, observed))``, the last two stacked over the steps
+    (leading axis ``inner_steps``; ``observed`` is None without ``observe``).
+
+    Second order (the default) keeps each step differentiable, so an outer gradient flows through
+    the inner gradients (grad-through-grad). ``first_order`` stops it there: d(adapted)/d(params)
+    is then the identity, which is FOMAML. ``remat`` recomputes each step's activations in the
+    backward pass instead of storing them (``jax.checkpoint``): memory stays flat in
+    ``inner_steps`` at the price of one more forward.
     """
-    grads = jax.grad(loss_fn)(params, x, y)
-    if first_order:
-        grads = jax.lax.stop_gradient(grads)
-    return jax.tree.map(lambda w, g: w - inner_lr * g, params, grads)
-
-
-def adapt(loss_fn: Callable, params, x, y, *, inner_lr: float, inner_steps: int, first_order: bool,
-          remat: bool = False):
-    """``inner_steps`` SGD steps from ``params`` on (x, y); returns the adapted parameters.
-
-    ``remat`` recomputes each step's activations in the backward pass instead of storing them
-    (``jax.checkpoint``): memory stays flat in ``inner_steps`` at the price of one more forward.
-    """
+    state = rule.init(params) if rule_state is None else rule_state
     if inner_steps == 0:
-        return params
+        return params, state, (None, None)
 
-    def step(p, _):
-        return inner_update(loss_fn, p, x, y, inner_lr, first_order), None
+    def step(carry, s):
+        p, st = carry
+        (_, aux), grads = jax.value_and_grad(support_loss, has_aux=True)(p, s)
+        if first_order:
+            grads = jax.lax.stop_gradient(grads)
+        updates, st = rule.update(grads, st, s)
+        p = optax.apply_updates(p, updates)
+        return (p, st), (aux, observe(p, s) if observe is not None else None)
 
     if remat:
         step = jax.checkpoint(step)
-
-    adapted, _ = jax.lax.scan(step, params, None, length=inner_steps)
-    return adapted
-
-
-def adaptation_trace(task_loss: TaskLoss, params, episode: Episodes, *, inner_lr: float, inner_steps: int):
-    """The query metric before adaptation and after each of ``inner_steps`` steps: [inner_steps + 1]."""
-
-    def step(p, _):
-        metric = task_loss.metric(p, episode.query_x, episode.query_y)
-        p = inner_update(task_loss.loss, p, episode.support_x, episode.support_y, inner_lr, True)
-        return p, metric
-
-    adapted, metrics = jax.lax.scan(step, params, None, length=inner_steps)
-    last = task_loss.metric(adapted, episode.query_x, episode.query_y)
-    return jax.numpy.concatenate([metrics, last[None]])
+    (adapted, state), outputs = jax.lax.scan(step, (params, state), jnp.arange(inner_steps))
+    return adapted, state, outputs

@@ -1,42 +1,59 @@
-"""Per-task loss and metric, built from a model's apply function and the kind of task."""
+"""Per-task loss and metric of a network's outputs, for regression or classification."""
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from dataclasses import dataclass
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
-
-class TaskLoss(NamedTuple):
-    """``loss(params, x, y)`` is what the inner and outer loops differentiate (a mean over the
-    examples, never a sum: the step size then does not depend on the number of shots);
-    ``metric(params, x, y)`` is what is reported (MSE or accuracy as a fraction)."""
-
-    loss: Callable[..., jax.Array]
-    metric: Callable[..., jax.Array]
+from maml_cli.models import Network
 
 
-def make_task_loss(apply_fn: Callable, kind: str) -> TaskLoss:
-    def predict(params, x):
-        return apply_fn({"params": params}, x)
+def mse(outputs, y):
+    return jnp.mean((outputs - y) ** 2)
 
-    if kind == "regression":
 
-        def mse(params, x, y):
-            return jnp.mean((predict(params, x) - y) ** 2)
+def cross_entropy(logits, y):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-        return TaskLoss(loss=mse, metric=mse)
 
-    if kind == "classification":
+def accuracy(logits, y):
+    return jnp.mean(jnp.argmax(logits, axis=-1) == y)
 
-        def cross_entropy(params, x, y):
-            return optax.softmax_cross_entropy_with_integer_labels(predict(params, x), y).mean()
 
-        def accuracy(params, x, y):
-            return jnp.mean(jnp.argmax(predict(params, x), axis=-1) == y)
+KINDS = {"regression": (mse, mse), "classification": (cross_entropy, accuracy)}
 
-        return TaskLoss(loss=cross_entropy, metric=accuracy)
 
-    raise ValueError(f"unknown task kind {kind!r}")
+@dataclass(frozen=True)
+class TaskLoss:
+    """``loss`` is what the inner and outer loops differentiate (a mean over the examples, never a
+    sum: the step size then does not depend on the number of shots); ``metric`` is what is
+    reported (MSE, or accuracy as a fraction). Keyword arguments go to ``Network.apply``
+    (``step``, ``batch_stats``, ``use_running``)."""
+
+    network: Network
+    of_outputs: Callable[..., jax.Array]  # (outputs, y) -> loss
+    metric_of_outputs: Callable[..., jax.Array]  # (outputs, y) -> metric
+
+    def loss(self, params, x, y, **forward):
+        """(loss, step_stats)."""
+        outputs, stats = self.network.apply(params, x, **forward)
+        return self.of_outputs(outputs, y), stats
+
+    def metric(self, params, x, y, **forward):
+        return self.metric_of_outputs(self.network.apply(params, x, **forward)[0], y)
+
+    def loss_and_metric(self, params, x, y, **forward):
+        """(loss, (metric, step_stats)) from one forward pass."""
+        outputs, stats = self.network.apply(params, x, **forward)
+        return self.of_outputs(outputs, y), (self.metric_of_outputs(outputs, y), stats)
+
+
+def make_task_loss(network: Network, kind: str) -> TaskLoss:
+    if kind not in KINDS:
+        raise ValueError(f"unknown task kind {kind!r}")
+    loss, metric = KINDS[kind]
+    return TaskLoss(network, loss, metric)

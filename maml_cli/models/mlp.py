@@ -11,14 +11,23 @@ ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "gelu": nn.gelu}
 
 
 class MLP(nn.Module):
+    """``features`` is the hidden stack, ``head`` the last linear layer (what ANIL adapts)."""
+
     hidden_sizes: Sequence[int]
     output_dim: int
     activation: str = "relu"
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def setup(self):
+        self.hidden = [nn.Dense(width) for width in self.hidden_sizes]
+        self.head = nn.Dense(self.output_dim)
+
+    def features(self, x: jax.Array, step=0, use_running: bool = False) -> jax.Array:
+        del step, use_running  # no batch norm
         act = ACTIVATIONS[self.activation]
         x = x.reshape(x.shape[0], -1)
-        for width in self.hidden_sizes:
-            x = act(nn.Dense(width)(x))
-        return nn.Dense(self.output_dim)(x)
+        for layer in self.hidden:
+            x = act(layer(x))
+        return x
+
+    def __call__(self, x: jax.Array, step=0, use_running: bool = False) -> jax.Array:
+        return self.head(self.features(x))

@@ -1,0 +1,75 @@
+"""What a config builds, shared by maml-train, maml-eval and the scripts: the task sampler, the
+network, the algorithm, the outer optimizer and the execution plan, and the jitted programs made
+from them. Nothing here touches disk beyond what the dataset loader reads."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from omegaconf import DictConfig
+
+from maml_cli.data import build_sampler
+from maml_cli.evaluation import make_scorer
+from maml_cli.execution import Execution, plan_execution
+from maml_cli.meta.algorithms import Algorithm, build_algorithm
+from maml_cli.meta.losses import make_task_loss
+from maml_cli.meta.outer import TrainState, init_state, make_multi_step, make_train_step
+from maml_cli.models import build_model
+
+
+@dataclass
+class Experiment:
+    cfg: DictConfig
+    sampler: Any
+    algorithm: Algorithm
+    optimizer: Any
+    execution: Execution  # how the math runs on this backend (auto settings resolved)
+
+    @property
+    def metric(self) -> str:
+        return self.sampler.spec.metric
+
+    @property
+    def network(self):
+        return self.algorithm.network
+
+    def init_state(self, seed: Optional[int] = None) -> TrainState:
+        return init_state(self.algorithm, self.sampler.spec.input_shape, self.optimizer,
+                          self.cfg.seed if seed is None else seed)
+
+    def multi_step(self) -> Callable:
+        """The jitted ``(state, data, length, phase) -> (state, metrics)`` outer step."""
+        return make_multi_step(make_train_step(self.sampler.sample, self.algorithm, self.optimizer,
+                                               self.cfg.train.meta_batch_size, self.metric))
+
+    def phase_at(self, step: int):
+        return self.algorithm.phase(step)
+
+    def next_phase_change(self, step: int) -> Optional[int]:
+        """The first outer step after ``step`` whose phase differs (None: none)."""
+        boundaries = self.algorithm.boundaries()
+        i = bisect.bisect_right(boundaries, step)
+        return boundaries[i] if i < len(boundaries) else None
+
+    def scorer(self, split: str, inner_steps: int) -> Callable:
+        return make_scorer(self.sampler.sample, self.algorithm, inner_steps=inner_steps, split=split,
+                           task_batching=self.execution.task_batching, query_shots=self.cfg.eval.query_shots)
+
+
+def build_experiment(cfg: DictConfig) -> Experiment:
+    """Everything a config describes, checked before anything is compiled (impossible task shapes
+    raise a UserError here)."""
+    execution = plan_execution(cfg.model.name, cfg.train.task_batching, cfg.train.remat,
+                               cfg.model.get("conv_impl"))
+    sampler = build_sampler(cfg.dataset)
+    network = build_model(cfg.model, sampler.spec, execution.conv_impl, inner_steps=cfg.algorithm.inner_steps)
+    algorithm = build_algorithm(cfg.algorithm, make_task_loss(network, sampler.spec.kind), execution, cfg.train)
+    # The task shapes this run will ask for besides the dataset's own.
+    if algorithm.train_shots is not None:
+        sampler.check(shots=algorithm.train_shots, shots_from="algorithm.train_shots + dataset.query_shots")
+    if cfg.eval.query_shots is not None:
+        sampler.check(query_shots=cfg.eval.query_shots, shots_from="dataset.shots + eval.query_shots")
+    return Experiment(cfg=cfg, sampler=sampler, algorithm=algorithm, optimizer=algorithm.optimizer(),
+                      execution=execution)
