@@ -31,9 +31,9 @@ def evaluate_run(app: DictConfig) -> dict:
 
     from maml_cli.checkpoints import Checkpointer
     from maml_cli.evaluation import eval_key, run_episodes, summarize
+    from maml_cli.execution import enable_compilation_cache
     from maml_cli.experiment import build_experiment
     from maml_cli.models import describe_batch_norm
-    from maml_cli.trainer import enable_compilation_cache
 
     enable_compilation_cache()
 

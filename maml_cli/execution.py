@@ -19,10 +19,13 @@ hundreds of MB. docs/performance.md has the figures.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Optional
 
 import jax
+
+from maml_cli.data.cache import CACHE_HOME
 
 CONV_MODELS = ("conv4",)
 
@@ -53,3 +56,13 @@ def plan_execution(model_name: str, task_batching: str = "auto", remat: Optional
     elif conv_impl in (None, "auto"):
         conv_impl = "im2col" if on_cpu else "lax"
     return Execution(task_batching=task_batching, remat=bool(remat), conv_impl=conv_impl)
+
+
+def enable_compilation_cache() -> None:
+    """Keep compiled programs on disk so a second run of the same config starts in seconds.
+    ``MAML_CLI_COMPILE_CACHE`` names the folder (default ~/.cache/maml-cli/jax); "off" disables."""
+    folder = os.environ.get("MAML_CLI_COMPILE_CACHE", str(CACHE_HOME / "jax"))
+    if folder.lower() in ("", "off", "0", "false"):
+        return
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

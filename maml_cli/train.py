@@ -30,7 +30,8 @@ EXIT_INTERRUPTED = 130
 
 @hydra.main(version_base="1.3", config_path="pkg://maml_cli.configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from maml_cli.trainer import TrainingInterrupted, enable_compilation_cache, train_and_evaluate
+    from maml_cli.execution import enable_compilation_cache
+    from maml_cli.trainer import TrainingInterrupted, train_and_evaluate
 
     enable_compilation_cache()
     run_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -17,24 +17,11 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from maml_cli.checkpoints import Checkpointer
 from maml_cli.config import UserError, resume_conflicts
-from maml_cli.data.cache import CACHE_HOME
 from maml_cli.evaluation import eval_key, run_episodes
 from maml_cli.experiment import build_experiment
 from maml_cli.metrics import MetricWriter
 
 log = logging.getLogger(__name__)
-
-
-def enable_compilation_cache() -> None:
-    """Keep compiled programs on disk so a second run of the same config starts in seconds.
-    ``MAML_CLI_COMPILE_CACHE`` names the folder (default ~/.cache/maml-cli/jax); "off" disables."""
-    import os
-
-    folder = os.environ.get("MAML_CLI_COMPILE_CACHE", str(CACHE_HOME / "jax"))
-    if folder.lower() in ("", "off", "0", "false"):
-        return
-    jax.config.update("jax_compilation_cache_dir", folder)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 class TrainingInterrupted(Exception):

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from maml_cli.config import register_configs
-from maml_cli.trainer import enable_compilation_cache
+from maml_cli.execution import enable_compilation_cache
 
 register_configs()
 # Entry points keep a persistent compilation cache; give the tests their own, not the user's, and

@@ -153,21 +153,22 @@ class GradientBased(Algorithm):
                 lambda old, new: (1 - m) * old + m * new, meta_state["batch_stats"], stats)}
         return grads, meta_state, {"query_loss": loss, "query_metric": metric}
 
-    def adapt_to_task(self, meta_params, meta_state, episode, key, inner_steps: int):
-        del key
-        adapted0, support, _ = self.task_functions(meta_params["model"], episode, self.eval_forward(meta_state))
-        adapted, _, _ = adapt(support, adapted0, rule=self._rule(meta_params, adapted0), inner_steps=inner_steps,
-                              first_order=True)
-        return merge(meta_params["model"], adapted)
-
-    def adaptation_trace(self, meta_params, meta_state, episode, key, inner_steps: int):
-        del key
+    def _adapt_as_evaluated(self, meta_params, meta_state, episode, inner_steps: int, trace: bool):
+        """(adapted parameters, query metric before and after each step or None), as at evaluation."""
         adapted0, support, query = self.task_functions(meta_params["model"], episode, self.eval_forward(meta_state))
 
         def metric(p, s):
             return query(p, s)[1][0]
 
-        _, _, (_, after) = adapt(support, adapted0, rule=self._rule(meta_params, adapted0), inner_steps=inner_steps,
-                                 first_order=True, observe=metric)
+        adapted, _, (_, after) = adapt(support, adapted0, rule=self._rule(meta_params, adapted0),
+                                       inner_steps=inner_steps, first_order=True, observe=metric if trace else None)
+        if not trace:
+            return merge(meta_params["model"], adapted), None
         before = metric(adapted0, 0)[None]
-        return before if after is None else jnp.concatenate([before, after])
+        return merge(meta_params["model"], adapted), before if after is None else jnp.concatenate([before, after])
+
+    def adapt_to_task(self, meta_params, meta_state, episode, key, inner_steps: int):
+        return self._adapt_as_evaluated(meta_params, meta_state, episode, inner_steps, trace=False)[0]
+
+    def adaptation_trace(self, meta_params, meta_state, episode, key, inner_steps: int):
+        return self._adapt_as_evaluated(meta_params, meta_state, episode, inner_steps, trace=True)[1]

@@ -77,7 +77,7 @@ class Reptile(Algorithm):
                                                           self.execution.task_batching)
         mean = lambda tree: jax.tree.map(lambda a: jnp.mean(a, 0).astype(a.dtype), tree)  # noqa: E731
         pseudo_grad = jax.tree.map(lambda p, a: p - a, params, mean(adapted))
-        grads = {**jax.tree.map(jnp.zeros_like, meta_params), "model": pseudo_grad}
+        grads = {"model": pseudo_grad}  # Reptile learns nothing besides the initialisation
         meta_state = {**meta_state, "inner_opt": mean(inner_state)}
         return grads, meta_state, {"query_loss": jnp.mean(losses), "query_metric": jnp.mean(metrics)}
 
