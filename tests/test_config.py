@@ -56,6 +56,8 @@ def test_an_algorithms_paper_settings_follow_the_preset():
     mamlpp = make_cfg("experiment=omniglot_5w1s", "algorithm=mamlpp")
     assert (mamlpp.model.batch_norm, mamlpp.model.downsample, mamlpp.algorithm.inner_steps) == ("per_step", "maxpool", 5)
     assert (mamlpp.algorithm.inner_lr, mamlpp.train.meta_batch_size, mamlpp.dataset.ways) == (0.1, 8, 5)
+    # scored with the batch, as the authors' code (running statistics scored near chance here)
+    assert mamlpp.model.bn_eval_stats == "batch"
     reptile = make_cfg("experiment=omniglot_20w1s", "algorithm=reptile")
     assert (reptile.algorithm.train_shots, reptile.algorithm.inner_batch_size, reptile.eval.inner_steps) == (9, 15, 97)
     anil = make_cfg("experiment=omniglot_5w1s", "algorithm=anil")  # ANIL's paper keeps MAML's settings

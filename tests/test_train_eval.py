@@ -278,8 +278,10 @@ def test_resumed_runs_of_stateful_algorithms_are_identical(algorithm, omniglot_s
     """Learned step sizes, per-step running statistics (conv4 with per_step batch norm) and
     Reptile's inner Adam moments are all in the checkpoint: a run cut after its first call ends
     where a straight one does; and MAML++ is scored with the running statistics."""
+    running = ["model.bn_eval_stats=running"] if algorithm == "mamlpp" else []
+
     def cfg(*overrides):  # (the plain vmap plan: it compiles faster than CPU's auto plan)
-        return make_cfg("experiment=omniglot_tiny", f"algorithm={algorithm}", f"dataset.path={omniglot_src}",
+        return make_cfg("experiment=omniglot_tiny", f"algorithm={algorithm}", *running, f"dataset.path={omniglot_src}",
                         f"dataset.cache_dir={tmp_path / 'cache'}", "train.progress=false", "train.task_batching=vmap",
                         "train.remat=false", "model.conv_impl=lax", *overrides)
 
