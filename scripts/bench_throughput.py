@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -212,6 +213,42 @@ def bench_one(line: str, measure_steps: int) -> dict:
     }
 
 
+def interleaved(lines: list, rounds: int) -> list:
+    """Every line's compiled step in one process, timed round-robin (one call of each line per
+    round, ``rounds`` rounds): slow drifts of a shared machine hit every line alike, so the ratio of
+    the medians holds where separate runs minutes apart disagree by tens of percent."""
+    import jax
+    import numpy as np
+
+    from maml_cli.experiment import build_experiment
+
+    programs = []
+    for line in lines:
+        preset, *overrides = line.split()
+        cfg = _compose(preset, *overrides)
+        exp = build_experiment(cfg)
+        state = exp.init_state()
+        compiled = exp.multi_step().lower(state, exp.sampler.data, 1, exp.phase_at(0)).compile()
+        for _ in range(2):  # warm-up
+            state, _ = compiled(state, exp.sampler.data)
+        programs.append([line, cfg, compiled, jax.block_until_ready(state), exp.sampler.data, []])
+    for _ in range(rounds):
+        for program in programs:
+            line, cfg, compiled, state, data, times = program
+            tic = time.perf_counter()
+            program[3], _ = compiled(state, data)
+            jax.block_until_ready(program[3])
+            times.append(time.perf_counter() - tic)
+    first = float(np.median(programs[0][5]))
+    return [{"preset": line, "algorithm": cfg.algorithm.name, "meta_batch_size": int(cfg.train.meta_batch_size),
+             "step_ms_median": round(1e3 * float(np.median(times)), 1),
+             "step_ms_quartiles": [round(1e3 * float(q), 1) for q in np.percentile(times, [25, 75])],
+             "tasks_per_s": round(cfg.train.meta_batch_size / float(np.median(times)), 2),
+             "step_time_vs_first": round(float(np.median(times)) / first, 3), "rounds": rounds,
+             "backend": jax.default_backend(), "jax": jax.__version__}
+            for line, cfg, _, _, _, times in programs]
+
+
 def memory_one(preset: str, inner_steps: int, remat: bool) -> dict:
     """XLA's planned temporary memory for the compiled step (the peak the step needs)."""
     from maml_cli.experiment import build_experiment
@@ -243,6 +280,9 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true", help="peak memory against inner steps, with and without remat")
     ap.add_argument("--memory-preset", default="omniglot_20w1s")
     ap.add_argument("--write-docs", action="store_true", help="write the figures into docs/performance.md")
+    ap.add_argument("--section", help="the docs/performance.md section to write (default: from the lines)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="time the lines side by side in one process, round-robin (for ratios between lines)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -251,8 +291,18 @@ def main() -> None:
     logging.getLogger("absl").setLevel(logging.WARNING)
     if args.child:
         kind, preset, *rest = args.child
+        if kind == "interleave":
+            print(json.dumps(interleaved(json.loads(preset), int(rest[0]))))
+            return
         result = bench_one(preset, int(rest[0])) if kind == "bench" else memory_one(preset, int(rest[0]), rest[1] == "1")
         print(json.dumps(result))
+        return
+    if args.interleave:
+        results = _child(["--child", "interleave", json.dumps(args.presets), str(args.steps)])
+        for r in results:
+            print(json.dumps(r), flush=True)
+        if args.write_docs:
+            _write_interleaved_docs(results, shlex.join(sys.argv[1:]), args.section or "throughput-interleaved")
         return
 
     results, memory = [], []
@@ -265,9 +315,26 @@ def main() -> None:
                 memory.append(_child(["--child", "memory", args.memory_preset, str(steps), "1" if remat else "0"]))
                 print(json.dumps(memory[-1]), flush=True)
     if args.write_docs:
-        section = "throughput" if args.presets == LINES else "throughput-" + "-".join(
-            line.split()[0] for line in args.presets)
-        _write_docs(results, memory, " ".join(sys.argv[1:]), section)
+        section = args.section or ("throughput" if args.presets == LINES else "throughput-" + "-".join(
+            line.split()[0] for line in args.presets))
+        _write_docs(results, memory, shlex.join(sys.argv[1:]), section)
+
+
+def _write_interleaved_docs(results: list, argv: str, section: str) -> None:
+    from _report import machine, replace_section, today
+
+    lines = [f"Measured {today()} on {machine()} with `python scripts/bench_throughput.py {argv}`: every line's "
+             f"compiled outer step in one process, called round-robin {results[0]['rounds']} times, so that the "
+             "machine's drift hits all alike; median step time, its interquartile range, and the ratio to the "
+             "first line's median.", "",
+             "| line | algorithm | meta-batch | step (ms), median [IQR] | tasks/s | step time / first line's |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        q = r["step_ms_quartiles"]
+        lines.append(f"| `{r['preset']}` | {r['algorithm']} | {r['meta_batch_size']} | {r['step_ms_median']} "
+                     f"[{q[0]}-{q[1]}] | {r['tasks_per_s']} | {r['step_time_vs_first']:.2f} |")
+    lines += ["", "Raw output:", "", "```", *[json.dumps(r) for r in results], "```"]
+    replace_section(REPO / "docs" / "performance.md", section, "\n".join(lines))
 
 
 def _share(value) -> str:

@@ -71,12 +71,31 @@ def evaluate(run_dir: Path, step: int, episodes: int) -> dict:
     return json.loads(out.read_text())
 
 
+def training_seconds(step: int, logged: dict) -> float:
+    """Training time at ``step``: interpolated between logged steps, and beyond the last one (a
+    run stopped by its time limit mid-window) extended at the last window's rate."""
+    points = sorted(logged.items())
+    if step in logged:
+        return logged[step]
+    before = [p for p in points if p[0] < step]
+    after = [p for p in points if p[0] > step]
+    if before and after:
+        (s0, t0), (s1, t1) = before[-1], after[0]
+        return t0 + (t1 - t0) * (step - s0) / (s1 - s0)
+    if len(before) >= 2:
+        (s0, t0), (s1, t1) = before[-2], before[-1]
+        return t1 + (t1 - t0) * (step - s1) / (s1 - s0)
+    return after[0][1] * step / after[0][0] if after else 0.0
+
+
 def points_to_score(steps: list, times: dict, every_minutes: float) -> list:
     """The checkpoint closest to each multiple of ``every_minutes`` of training, and the last."""
     chosen = {steps[-1]}
     budget = times.get(steps[-1], 0.0)
     for k in range(1, int(budget / 60 / every_minutes) + 1):
         target = 60 * every_minutes * k
+        if budget - target < 30 * every_minutes:
+            continue  # the last checkpoint stands for this time point
         chosen.add(min(steps, key=lambda s: abs(times.get(s, math.inf) - target)))
     return sorted(chosen)
 
@@ -106,13 +125,14 @@ def main() -> None:
         if not (run_dir / "checkpoints").is_dir():
             train(args.preset, algorithm, args.data, run_dir, args.minutes, args.checkpoint_every)
         steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
-        times = wall_clock_at(run_dir)
+        logged = wall_clock_at(run_dir)
+        times = {step: training_seconds(step, logged) for step in steps}
         curve = []
         for step in points_to_score(steps, times, args.eval_minutes):
             record = evaluate(run_dir, step, args.episodes)
             final = record["per_step"][-1]
             curve.append({"step": step, "seconds": times.get(step), "mean": final["mean"], "ci95": final["ci95"],
-                          "inner_steps": record["inner_steps"], "meta_batch": None})
+                          "inner_steps": record["inner_steps"], "batch_norm": record.get("batch_norm", "?")})
             print(f"{algorithm} step {step} ({times.get(step, 0) / 60:.1f} min): "
                   f"{100 * final['mean']:.2f} +- {100 * final['ci95']:.2f}%", flush=True)
         cfg_text = (run_dir / "config.yaml").read_text()
@@ -139,16 +159,16 @@ def _report(args, results: dict) -> str:
         f"## The MAML family at the same training budget: {preset}",
         "",
         f"Measured {today()} on {machine()} with `python scripts/compare_algorithms.py --preset {preset} "
-        f"--algorithms {' '.join(args.algorithms)} --minutes {args.minutes:g}`: each algorithm trained for "
+        f"--algorithms {' '.join(args.algorithms)} --minutes {args.minutes:g} --eval-minutes {args.eval_minutes:g}`: each algorithm trained for "
         f"{args.minutes:g} minutes of wall clock (compilation included, persistent compilation cache off), one "
         "after another on the full Omniglot in `../shared/data/omniglot` (paper split, seed 1), with its paper's "
         f"settings (`experiment={preset} algorithm=NAME`, configs/paper/), then scored on the same "
         f"{args.episodes} test tasks with its paper's test protocol; accuracy after the last inner step, "
         "mean +- 95% CI (1.96 std / sqrt(tasks)).",
         "",
-        f"| algorithm | outer steps in {args.minutes:g} min | tasks/s (meta-batch) | test accuracy at the budget "
-        "| first >= 95% | first >= 98% | paper (full training) |",
-        "|---|---|---|---|---|---|---|",
+        f"| algorithm | outer steps in {args.minutes:g} min | tasks/s over the budget (meta-batch) | test accuracy at the budget "
+        "| first >= 95% | first >= 98% | batch norm at test | paper (full training) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for algorithm, r in results.items():
         last = r["curve"][-1]
@@ -157,15 +177,26 @@ def _report(args, results: dict) -> str:
                    for t in THRESHOLDS]
         rate = f"{r['steps'] * float(r['meta_batch']) / r['seconds']:.1f} ({r['meta_batch']})" if r["seconds"] else "?"
         lines.append(f"| {NAMES.get(algorithm, algorithm)} | {r['steps']} | {rate} | {_pct(last)} "
-                     f"(after {last['inner_steps']} steps) | {reached[0]} | {reached[1]} | {paper.get(algorithm, '?')} |")
+                     f"(after {last['inner_steps']} step{'s' if last['inner_steps'] != 1 else ''}) | {reached[0]} | "
+                     f"{reached[1]} | {last['batch_norm']} | {paper.get(algorithm, '?')} |")
     best_name, best = max(((a, r["curve"][-1]) for a, r in results.items()), key=lambda x: x[1]["mean"])
     same = [NAMES.get(a, a) for a, r in results.items() if a != best_name and inside_ci(r["curve"][-1], best)]
     apart = [NAMES.get(a, a) for a, r in results.items() if a != best_name and not inside_ci(r["curve"][-1], best)]
+    def listing(names: list) -> str:
+        return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+    verdicts = [f"{listing(same)} {'is' if len(same) == 1 else 'are'} within the 95% CI of the difference "
+                "(|difference| <= sqrt(ci1^2 + ci2^2)), so not distinguishable from it here" if same else "",
+                f"{listing(apart)} {'is' if len(apart) == 1 else 'are'} below it by more than the 95% CI of "
+                "the difference" if apart else ""]
+    names = list(results)
+    close = [f"{NAMES.get(a, a)} and {NAMES.get(b, b)} ({100 * abs(results[a]['curve'][-1]['mean'] - results[b]['curve'][-1]['mean']):.2f} "
+             f"points apart, CI of the difference {100 * math.hypot(results[a]['curve'][-1]['ci95'], results[b]['curve'][-1]['ci95']):.2f})"
+             for i, a in enumerate(names) for b in names[i + 1:] if inside_ci(results[a]["curve"][-1], results[b]["curve"][-1])]
     lines += ["", f"At the budget, {NAMES.get(best_name, best_name)} scored highest; "
-              + (f"{', '.join(same)} {'is' if len(same) == 1 else 'are'} within the 95% CI of the difference "
-                 "(|difference| <= sqrt(ci1^2 + ci2^2)); " if same else "no other algorithm is within the 95% CI of "
-                 "the difference; ")
-              + (f"{', '.join(apart)} {'is' if len(apart) == 1 else 'are'} below it by more than that." if apart else ""),
+              + "; ".join(v for v in verdicts if v) + ". "
+              + (f"Pairs whose difference is inside the 95% CI of the difference: {'; '.join(close)}; every other "
+                 "pair differs by more." if close else "No two algorithms are within the 95% CI of their difference."),
               "", "Accuracy against training time (the checkpoint closest to each time point):", ""]
     grid = sorted({round(p["seconds"] / 60 / args.eval_minutes) * args.eval_minutes for r in results.values()
                    for p in r["curve"] if p["seconds"]})
