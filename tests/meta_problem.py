@@ -28,6 +28,11 @@ def episodes_for(num_tasks=3, dtype=jnp.float32, seed=0, shots=4):
     return jax.tree.map(lambda a: a.astype(dtype), episodes)
 
 
+def one_task(seed=0):
+    """A single episode (no task axis), as adapt_to_task and adaptation_trace take it."""
+    return jax.tree.map(lambda a: a[0], episodes_for(num_tasks=1, seed=seed))
+
+
 def init(algorithm, dtype=jnp.float32, seed=0, input_shape=(1,)):
     """(meta_params, meta_state) of ``algorithm`` in ``dtype``."""
     params, batch_stats = algorithm.network.init(jax.random.PRNGKey(seed), input_shape)

@@ -16,7 +16,7 @@ from maml_cli.meta.algorithms.mamlpp import multi_step_loss_weights
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.models import build_model
 from tests.conftest import make_cfg
-from tests.meta_problem import algorithm_for, episodes_for, flat, init, loss_fn, meta_gradient
+from tests.meta_problem import algorithm_for, episodes_for, flat, init, loss_fn, meta_gradient, one_task
 
 
 def _changed(before: dict, after: dict) -> set:
@@ -29,9 +29,8 @@ def _changed(before: dict, after: dict) -> set:
 
 def test_anil_inner_loop_changes_only_the_head():
     algorithm = algorithm_for("anil")
-    episodes = episodes_for(num_tasks=1)
     meta_params, meta_state = init(algorithm)
-    task = jax.tree.map(lambda a: a[0], episodes)
+    task = one_task()
     adapted = algorithm.adapt_to_task(meta_params, meta_state, task, None, 3)
     changed = _changed(meta_params["model"], adapted)
     assert changed == {("head", "kernel"), ("head", "bias")}
@@ -82,9 +81,8 @@ def test_metasgd_rates_are_shaped_like_the_parameters_and_start_as_configured():
 
 def test_metasgd_one_step_is_theta_minus_alpha_times_grad_elementwise():
     algorithm = algorithm_for("metasgd", "algorithm.lr_init_range=[0.005,0.1]")
-    episodes = episodes_for(num_tasks=1)
     meta_params, meta_state = init(algorithm)
-    task = jax.tree.map(lambda a: a[0], episodes)
+    task = one_task()
     adapted = algorithm.adapt_to_task(meta_params, meta_state, task, None, 1)
     grad = jax.grad(lambda p: algorithm.task_loss.loss(p, task.support_x, task.support_y)[0])(meta_params["model"])
     expected = jax.tree.map(lambda w, a, g: w - a * g, meta_params["model"], meta_params["inner_lr"], grad)

@@ -14,7 +14,7 @@ from maml_cli.meta.inner import adapt, constant_rates, sgd
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.models import Network
 from tests.conftest import make_cfg
-from tests.meta_problem import algorithm_for, episodes_for, flat, init, loss_fn, meta_gradient
+from tests.meta_problem import algorithm_for, episodes_for, flat, init, loss_fn, meta_gradient, one_task
 
 
 def _finite_differences(f, meta_params, eps=1e-6):
@@ -136,9 +136,8 @@ def test_one_inner_step_lowers_the_support_loss():
 
 def test_adaptation_trace_reports_each_step():
     algorithm = algorithm_for("maml")
-    episodes = episodes_for(num_tasks=1)
     meta_params, meta_state = init(algorithm)
-    task = jax.tree.map(lambda a: a[0], episodes)
+    task = one_task()
     trace = algorithm.adaptation_trace(meta_params, meta_state, task, None, 3)
     assert trace.shape == (4,)
     params = meta_params["model"]
