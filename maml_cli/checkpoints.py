@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -36,10 +38,22 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     def save(self, step: int, state) -> None:
+        """Write the checkpoint of ``step`` and wait for it. A write that fails (disk full, read-only
+        folder) is a CheckpointError; the checkpoints already there stay readable."""
         if step in self._manager.all_steps():
             return
-        self._manager.save(step, args=ocp.args.StandardSave(state))
-        self._manager.wait_until_finished()
+        try:
+            self._manager.save(step, args=ocp.args.StandardSave(state))
+            self._manager.wait_until_finished()
+        except Exception as e:
+            cause = _os_error(e)
+            if cause is None:
+                raise
+            raise CheckpointError(
+                f"cannot write checkpoint {step} to {self.directory} ({cause.strerror or cause}); "
+                f"the checkpoints already there ({', '.join(map(str, self.steps())) or 'none'}) are intact. "
+                + ("Free some space" if cause.errno == errno.ENOSPC else "Make the folder writable")
+                + " and run the same command to resume.") from e
 
     def restore(self, template, step: Optional[int] = None):
         """Restore into the structure, dtypes and devices of ``template`` (a state or its abstract
@@ -62,14 +76,29 @@ class Checkpointer:
             ) from e
 
     def restore_latest_good(self, template):
-        """Newest checkpoint that reads, skipping damaged ones with a warning. Returns (state, step)
-        or (None, None) where there is none."""
+        """Newest checkpoint that reads. A damaged one is moved to ``damaged_checkpoints/`` beside
+        the checkpoints folder (with a warning), so its step is trained and saved again. Returns
+        (state, step) or (None, None) where none reads."""
         for step in reversed(self.steps()):
             try:
                 return self.restore(template, step), step
             except CheckpointError as e:
-                log.warning("skipping unreadable checkpoint: %s", e)
+                aside = self.directory.parent / "damaged_checkpoints" / f"{step}"
+                shutil.rmtree(aside, ignore_errors=True)
+                aside.parent.mkdir(exist_ok=True)
+                shutil.move(str(self.directory / str(step)), str(aside))
+                self._manager.reload()
+                log.warning("skipping unreadable checkpoint (moved to %s): %s", aside, e)
         return None, None
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _os_error(e: BaseException):
+    """The OSError behind ``e`` (Orbax wraps them), or None."""
+    while e is not None:
+        if isinstance(e, OSError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None

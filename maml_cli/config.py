@@ -26,7 +26,7 @@ class UserError(Exception):
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING
+    name: str = MISSING  # which dataset (set by dataset=NAME)
     ways: int = 1  # classes per task (1 for regression)
     shots: int = 1  # support examples per class (for sinusoid: the K points)
     query_shots: int = 1  # query examples per class
@@ -85,7 +85,7 @@ class MiniImageNetConfig(DatasetConfig):
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING
+    name: str = MISSING  # which network (set by model=NAME)
 
 
 @dataclass
@@ -119,7 +119,7 @@ class Conv4Config(ModelConfig):
 class AlgorithmConfig:
     """MAML, FOMAML (first_order), ANIL: these keys only."""
 
-    name: str = "maml"
+    name: str = "maml"  # which algorithm (set by algorithm=NAME)
     inner_lr: float = 0.01  # step size of the inner (adaptation) SGD steps
     inner_steps: int = 1  # inner steps taken during meta-training
     first_order: bool = False  # true: drop second-order terms (FOMAML)
@@ -181,7 +181,9 @@ class TrainLoopConfig:
     task_batching: str = "auto"  # how a meta-batch is mapped over tasks: auto | vmap | map | unroll
     remat: Optional[bool] = None  # recompute inner-loop activations in the backward pass (null: auto)
     time_limit_minutes: Optional[float] = None  # stop with a checkpoint after this long (rerun to continue)
-    progress: bool = True  # show a progress bar on the terminal
+    progress: bool = True  # show a progress bar (only when stderr is a terminal)
+    plots: bool = True  # draw plots/learning_curves.png at each validation, plots/adaptation.png (regression) at the end
+    dry_run: bool = False  # compose, validate, check the data, print config and plan; train nothing
 
 
 @dataclass
@@ -201,7 +203,7 @@ class TrainConfig:
     algorithm: AlgorithmConfig = MISSING
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    seed: int = 0
+    seed: int = 0  # initialisation and meta-training tasks
 
 
 # --- maml-eval -----------------------------------------------------------------------------------
@@ -211,20 +213,30 @@ class TrainConfig:
 class EvalOverrides:
     """Values here replace the run's own ``eval.*`` settings; null keeps the run's."""
 
-    episodes: Optional[int] = None
-    inner_steps: Optional[int] = None
-    seed: Optional[int] = None
-    batch_size: Optional[int] = None
-    query_shots: Optional[int] = None
+    episodes: Optional[int] = None  # test tasks (the run's eval.episodes: 600 by default)
+    inner_steps: Optional[int] = None  # inner steps; the metric is reported after each of 0..N
+    seed: Optional[int] = None  # which tasks are scored
+    batch_size: Optional[int] = None  # tasks per jitted call (speed only)
+    query_shots: Optional[int] = None  # query examples per class of a test task
+
+
+@dataclass
+class EvalDatasetOverrides:
+    """Where the run's data is now, when it moved since training (null keeps the run's)."""
+
+    path: Optional[str] = None  # the dataset's folder (dataset.path of the run)
+    data_dir: Optional[str] = None  # TFDS data_dir (Omniglot without dataset.path)
+    cache_dir: Optional[str] = None  # where preprocessed arrays are cached
 
 
 @dataclass
 class EvalAppConfig:
-    run_dir: str = MISSING  # a maml-train run directory
+    run_dir: str = MISSING  # a maml-train run directory (required)
     checkpoint: Optional[int] = None  # step to evaluate (null: the latest)
     split: str = "test"  # test | val | train
     eval: EvalOverrides = field(default_factory=EvalOverrides)
-    progress: bool = True
+    dataset: EvalDatasetOverrides = field(default_factory=EvalDatasetOverrides)
+    progress: bool = True  # show a progress bar (only when stderr is a terminal)
 
 
 DATASET_SCHEMAS = {"sinusoid": SinusoidConfig, "omniglot": OmniglotConfig, "miniimagenet": MiniImageNetConfig}
@@ -373,6 +385,8 @@ RESUMABLE_CHANGES = (
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "train.progress",
+    "train.dry_run",
+    "train.plots",
     "eval.episodes",
     "eval.val_episodes",
     "eval.batch_size",  # which tasks are scored depends on eval.seed only

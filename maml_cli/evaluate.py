@@ -1,7 +1,9 @@
-"""maml-eval: score a run's checkpoint on fresh tasks and write ``eval.json`` into the run.
+"""maml-eval: score a run's checkpoint on fresh tasks and write ``eval.json`` and ``eval.png``
+into the run.
 
     maml-eval run_dir=runs/sine                       # latest checkpoint, test split
     maml-eval run_dir=runs/sine checkpoint=5000 eval.episodes=1000 eval.inner_steps=10 split=val
+    maml-eval run_dir=runs/o5 dataset.path=/new/place/of/omniglot   # the data moved since training
 """
 
 from __future__ import annotations
@@ -10,40 +12,66 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Optional, Sequence
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from maml_cli import cli
 from maml_cli.config import SPLITS, UserError, load_run_config, register_configs, validate
 
 log = logging.getLogger("maml_cli.evaluate")
 register_configs()
 # Orbax logs every save at INFO through absl; keep the terminal for our own messages.
-for _name in ("absl", "jax._src.xla_bridge"):
+for _name in ("absl", "jax._src.xla_bridge", "matplotlib"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-EXIT_USER_ERROR = 2
+APP = cli.App("maml-eval", "eval", groups=(), usage="""\
+maml-eval: score a maml-train run on fresh tasks; writes eval.json and eval.png into the run.
+
+Usage:
+  maml-eval run_dir=PATH [KEY=VALUE ...]
+  maml-eval -m run_dir=A,B,C                       several runs, one after another
+
+Examples:
+  maml-eval run_dir=runs/o5                        # latest checkpoint, 600 test tasks
+  maml-eval run_dir=runs/o5 checkpoint=20000 split=val eval.inner_steps=10
+  maml-eval run_dir=runs/o5 dataset.path=DIR       # the data moved since training
+
+The model, algorithm and dataset are the run's own (its config.yaml); the keys below change only
+how it is scored and where its data is now.""")
 
 
 def evaluate_run(app: DictConfig) -> dict:
     """Evaluate the run named by ``app.run_dir``; returns (and writes) the eval.json record."""
     from tqdm import tqdm
 
+    from maml_cli import plots
     from maml_cli.checkpoints import Checkpointer
     from maml_cli.evaluation import eval_key, run_episodes, summarize
     from maml_cli.execution import enable_compilation_cache
     from maml_cli.experiment import build_experiment
     from maml_cli.models import describe_batch_norm
+    from maml_cli.run_dir import atomic_write_text, environment
 
     enable_compilation_cache()
 
     run_dir = Path(app.run_dir)
     if app.split not in SPLITS:
-        raise UserError(f"split must be one of {', '.join(SPLITS)} (got {app.split!r})")
+        raise UserError(f"split must be one of {', '.join(SPLITS)} (got {app.split!r}"
+                        f"{cli.did_you_mean(str(app.split), SPLITS)})")
+    if not run_dir.is_dir():
+        raise UserError(f"run_dir={run_dir} is not a directory: pass the folder maml-train wrote "
+                        "(hydra.run.dir, or runs/<date>_<time>)")
     cfg = load_run_config(run_dir)
     for key, value in app.eval.items():
         if value is not None:
             cfg.eval[key] = value
+    with open_dict(cfg.dataset):
+        for key, value in app.dataset.items():
+            if value is not None:
+                cfg.dataset[key] = value
+    cli.absolute_paths(cfg)
     validate(cfg)
     if not (run_dir / "checkpoints").is_dir():
         raise UserError(f"{run_dir} has no checkpoints/ yet: train it first (maml-train hydra.run.dir={run_dir})")
@@ -58,7 +86,8 @@ def evaluate_run(app: DictConfig) -> dict:
 
     e = cfg.eval
     score = exp.scorer(app.split, e.inner_steps)
-    with tqdm(total=e.episodes, unit="task", desc=f"eval {app.split}", disable=not app.progress) as bar:
+    with tqdm(total=e.episodes, unit="task", desc=f"eval {app.split}",
+              disable=not (app.progress and sys.stderr.isatty())) as bar:
         values = run_episodes(score, state.meta_params, state.meta_state, exp.sampler.data,
                               eval_key(e.seed, app.split), e.episodes, min(e.batch_size, e.episodes),
                               on_batch=bar.update)
@@ -82,8 +111,14 @@ def evaluate_run(app: DictConfig) -> dict:
         "batch_norm": describe_batch_norm(cfg.model),
         "ci": "1.96 * std / sqrt(episodes)",
         "per_step": summarize(values),
+        "environment": environment(),
     }
-    (run_dir / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        atomic_write_text(run_dir / "eval.json", json.dumps(record, indent=2) + "\n")
+        plots.eval_curve(record, run_dir / "eval.png")
+    except OSError as err:
+        print(format_table(record))
+        raise UserError(f"cannot write eval.json into {run_dir} ({err.strerror or err}); the scores are above") from err
     return record
 
 
@@ -99,15 +134,39 @@ def format_table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def check_command_line(argv: Sequence[str]) -> bool:
+    """Keys and values checked before Hydra starts; False: nothing more to do (help)."""
+    line = cli.CommandLine(argv)
+    if line.help:
+        print(cli.help_text(APP, line.overrides), end="")
+        return False
+    if line.hydra_flags:
+        return True
+    full = cli.compose_checked(APP, line.overrides, multirun=line.multirun)
+    if full is not None and OmegaConf.is_missing(full, "run_dir"):
+        raise UserError("which run? pass run_dir=PATH, a directory maml-train wrote (maml-eval --help)")
+    return True
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not check_command_line(argv):
+            return
+    except UserError as e:
+        cli.fail(APP, e)
+    sys.argv = [sys.argv[0] if sys.argv else "maml-eval", *argv]
+    run_job()
+
+
 @hydra.main(version_base="1.3", config_path="pkg://maml_cli.configs", config_name="eval")
-def main(app: DictConfig) -> None:
+def run_job(app: DictConfig) -> None:
     try:
         record = evaluate_run(app)
     except UserError as e:
-        log.error("%s", e)
-        sys.exit(EXIT_USER_ERROR)
+        cli.fail(APP, e)
     print(format_table(record))
-    print(f"wrote {Path(app.run_dir) / 'eval.json'}")
+    print(f"wrote {Path(app.run_dir) / 'eval.json'} and eval.png")
 
 
 if __name__ == "__main__":

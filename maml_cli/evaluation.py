@@ -67,3 +67,27 @@ SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 def eval_key(seed: int, split: str) -> jax.Array:
     """Fixed per (seed, split), so every checkpoint of every run is scored on the same tasks."""
     return jax.random.fold_in(jax.random.PRNGKey(seed), SPLIT_IDS[split])
+
+
+def regression_curves(exp, meta_params, meta_state, key: jax.Array, num_tasks: int = 3,
+                      steps=(0, 1, 10), points: int = 200) -> list:
+    """For a sinusoid run: test tasks 0..num_tasks-1 (those maml-eval scores first), each with its
+    true curve, support points and the model's prediction after each of ``steps`` inner steps."""
+    sampler, algorithm = exp.sampler, exp.algorithm
+    c = sampler.cfg
+    x = jnp.linspace(c.x_min, c.x_max, points)[:, None]
+    adapt = jax.jit(algorithm.adapt_to_task, static_argnums=4)
+    forward = algorithm.eval_forward(meta_state)
+    curves = []
+    for i in range(num_tasks):
+        task_key, adapt_key = jax.random.split(jax.random.fold_in(key, i))
+        episode = jax.tree.map(lambda a: a[0], sampler.sample(None, task_key, "test", 1))
+        amplitude, phase = (float(v.reshape(())) for v in sampler.task_parameters(task_key, 1))
+        pred = {}
+        for s in steps:
+            params = adapt(meta_params, meta_state, episode, adapt_key, s)
+            pred[s] = np.asarray(exp.network.apply(params, x, **forward)[0][:, 0])
+        curves.append({"x": np.asarray(x[:, 0]), "true": amplitude * np.sin(np.asarray(x[:, 0]) - phase),
+                       "support_x": np.asarray(episode.support_x[:, 0]),
+                       "support_y": np.asarray(episode.support_y[:, 0]), "pred": pred})
+    return curves

@@ -8,7 +8,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from maml_cli.data import build_sampler
 from maml_cli.evaluation import make_scorer
@@ -53,14 +53,33 @@ class Experiment:
         i = bisect.bisect_right(boundaries, step)
         return boundaries[i] if i < len(boundaries) else None
 
+    def describe(self) -> str:
+        """One line for the log: the algorithm, where it runs, how, and where the data came from."""
+        import jax
+
+        return (f"{self.algorithm.cfg.name} on {jax.default_backend()} ({jax.device_count()} device(s)): "
+                f"{self.execution.describe()}; data: {self.sampler.source}")
+
     def scorer(self, split: str, inner_steps: int) -> Callable:
         return make_scorer(self.sampler.sample, self.algorithm, inner_steps=inner_steps, split=split,
                            task_batching=self.execution.task_batching, query_shots=self.cfg.eval.query_shots)
 
 
+_LAST_BUILT: dict = {}  # the last config built -> its Experiment (maml-train checks, then trains)
+
+
 def build_experiment(cfg: DictConfig) -> Experiment:
     """Everything a config describes, checked before anything is compiled (impossible task shapes
-    raise a UserError here)."""
+    raise a UserError here). Building the same resolved config again returns the same Experiment,
+    so the data that maml-train checks before Hydra starts is read once."""
+    key = OmegaConf.to_yaml(cfg, resolve=True)
+    if key not in _LAST_BUILT:
+        _LAST_BUILT.clear()
+        _LAST_BUILT[key] = _build(cfg)
+    return _LAST_BUILT[key]
+
+
+def _build(cfg: DictConfig) -> Experiment:
     execution = plan_execution(cfg.model.name, cfg.train.task_batching, cfg.train.remat,
                                cfg.model.get("conv_impl"))
     sampler = build_sampler(cfg.dataset)

@@ -9,15 +9,28 @@ from typing import Mapping
 
 from tensorboardX import SummaryWriter
 
+from maml_cli.run_dir import atomic_write_text
 
-def truncate_jsonl(path: Path, last_step: int) -> None:
-    """Drop records after ``last_step``: a resumed run recomputes them, so the stream has each
-    step once."""
+
+TIMING_FIELDS = ("time", "elapsed_s", "train/steps_per_s")  # differ between two runs of the same math
+
+
+def truncate_jsonl(path: Path, last_step: int) -> list:
+    """Drop records after ``last_step`` (and a last line cut short by a crash): a resumed run
+    recomputes them, so the stream has each step once. Returns the records kept."""
     if not path.exists():
-        return
+        return []
     kept = [line for line in path.read_text().splitlines(keepends=True)
             if line.strip() and _step_of(line) is not None and _step_of(line) <= last_step]
-    path.write_text("".join(kept))
+    atomic_write_text(path, "".join(kept))
+    return [json.loads(line) for line in kept]
+
+
+def read_jsonl(path: Path) -> list:
+    """The records of a metrics.jsonl (a line cut short by a crash skipped)."""
+    if not Path(path).exists():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if _step_of(line) is not None]
 
 
 def _step_of(line: str):
@@ -28,19 +41,24 @@ def _step_of(line: str):
 
 
 class MetricWriter:
-    """``write(step, {"train/query_loss": ...})`` appends one JSON line and one TensorBoard scalar
-    per value. Opened with ``resume_step`` it continues a previous stream from that step."""
+    """``write(step, {"train/query_loss": ...})`` appends one JSON line (one per step: the caller
+    gathers a step's metrics) and one TensorBoard scalar per value. Opened with ``resume_step`` it
+    continues a previous stream from that step. ``elapsed_s`` counts training time over all
+    sessions of the run (up to each record)."""
 
     def __init__(self, run_dir: Path, resume_step: int = 0):
         self.jsonl_path = Path(run_dir) / "metrics.jsonl"
-        truncate_jsonl(self.jsonl_path, resume_step)
+        kept = truncate_jsonl(self.jsonl_path, resume_step)
+        self._elapsed0 = float(kept[-1].get("elapsed_s", 0.0)) if kept else 0.0
+        self._t0 = time.perf_counter()
         self._jsonl = self.jsonl_path.open("a")
         # purge_step tells TensorBoard to discard events at and after it from earlier sessions.
         self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"),
                                  purge_step=resume_step + 1 if resume_step else None)
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
-        record = {"step": int(step), "time": round(time.time(), 3)}
+        record = {"step": int(step), "time": round(time.time(), 3),
+                  "elapsed_s": round(self._elapsed0 + time.perf_counter() - self._t0, 3)}
         record.update({k: float(v) for k, v in metrics.items()})
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()

@@ -1,9 +1,10 @@
-"""maml-train: compose the config with Hydra, check it, and hand over to the training loop.
+"""maml-train: check the command line, then let Hydra run the job: the training loop.
 
     maml-train                                   # sinusoid, paper hyperparameters, 10k steps
     maml-train experiment=sinusoid_paper         # the MAML paper's sinusoid protocol
     maml-train hydra.run.dir=runs/sine           # run again with the same dir to resume
     maml-train -m algorithm.inner_lr=0.001,0.01 seed=0,1   # a sweep, one directory per job
+    maml-train experiment=omniglot_5w1s train.dry_run=true   # check config and data only
 """
 
 from __future__ import annotations
@@ -11,41 +12,117 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Optional, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from maml_cli import cli
 from maml_cli.config import UserError, register_configs, validate
 
 log = logging.getLogger("maml_cli.train")
 register_configs()
 # Orbax logs every save at INFO through absl; keep the terminal for our own messages.
-for _name in ("absl", "jax._src.xla_bridge"):
+for _name in ("absl", "jax._src.xla_bridge", "matplotlib"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+APP = cli.App("maml-train", "train", groups=("dataset", "model", "algorithm", "experiment"), usage="""\
+maml-train: meta-train MAML and its family; resumable, sweepable (Hydra).
+
+Usage:
+  maml-train [GROUP=OPTION ...] [KEY=VALUE ...]   one run, in hydra.run.dir (default runs/<time>)
+  maml-train -m KEY=A,B [KEY=C,D ...]             a sweep: one run directory per combination
+  maml-train ... train.dry_run=true               check config and data, print the plan; train nothing
+  maml-train GROUP=OPTION --help                  this page for that choice (its keys)
+
+Examples:
+  maml-train experiment=omniglot_5w1s dataset.path=DIR hydra.run.dir=runs/o5
+  maml-train experiment=omniglot_5w1s algorithm=mamlpp dataset.path=DIR   # MAML++'s paper settings
+  maml-train hydra.run.dir=runs/o5 ...             # the same command again resumes the run
+  maml-eval run_dir=runs/o5                        # score a run on test tasks
+
+Algorithms (algorithm=NAME):
+  maml     second-order MAML (Finn et al. 2017)
+  fomaml   first-order MAML
+  anil     only the head adapts in the inner loop (Raghu et al. 2020)
+  metasgd  a learned step size per parameter entry (Li et al. 2017)
+  mamlpp   MAML++: multi-step loss, learned per-layer per-step step sizes, derivative-order
+           annealing, cosine outer learning rate, per-step batch norm (Antoniou et al. 2019)
+  reptile  Adam on mini-batches, outer step towards the adapted weights (Nichol et al. 2018)
+With an experiment preset, an algorithm whose paper changes more than the algorithm gets that
+paper's settings from paper/<experiment>_<algorithm> (chosen automatically).""")
+
+
+def prepare(cfg: DictConfig) -> DictConfig:
+    """The checks every job's config passes, from the shell or inside a sweep."""
+    cli.absolute_paths(cfg)
+    validate(cfg)
+    return cfg
+
+
+def check_command_line(argv: Sequence[str]) -> bool:
+    """Everything that can be checked before Hydra creates a run directory. False: nothing more to
+    do (help, dry run)."""
+    line = cli.CommandLine(argv)
+    if line.help:
+        print(cli.help_text(APP, line.overrides), end="")
+        return False
+    if line.hydra_flags:
+        return True
+    full = cli.compose_checked(APP, line.overrides, multirun=line.multirun)
+    if full is None:  # a sweep: each job is checked when it starts
+        return True
+    cfg, hydra_node = cli.split_hydra(full)
+    prepare(cfg)
+    from maml_cli.experiment import build_experiment
+
+    exp = build_experiment(cfg)  # reads the data: a missing dataset is reported here (and kept for the job)
+    if cfg.train.dry_run:
+        print(OmegaConf.to_yaml(cfg, resolve=True), end="")
+        print(f"# plan: {exp.describe()}")
+        print("# dry run: config and data are fine; nothing was trained or written")
+        return False
+    if not line.multirun and any(o.split("=")[0].lstrip("+") == "hydra.run.dir" for o in line.overrides):
+        from maml_cli.run_dir import check_usable
+
+        check_usable(Path(hydra_node.run.dir))
+    return True
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not check_command_line(argv):
+            return
+    except UserError as e:
+        cli.fail(APP, e)
+    sys.argv = [sys.argv[0] if sys.argv else "maml-train", *argv]
+    run_job()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://maml_cli.configs", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def run_job(cfg: DictConfig) -> float | None:
     from maml_cli.execution import enable_compilation_cache
+    from maml_cli.run_dir import remove_if_not_a_run
     from maml_cli.trainer import TrainingInterrupted, train_and_evaluate
 
     enable_compilation_cache()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        validate(cfg)
-        val = train_and_evaluate(cfg, run_dir)
+        prepare(cfg)
+        summary = train_and_evaluate(cfg, run_dir)
     except TrainingInterrupted as e:
         log.warning("%s", e)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(cli.EXIT_INTERRUPTED)
     except UserError as e:
-        log.error("%s", e)
-        sys.exit(EXIT_USER_ERROR)
-    log.info("run directory: %s", run_dir)
+        if not remove_if_not_a_run(run_dir):  # a real run: keep the reason with it
+            with open(run_dir / "train.log", "a") as f:
+                f.write(f"[ERROR] {e}\n")
+        cli.fail(APP, e)
+    print(summary.text(), file=sys.stderr)
     # The value a sweeper optimises: the validation metric after the trained number of steps.
+    val = summary.last_val
     return val.get("val/mse", val.get("val/accuracy"))
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -19,7 +21,8 @@ from maml_cli.checkpoints import Checkpointer
 from maml_cli.config import UserError, resume_conflicts
 from maml_cli.evaluation import eval_key, run_episodes
 from maml_cli.experiment import build_experiment
-from maml_cli.metrics import MetricWriter
+from maml_cli.metrics import MetricWriter, read_jsonl
+from maml_cli.run_dir import RunDirError, RunLock, atomic_write_text, record_session
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +67,64 @@ def _next_boundary(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
-def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
-    """Train (or resume) the run in ``workdir``; returns the last validation metrics."""
+@dataclass
+class Summary:
+    """What the console shows when maml-train ends."""
+
+    run_dir: Path
+    start_step: int
+    step: int
+    steps: int
+    seconds: float
+    last_val: dict
+    metric: str
+
+    def text(self) -> str:
+        val = self.last_val.get(f"val/{self.metric}")
+        shown = ("none yet" if val is None else
+                 f"{val * 100:.2f}%" if self.metric == "accuracy" else f"{val:.4g}")
+        done = "done" if self.step >= self.steps else "stopped early (run the same command to continue)"
+        return "\n".join([
+            f"== maml-train {done}",
+            f"   steps      {self.step} of {self.steps} ({self.step - self.start_step} in this session)",
+            f"   wall time  {self.seconds / 60:.1f} min",
+            f"   val {self.metric:<6} {shown}",
+            f"   run dir    {self.run_dir}",
+            f"   next       maml-eval run_dir={self.run_dir}",
+        ])
+
+
+def _write_plots(exp, workdir: Path, state=None) -> None:
+    """learning_curves.png from metrics.jsonl; with ``state``, adaptation.png for regression."""
+    from maml_cli import plots
+    from maml_cli.evaluation import regression_curves
+
+    records = read_jsonl(workdir / "metrics.jsonl")
+    title = f"{workdir.name}: {exp.cfg.algorithm.name}, {exp.cfg.dataset.name}"
+    if records:
+        plots.learning_curves(records, exp.metric, workdir / "plots" / "learning_curves.png", title)
+    if state is not None and exp.sampler.spec.kind == "regression" and hasattr(exp.sampler, "task_parameters"):
+        steps = sorted({0, 1, max(exp.cfg.eval.inner_steps, 1)})
+        curves = regression_curves(exp, state.meta_params, state.meta_state, eval_key(exp.cfg.eval.seed, "test"),
+                                   steps=steps)
+        plots.adaptation(curves, steps, workdir / "plots" / "adaptation.png",
+                         f"{title}, step {int(state.step)}: test tasks")
+
+
+def train_and_evaluate(cfg: DictConfig, workdir: Path) -> Summary:
+    """Train (or resume) the run in ``workdir``; returns what the console summary shows."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    with RunLock(workdir):
+        try:
+            return _train(cfg, workdir)
+        except OSError as e:  # a write that failed outside the checkpointer: full or read-only disk
+            raise RunDirError(f"cannot write to {workdir} ({e.strerror or e}): free some space or make it "
+                              "writable, then run the same command to resume from the last checkpoint") from e
+
+
+def _train(cfg: DictConfig, workdir: Path) -> Summary:
+    began = time.perf_counter()
     t = cfg.train
     exp = build_experiment(cfg)
 
@@ -79,6 +136,7 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
         if config_path.exists():
             conflicts = resume_conflicts(OmegaConf.load(config_path), cfg)
             if conflicts:
+                checkpointer.close()
                 raise UserError(
                     f"{workdir} holds a run with a different config; resuming would mix two "
                     "experiments. Use another hydra.run.dir, or the same settings. Differences:\n  "
@@ -87,7 +145,9 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
         if restored is not None:
             state, start = restored, restored_step
             log.info("resuming %s from step %d", workdir, start)
-    OmegaConf.save(cfg, config_path, resolve=True)
+    atomic_write_text(config_path, OmegaConf.to_yaml(cfg, resolve=True))
+    record_session(workdir, start)
+    log.info("%s", exp.describe())
 
     multi_step = exp.multi_step()
     trained_steps = cfg.algorithm.inner_steps
@@ -109,18 +169,17 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
     out_of_time = False
     last_phase = None
     pending: list = []  # per-call metric arrays since the last log line
+    show_bar = bool(t.progress) and sys.stderr.isatty()  # no carriage returns in redirected logs
     try:
         writer = MetricWriter(workdir, resume_step=start)
         with stop.installed(), logging_redirect_tqdm(), tqdm(
-            total=t.steps, initial=start, unit="step", disable=not t.progress, dynamic_ncols=True,
+            total=t.steps, initial=start, unit="step", disable=not show_bar, dynamic_ncols=True,
             desc="meta-train",
         ) as bar:
-            if step < t.steps:
-                log.info("%s on %s: %s", cfg.algorithm.name, jax.default_backend(), exp.execution.describe())
             if start == 0 and t.steps > 0:
                 log.info("compiling the outer step (first call)")
-            last_log = (step, time.perf_counter())
-            deadline = None if t.time_limit_minutes is None else last_log[1] + 60 * t.time_limit_minutes
+            last_log, train_seconds = step, 0.0
+            deadline = None if t.time_limit_minutes is None else began + 60 * t.time_limit_minutes
             while step < t.steps and stop.signum is None and not out_of_time:
                 end = min(t.steps, step + t.steps_per_call, _next_boundary(step, t.log_every),
                           _next_boundary(step, t.eval_every), _next_boundary(step, t.checkpoint_every),
@@ -129,8 +188,10 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
                 if exp.algorithm.boundaries() and phase != last_phase:  # e.g. MAML++'s schedule of switches
                     log.info("from step %d: %s", step, phase)
                     last_phase = phase
+                call_began = time.perf_counter()
                 state, chunk = multi_step(state, exp.sampler.data, end - step, phase)
                 chunk = jax.device_get(chunk)
+                train_seconds += time.perf_counter() - call_began
                 losses = chunk["train/query_loss"]
                 if not np.all(np.isfinite(losses)):  # checked on every call: a NaN state is never saved
                     bad = step + 1 + int(np.argmin(np.isfinite(losses)))
@@ -142,18 +203,25 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
                 bar.update(end - step)
                 step = end
 
+                row = {}  # one metrics.jsonl record per step
                 if step % t.log_every == 0 or step == t.steps:
                     metrics = {k: float(np.mean(np.concatenate([c[k] for c in pending]))) for k in pending[0]}
                     pending = []
-                    now = time.perf_counter()
-                    metrics["train/steps_per_s"] = (step - last_log[0]) / (now - last_log[1])
-                    last_log = (step, now)
-                    writer.write(step, metrics)
+                    # Outer steps per second of the jitted calls alone (validation, plots and
+                    # checkpoints aside; the first window includes compilation).
+                    metrics["train/steps_per_s"] = (step - last_log) / max(train_seconds, 1e-9)
+                    last_log, train_seconds = step, 0.0
+                    row.update(metrics)
                     bar.set_postfix(loss=f"{metrics['train/query_loss']:.4g}")
-                if step % t.eval_every == 0 or step == t.steps:
+                validated = step % t.eval_every == 0 or step == t.steps
+                if validated:
                     last_val = {k: float(v) for k, v in validate_now(step).items()}
-                    writer.write(step, last_val)
+                    row.update(last_val)
                     log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in last_val.items()))
+                if row:
+                    writer.write(step, row)
+                if validated and t.plots:
+                    _write_plots(exp, workdir)
                 out_of_time = deadline is not None and time.perf_counter() >= deadline
                 if step % t.checkpoint_every == 0 or step == t.steps or out_of_time:
                     checkpointer.save(step, state)
@@ -171,4 +239,8 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> dict:
         checkpointer.close()
     if start >= t.steps:
         log.info("%s is already trained to step %d (train.steps=%d): nothing to do", workdir, start, t.steps)
-    return last_val
+        last_val = {k: v for r in read_jsonl(workdir / "metrics.jsonl") for k, v in r.items() if k.startswith("val/")}
+    if t.plots and (step > start or not (workdir / "plots").is_dir()):
+        _write_plots(exp, workdir, state)
+    return Summary(run_dir=workdir, start_step=start, step=step, steps=t.steps,
+                   seconds=time.perf_counter() - began, last_val=last_val, metric=exp.metric)

@@ -180,7 +180,7 @@ def bench_one(line: str, measure_steps: int) -> dict:
         with tempfile.TemporaryDirectory() as run_dir:
             loop_cfg = _compose(preset, f"train.steps={loop_steps}", f"train.log_every={loop_steps // 4}",
                                 f"train.steps_per_call={loop_steps // 4}", f"train.eval_every={loop_steps}",
-                                f"train.checkpoint_every={loop_steps}", "train.progress=false",
+                                f"train.checkpoint_every={loop_steps}", "train.progress=false", "train.plots=false",
                                 "eval.val_episodes=1", "eval.batch_size=1")
             train_and_evaluate(loop_cfg, Path(run_dir))
             rates = [json.loads(r)["train/steps_per_s"] for r in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()

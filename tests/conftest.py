@@ -20,7 +20,8 @@ enable_compilation_cache()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-TINY = ["experiment=sinusoid_tiny", "train.progress=false"]
+# Plots cost seconds per tiny run; the tests that check them turn them back on.
+TINY = ["experiment=sinusoid_tiny", "train.progress=false", "train.plots=false"]
 
 
 def make_cfg(*overrides: str, config_name: str = "train"):

@@ -18,7 +18,7 @@ from make_synthetic_miniimagenet import make  # noqa: E402
 
 TINY = ["experiment=miniimagenet_5w1s", "dataset.query_shots=2", "model.filters=4", "algorithm.inner_steps=1",
         "train.steps=3", "train.log_every=1", "train.eval_every=3", "train.checkpoint_every=3",
-        "train.steps_per_call=1", "train.meta_batch_size=2", "train.progress=false", "eval.inner_steps=1",
+        "train.steps_per_call=1", "train.meta_batch_size=2", "train.progress=false", "train.plots=false", "eval.inner_steps=1",
         "eval.episodes=4", "eval.val_episodes=2", "eval.batch_size=2"]
 
 

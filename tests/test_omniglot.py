@@ -236,7 +236,7 @@ def test_episodes_keep_labels_rotations_and_images_consistent():
 
 def _omniglot_cfg(src, tmp_path, *overrides):
     return make_cfg("experiment=omniglot_tiny", f"dataset.path={src}", f"dataset.cache_dir={tmp_path / 'cache'}",
-                    "train.progress=false", *overrides)
+                    "train.progress=false", "train.plots=false", *overrides)
 
 
 def test_impossible_ways_or_shots_fail_before_training(sets, tmp_path):
@@ -333,7 +333,7 @@ def test_original_batch_norm_setting_is_not_adapted_in_the_inner_loop():
 def test_omniglot_train_then_eval_on_synthetic_data(sets, tmp_path):
     src = write_npz(tmp_path / "src", sets)
     cfg = _omniglot_cfg(src, tmp_path)
-    val = train_and_evaluate(cfg, tmp_path / "run")
+    val = train_and_evaluate(cfg, tmp_path / "run").last_val
     assert 0.0 <= val["val/accuracy"] <= 1.0
     record = evaluate_run(make_cfg(f"run_dir={tmp_path / 'run'}", "progress=false", config_name="eval"))
     assert record["metric"] == "accuracy" and record["batch_norm"] == "transductive"

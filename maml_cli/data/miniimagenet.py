@@ -110,7 +110,9 @@ def load_miniimagenet(path, image_size: int = 84, images_per_class: Optional[int
     cache_file = cache / f"miniimagenet-{image_size}px-{h.hexdigest()[:16]}.npy"
     if cache_file.is_file():
         try:
-            return np.load(cache_file, mmap_mode="r")
+            images = np.load(cache_file, mmap_mode="r")
+            log.info("MiniImageNet: read cache %s (made from %s)", cache_file, path)
+            return images
         except Exception as e:
             log.warning("rebuilding the damaged cache %s (%s)", cache_file, e)
     cache.mkdir(parents=True, exist_ok=True)
@@ -129,6 +131,7 @@ def load_miniimagenet(path, image_size: int = 84, images_per_class: Optional[int
     finally:
         del out
     os.replace(tmp, cache_file)
+    log.info("MiniImageNet: read %s, cached in %s", path, cache_file)
     return np.load(cache_file, mmap_mode="r")
 
 
@@ -137,6 +140,7 @@ class MiniImageNetTasks(ImageClassTasks):
         if not cfg.path:
             raise UserError("dataset=miniimagenet needs dataset.path.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
         images = load_miniimagenet(cfg.path, cfg.image_size, cfg.images_per_class, cfg.cache_dir)
+        self.source = f"{cfg.path} (cache {getattr(images, 'filename', None)})"
         bounds = np.cumsum([0, *(len(v) for v in class_split().values())])
         splits = {name: np.arange(bounds[i], bounds[i + 1]) for i, name in enumerate(SPLIT_NAMES)}
         super().__init__(cfg, images, splits, rotate=False, what="MiniImageNet")

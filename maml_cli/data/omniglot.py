@@ -47,3 +47,4 @@ class OmniglotTasks(ImageClassTasks):
                                resample=cfg.resample)
         splits = class_splits(arrays, cfg.split, cfg.split_seed, cfg.train_classes, cfg.val_classes)
         super().__init__(cfg, arrays.images, splits, rotate=cfg.rotate, what="Omniglot")
+        self.source = arrays.source

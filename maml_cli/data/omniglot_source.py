@@ -59,6 +59,7 @@ HOW_TO_GET = (
 class OmniglotArrays:
     images: np.ndarray  # uint8 [characters, drawers, size, size, 1], ink bright on black
     sets: Dict[str, int]  # set name -> characters, in order along axis 0
+    source: str = ""  # where the arrays were read from, for the log
 
     def set_ranges(self) -> Dict[str, np.ndarray]:
         out, start = {}, 0
@@ -210,6 +211,7 @@ def load_omniglot(path: Optional[str], image_size: int = 28, data_dir: Optional[
     if resample not in RESAMPLE:
         raise UserError(f"dataset.resample must be one of {', '.join(RESAMPLE)} (got {resample!r})")
     sources = find_sources(Path(path)) if path else download_with_tfds(data_dir)
+    origin = ", ".join(f"{s.location} ({s.kind})" for s in sources) + ("" if path else " via TFDS")
     key = hashlib.sha256(repr((CACHE_VERSION, image_size, RESAMPLE[resample],
                                [(s.name, s.kind, _fingerprint(s)) for s in sources])).encode()).hexdigest()[:16]
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
@@ -217,8 +219,11 @@ def load_omniglot(path: Optional[str], image_size: int = 28, data_dir: Optional[
     if cache_file.is_file():
         try:
             with np.load(cache_file) as z:
-                return OmniglotArrays(images=z["images"], sets=dict(zip(z["set_names"].tolist(),
-                                                                        z["set_sizes"].tolist())))
+                arrays = OmniglotArrays(images=z["images"], sets=dict(zip(z["set_names"].tolist(),
+                                                                          z["set_sizes"].tolist())),
+                                        source=f"cache {cache_file} (made from {origin})")
+            log.info("Omniglot: read %s", arrays.source)
+            return arrays
         except Exception as e:
             log.warning("rebuilding the damaged cache %s (%s)", cache_file, e)
 
@@ -238,4 +243,4 @@ def load_omniglot(path: Optional[str], image_size: int = 28, data_dir: Optional[
     np.savez(tmp, images=images, set_names=np.array(list(sets)), set_sizes=np.array(list(sets.values())))
     os.replace(tmp, cache_file)
     log.info("cached Omniglot %s (%d characters) in %s", images.shape, images.shape[0], cache_file)
-    return OmniglotArrays(images=images, sets=sets)
+    return OmniglotArrays(images=images, sets=sets, source=f"{origin}, cached in {cache_file}")

@@ -1,0 +1,116 @@
+"""The pictures of a run, drawn with matplotlib's Agg backend (no display needed) from plain
+arrays and records, and written whole (through a temporary file) so a viewer never shows half a
+PNG:
+
+- ``learning_curves.png``: train query loss and metric, validation metric before and after
+  adaptation, against outer step and against training time;
+- ``adaptation.png`` (regression): a few test tasks, as in the MAML paper's figure 2;
+- ``eval.png``: the evaluation metric after each inner step with its 95% CI band.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _series(records: List[dict], key: str):
+    rows = [r for r in records if key in r]
+    return ([r["step"] for r in rows], [r.get("elapsed_s", 0.0) / 60 for r in rows], [r[key] for r in rows])
+
+
+def learning_curves(records: List[dict], metric: str, path: Path, title: str = "") -> Path:
+    """``records``: metrics.jsonl rows; ``metric``: mse or accuracy."""
+    plt = _pyplot()
+    panels = [
+        ("train query loss", [("train/query_loss", "train query loss")]),
+        (f"train query {metric}", [(f"train/query_{metric}", f"train query {metric}")]),
+        (f"validation {metric}", [(f"val/{metric}_pre", "before adaptation"),
+                                  (f"val/{metric}", "after the trained inner steps")]
+         + [(k, f"after {k.rsplit('step', 1)[1]} steps") for k in sorted({k for r in records for k in r
+                                                                          if k.startswith(f"val/{metric}_step")})]),
+    ]
+    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 3.2 * len(panels)), squeeze=False)
+    for row, (name, series) in enumerate(panels):
+        for col, xlabel in enumerate(("outer step", "training time (minutes)")):
+            ax = axes[row][col]
+            for key, label in series:
+                steps, minutes, values = _series(records, key)
+                if values:
+                    ax.plot(steps if col == 0 else minutes, values, marker="o" if len(values) < 30 else None,
+                            markersize=3, label=label)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(name)
+            if metric == "mse" and "loss" in name or (metric == "mse" and metric in name):
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            if len(series) > 1:
+                ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def adaptation(curves: Sequence[Dict], steps: Sequence[int], path: Path, title: str = "") -> Path:
+    """``curves``: per task {"x", "true", "support_x", "support_y", "pred": {step: y}}."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    for ax, c in zip(axes[0], curves):
+        ax.plot(c["x"], c["true"], color="red", linewidth=2, label="ground truth")
+        for s, style in zip(steps, (":", "--", "-", "-.")):
+            label = "before adaptation" if s == 0 else f"after {s} step{'s' if s > 1 else ''}"
+            ax.plot(c["x"], c["pred"][s], linestyle=style, color="green" if s else "gray", alpha=0.6 + 0.04 * s,
+                    label=label)
+        ax.scatter(c["support_x"], c["support_y"], marker="^", color="purple", zorder=3,
+                   label=f"{len(c['support_x'])} support points")
+        ax.set_xlabel("x")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("y")
+    axes[0][-1].legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def eval_curve(record: dict, path: Path) -> Path:
+    """The metric of an eval.json record after each inner step, mean and 95% CI band."""
+    plt = _pyplot()
+    scale = 100.0 if record["metric"] == "accuracy" else 1.0
+    steps = [r["step"] for r in record["per_step"]]
+    mean = [r["mean"] * scale for r in record["per_step"]]
+    ci = [r["ci95"] * scale for r in record["per_step"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, mean, marker="o", label="mean")
+    ax.fill_between(steps, [m - c for m, c in zip(mean, ci)], [m + c for m, c in zip(mean, ci)], alpha=0.3,
+                    label="95% CI")
+    ax.set_xlabel("inner steps at test time")
+    ax.set_ylabel(f"{record['split']} {record['metric']}" + (" (%)" if scale == 100 else ""))
+    if record["metric"] == "mse":
+        ax.set_yscale("log")
+    ax.set_title(f"{record['algorithm']}, checkpoint {record['checkpoint_step']}, {record['episodes']} tasks")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
