@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -16,18 +17,23 @@ from maml_cli.config import UserError
 log = logging.getLogger(__name__)
 
 
+ITEM = "default"  # the folder of a step that holds the state (CheckpointManager's single item)
+
+
 class CheckpointError(UserError):
     """A checkpoint that is missing or cannot be read."""
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, keep: int = 3):
+    def __init__(self, directory: Path, keep: int = 3, read_only: bool = False):
         # Orbax wants absolute paths; saves go to a temporary folder renamed on success, so a run
-        # killed mid-save leaves the previous checkpoints intact.
+        # killed mid-save leaves the previous checkpoints intact. ``read_only``: a reader (maml-eval)
+        # beside a live trainer, which never deletes or creates anything.
         self.directory = Path(directory).absolute()
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=None if read_only else keep, create=not read_only,
+                                                 read_only=read_only),
         )
 
     def steps(self) -> list:
@@ -55,9 +61,22 @@ class Checkpointer:
                 + ("Free some space" if cause.errno == errno.ENOSPC else "Make the folder writable")
                 + " and run the same command to resume.") from e
 
-    def restore(self, template, step: Optional[int] = None):
+    def restore(self, template, step: Optional[int] = None, attempts: int = 5):
         """Restore into the structure, dtypes and devices of ``template`` (a state or its abstract
-        shapes). Raises CheckpointError naming the file and the steps that exist."""
+        shapes). Raises CheckpointError naming the file and the steps that exist.
+
+        While another process trains the run, the checkpoint being read may be replaced under the
+        reader (the trainer keeps only the last N): then the newest one is read again, a few times."""
+        for attempt in range(attempts):
+            try:
+                return self._restore(template, step)
+            except CheckpointError:
+                if attempt == attempts - 1 or not _trained_now(self.directory.parent):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+                self._manager.reload()
+
+    def _restore(self, template, step: Optional[int]):
         steps = self.steps()
         if not steps:
             raise CheckpointError(f"no checkpoints in {self.directory}")
@@ -67,13 +86,22 @@ class Checkpointer:
                 f"no checkpoint for step {step} in {self.directory}; available: {', '.join(map(str, steps))}"
             )
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        absl = logging.getLogger("absl")
+        level = absl.level
+        absl.setLevel(logging.CRITICAL)  # Orbax logs what it then raises; our error says it once
         try:
-            return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            # The item folder directly: a reader beside a live trainer must not depend on the
+            # step-level metadata the trainer may still be writing after the atomic rename.
+            with ocp.StandardCheckpointer() as reader:
+                return reader.restore(self.directory / str(step) / ITEM, abstract)
         except Exception as e:  # orbax raises many kinds for damaged or mismatched files
             raise CheckpointError(
                 f"checkpoint {self.directory / str(step)} cannot be read ({type(e).__name__}: {e}); "
-                "it may be damaged or from another config: delete it or pick another step"
+                "it may be damaged or from another config: delete it or pick another with checkpoint=STEP "
+                f"(available: {', '.join(map(str, steps))})"
             ) from e
+        finally:
+            absl.setLevel(level)
 
     def restore_latest_good(self, template):
         """Newest checkpoint that reads. A damaged one is moved to ``damaged_checkpoints/`` beside
@@ -93,6 +121,18 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _trained_now(run_dir: Path) -> bool:
+    from maml_cli.run_dir import LOCK_NAME, RunDirError, RunLock
+
+    if not (run_dir / LOCK_NAME).exists():
+        return False
+    try:
+        RunLock(run_dir).acquire().release()
+        return False
+    except RunDirError:
+        return True
 
 
 def _os_error(e: BaseException):

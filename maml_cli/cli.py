@@ -11,7 +11,6 @@ apply, every key with its value and one-line meaning, the exit codes.
 from __future__ import annotations
 
 import ast
-import difflib
 import io
 import itertools
 import re
@@ -20,12 +19,12 @@ import tokenize
 from dataclasses import fields, is_dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import List, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from maml_cli import config as schema
-from maml_cli.config import UserError
+from maml_cli.config import UserError, did_you_mean
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
@@ -77,22 +76,9 @@ def parse_overrides(overrides: Sequence[str]) -> list:
     try:
         return OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as e:
-        first = str(e).splitlines()[0]
+        first = re.sub(r"^Error parsing override ", "cannot parse ", str(e).splitlines()[0])
         raise UserError(f"{first}: write KEY=VALUE or GROUP=OPTION (values with spaces or "
                         "special characters in quotes)") from None
-
-
-def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """`` (did you mean X?)`` for the candidate nearest to ``word``, or ""."""
-    candidates = list(candidates)
-    leaf = word.rsplit(".", 1)[-1]
-    close = [c for c in candidates if "." in c and c.rsplit(".", 1)[-1] == leaf and c != word]  # wrong section
-    close = close or difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    if not close:  # a misspelling under the wrong section: compare the last parts
-        last = {c.rsplit(".", 1)[-1]: c for c in candidates}
-        hit = difflib.get_close_matches(leaf, list(last), n=1, cutoff=0.75)
-        close = [last[hit[0]]] if hit else []
-    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def flatten_keys(node, prefix: str = "") -> List[str]:
@@ -181,10 +167,27 @@ def check_overrides(composer: Composer, parsed: list) -> None:
         if o.type == OverrideType.DEL:
             continue
         if name not in keys and not any(k.startswith(name + ".") for k in keys):
-            raise UserError(f"{name} is not a {app.name} config key{did_you_mean(name, sorted(keys))}; "
-                            f"{app.name} --help lists every key")
+            raise UserError(_unknown_key(composer, name, keys, groups, choices))
         if o.type == OverrideType.ADD:
             raise UserError(f"{name} is already a config key: set it with {name}=..., without the +")
+
+
+def _unknown_key(composer: Composer, name: str, keys: set, groups: dict, choices: dict) -> str:
+    app = composer.app
+    section = name.split(".")[0]
+    if section in groups and section != "experiment":  # a key of another dataset, model or algorithm?
+        current = [v for v in choices.get(section, [None])]
+        owners = [opt for opt in groups[section] if opt not in current
+                  and name in flatten_keys(OmegaConf.to_container(composer.compose([f"{section}={opt}"]),
+                                                                  resolve=False))]
+        if owners:
+            return (f"{name} is a key of {' and '.join(f'{section}={o}' for o in owners)}, not of this "
+                    f"{section}: pick {section}={owners[0]} or drop the key")
+    text = f"{name} is not a {app.name} config key{did_you_mean(name, sorted(keys))}"
+    if app.config_name == "eval" and section in ("train", "model", "algorithm", "seed", "experiment"):
+        return text + ("; maml-eval scores a run as it was trained (its config.yaml): it changes only "
+                       "the keys maml-eval --help lists")
+    return text + f"; {app.name} --help lists every key"
 
 
 def absolute_paths(cfg: DictConfig) -> None:
@@ -198,15 +201,22 @@ def absolute_paths(cfg: DictConfig) -> None:
                 d[key] = str(Path(d[key]).expanduser().absolute())
 
 
-def compose_checked(app: App, overrides: Sequence[str], multirun: bool = False) -> Optional[DictConfig]:
-    """The composed config with the Hydra node (None for a sweep, whose jobs compose their own),
-    after every check that needs no data."""
+MAX_CHECKED_JOBS = 256
+
+
+def compose_checked(app: App, overrides: Sequence[str], multirun: bool = False) -> List[DictConfig]:
+    """The composed configs (with the Hydra node) of every job the command line asks for: one, or
+    each combination of a sweep's values, after every check that needs no data."""
     parsed = parse_overrides(overrides)
     with Composer(app) as composer:
         check_overrides(composer, parsed)
-        if multirun and any(o.is_sweep_override() for o in parsed):
-            return None
-        return composer.compose(overrides, with_hydra=True)
+        if not (multirun and any(o.is_sweep_override() for o in parsed)):
+            return [composer.compose(overrides, with_hydra=True)]
+        # A sweep: compose each job now, so a bad combination fails before the first job runs.
+        axes = [[f"{o.input_line.split('=', 1)[0]}={v}" for v in _values(o)] if o.is_sweep_override()
+                else [o.input_line] for o in parsed]
+        jobs = list(itertools.islice(itertools.product(*axes), MAX_CHECKED_JOBS))
+        return [composer.compose(list(job), with_hydra=True) for job in jobs]
 
 
 def split_hydra(cfg: DictConfig):

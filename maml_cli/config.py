@@ -8,10 +8,11 @@ numbers make sense together.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Iterable, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -19,6 +20,31 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 class UserError(Exception):
     """Bad input from the user: reported as one clear message and a non-zero exit, no traceback."""
+
+
+def nearest(word: str, candidates: Iterable[str]) -> Optional[str]:
+    """The candidate ``word`` was most likely meant to be, or None."""
+    candidates = list(candidates)
+    leaf = word.rsplit(".", 1)[-1]
+    close = [c for c in candidates if "." in c and c.rsplit(".", 1)[-1] == leaf and c != word]  # wrong section
+    close = close or difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    if not close:  # a misspelling under the wrong section: compare the last parts
+        last = {c.rsplit(".", 1)[-1]: c for c in candidates}
+        hit = difflib.get_close_matches(leaf, list(last), n=1, cutoff=0.75)
+        close = [last[hit[0]]] if hit else []
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the candidate nearest to ``word``, or ""."""
+    hit = nearest(word, candidates)
+    return f" (did you mean {hit}?)" if hit else ""
+
+
+def one_of(key: str, value, allowed) -> str:
+    """The message for a value outside ``allowed``."""
+    hit = nearest(str(value), allowed)
+    return f"{key} must be one of {', '.join(allowed)} (got {value!r}" + (f"; did you mean {hit}?)" if hit else ")")
 
 
 # --- dataset -------------------------------------------------------------------------------------
@@ -326,10 +352,7 @@ def validate(cfg: DictConfig) -> None:
     need(t.grad_clip_value is None or t.grad_clip_value > 0, "train.grad_clip_value must be > 0 or null")
     for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "steps_per_call"):
         need(t[key] >= 1, f"train.{key} must be >= 1 (got {t[key]})")
-    need(
-        t.task_batching in TASK_BATCHING,
-        f"train.task_batching must be one of {', '.join(TASK_BATCHING)} (got {t.task_batching!r})",
-    )
+    need(t.task_batching in TASK_BATCHING, one_of("train.task_batching", t.task_batching, TASK_BATCHING))
     need(e.episodes >= 1, f"eval.episodes must be >= 1 (got {e.episodes})")
     need(e.inner_steps >= 0, f"eval.inner_steps must be >= 0 (got {e.inner_steps})")
     need(e.val_episodes >= 1, f"eval.val_episodes must be >= 1 (got {e.val_episodes})")
@@ -341,6 +364,8 @@ def validate(cfg: DictConfig) -> None:
         m = cfg.model
         need(m.bn_epsilon > 0, f"model.bn_epsilon must be > 0 (got {m.bn_epsilon})")
         need(0 < m.bn_momentum <= 1, f"model.bn_momentum must be in (0, 1] (got {m.bn_momentum})")
+    if len(problems) == 1:
+        raise UserError(f"invalid config: {problems[0]}")
     if problems:
         raise UserError("invalid config:\n  " + "\n  ".join(problems))
 

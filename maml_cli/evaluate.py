@@ -18,13 +18,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from maml_cli import cli
-from maml_cli.config import SPLITS, UserError, load_run_config, register_configs, validate
+from maml_cli.config import SPLITS, UserError, load_run_config, one_of, register_configs, validate
 
 log = logging.getLogger("maml_cli.evaluate")
 register_configs()
-# Orbax logs every save at INFO through absl; keep the terminal for our own messages.
-for _name in ("absl", "jax._src.xla_bridge", "matplotlib"):
+for _name in ("jax._src.xla_bridge", "matplotlib"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+# Orbax (through absl) logs what it then raises, and notes about read-only access; a reader's
+# errors are reported once, by us.
+logging.getLogger("absl").setLevel(logging.CRITICAL)
 
 APP = cli.App("maml-eval", "eval", groups=(), usage="""\
 maml-eval: score a maml-train run on fresh tasks; writes eval.json and eval.png into the run.
@@ -58,11 +60,10 @@ def evaluate_run(app: DictConfig) -> dict:
 
     run_dir = Path(app.run_dir)
     if app.split not in SPLITS:
-        raise UserError(f"split must be one of {', '.join(SPLITS)} (got {app.split!r}"
-                        f"{cli.did_you_mean(str(app.split), SPLITS)})")
+        raise UserError(one_of("split", app.split, SPLITS))
     if not run_dir.is_dir():
-        raise UserError(f"run_dir={run_dir} is not a directory: pass the folder maml-train wrote "
-                        "(hydra.run.dir, or runs/<date>_<time>)")
+        raise UserError(f"run_dir={run_dir} {'is a file' if run_dir.exists() else 'does not exist'}: pass "
+                        "the folder maml-train wrote (its hydra.run.dir, or runs/<date>_<time>)")
     cfg = load_run_config(run_dir)
     for key, value in app.eval.items():
         if value is not None:
@@ -77,7 +78,7 @@ def evaluate_run(app: DictConfig) -> dict:
         raise UserError(f"{run_dir} has no checkpoints/ yet: train it first (maml-train hydra.run.dir={run_dir})")
 
     exp = build_experiment(cfg)
-    checkpointer = Checkpointer(run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)
+    checkpointer = Checkpointer(run_dir / "checkpoints", read_only=True)
     try:
         state = checkpointer.restore(exp.init_state(), app.checkpoint)
     finally:
@@ -142,8 +143,8 @@ def check_command_line(argv: Sequence[str]) -> bool:
         return False
     if line.hydra_flags:
         return True
-    full = cli.compose_checked(APP, line.overrides, multirun=line.multirun)
-    if full is not None and OmegaConf.is_missing(full, "run_dir"):
+    full = cli.compose_checked(APP, line.overrides, multirun=line.multirun)[0]
+    if OmegaConf.is_missing(full, "run_dir"):
         raise UserError("which run? pass run_dir=PATH, a directory maml-train wrote (maml-eval --help)")
     return True
 

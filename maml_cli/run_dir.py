@@ -108,6 +108,25 @@ def check_usable(run_dir: Path) -> None:
                           "or make it writable" + (" (free some space)" if e.errno == errno.ENOSPC else "")) from None
 
 
+def check_resumable(run_dir: Path, cfg) -> None:
+    """A run directory that holds a run may only be resumed with the same experiment."""
+    from omegaconf import OmegaConf
+
+    from maml_cli.config import resume_conflicts
+
+    saved = Path(run_dir) / "config.yaml"
+    if not (saved.is_file() and (Path(run_dir) / "checkpoints").is_dir()):
+        return
+    conflicts = resume_conflicts(OmegaConf.load(saved), cfg)
+    if conflicts:
+        raise UserError(different_experiment(run_dir, conflicts))
+
+
+def different_experiment(run_dir: Path, conflicts) -> str:
+    return (f"{run_dir} holds a run with a different config; resuming would mix two experiments. "
+            "Use another hydra.run.dir, or the same settings. Differences:\n  " + "\n  ".join(conflicts))
+
+
 def remove_if_not_a_run(run_dir: Path) -> bool:
     """Delete ``run_dir`` when it holds only what Hydra wrote before a config was refused. True if
     removed."""

@@ -70,11 +70,12 @@ def check_command_line(argv: Sequence[str]) -> bool:
         return False
     if line.hydra_flags:
         return True
-    full = cli.compose_checked(APP, line.overrides, multirun=line.multirun)
-    if full is None:  # a sweep: each job is checked when it starts
+    jobs = [cli.split_hydra(full) for full in cli.compose_checked(APP, line.overrides, multirun=line.multirun)]
+    for cfg, _ in jobs:
+        prepare(cfg)
+    if len(jobs) > 1:  # a sweep: each job reads its data when it starts
         return True
-    cfg, hydra_node = cli.split_hydra(full)
-    prepare(cfg)
+    cfg, hydra_node = jobs[0]
     from maml_cli.experiment import build_experiment
 
     exp = build_experiment(cfg)  # reads the data: a missing dataset is reported here (and kept for the job)
@@ -84,9 +85,11 @@ def check_command_line(argv: Sequence[str]) -> bool:
         print("# dry run: config and data are fine; nothing was trained or written")
         return False
     if not line.multirun and any(o.split("=")[0].lstrip("+") == "hydra.run.dir" for o in line.overrides):
-        from maml_cli.run_dir import check_usable
+        from maml_cli.run_dir import check_resumable, check_usable
 
-        check_usable(Path(hydra_node.run.dir))
+        run_dir = Path(hydra_node.run.dir)
+        check_usable(run_dir)
+        check_resumable(run_dir, cfg)  # before Hydra rewrites the run's .hydra/ record
     return True
 
 

@@ -22,7 +22,7 @@ from maml_cli.config import UserError, resume_conflicts
 from maml_cli.evaluation import eval_key, run_episodes
 from maml_cli.experiment import build_experiment
 from maml_cli.metrics import MetricWriter, read_jsonl
-from maml_cli.run_dir import RunDirError, RunLock, atomic_write_text, record_session
+from maml_cli.run_dir import RunDirError, RunLock, atomic_write_text, different_experiment, record_session
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,7 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
             conflicts = resume_conflicts(OmegaConf.load(config_path), cfg)
             if conflicts:
                 checkpointer.close()
-                raise UserError(
-                    f"{workdir} holds a run with a different config; resuming would mix two "
-                    "experiments. Use another hydra.run.dir, or the same settings. Differences:\n  "
-                    + "\n  ".join(conflicts))
+                raise UserError(different_experiment(workdir, conflicts))
         restored, restored_step = checkpointer.restore_latest_good(state)
         if restored is not None:
             state, start = restored, restored_step

@@ -107,7 +107,7 @@ def test_cache_is_reused_and_keyed_by_settings(sets, tmp_path, monkeypatch):
 
 
 def test_missing_or_damaged_sources_say_how_to_get_the_data(sets, tmp_path):
-    with pytest.raises(UserError, match="is not a directory.*brendenlake/omniglot"):
+    with pytest.raises(UserError, match="does not exist.*brendenlake/omniglot"):
         load_omniglot(str(tmp_path / "nowhere"), cache_dir=str(tmp_path / "c"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no Omniglot data in .*images_background.zip"):

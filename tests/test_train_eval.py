@@ -144,7 +144,7 @@ def test_train_then_evaluate_in_process(tiny_cfg, tmp_path):
 
 
 def test_evaluate_reports_bad_input(tiny_cfg, tmp_path):
-    with pytest.raises(UserError, match="is not a directory"):
+    with pytest.raises(UserError, match="does not exist"):
         evaluate_run(make_cfg(f"run_dir={tmp_path / 'nowhere'}", config_name="eval"))
     with pytest.raises(UserError, match="not a maml-train run directory"):
         evaluate_run(make_cfg(f"run_dir={tmp_path}", config_name="eval"))

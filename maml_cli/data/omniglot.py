@@ -8,7 +8,7 @@ from typing import Dict
 
 import numpy as np
 
-from maml_cli.config import UserError
+from maml_cli.config import UserError, one_of
 from maml_cli.data.episodes import ImageClassTasks
 from maml_cli.data.omniglot_source import OmniglotArrays, load_omniglot
 
@@ -38,7 +38,7 @@ def class_splits(arrays: OmniglotArrays, mode: str, seed: int, train_classes: in
             raise UserError(f"dataset.val_classes must be in 1..{len(background) - 1} (got {val_classes})")
         return {"train": background[:-val_classes], "val": background[-val_classes:],
                 "test": ranges["images_evaluation"]}
-    raise UserError(f"dataset.split must be one of {', '.join(SPLIT_MODES)} (got {mode!r})")
+    raise UserError(one_of("dataset.split", mode, SPLIT_MODES))
 
 
 class OmniglotTasks(ImageClassTasks):

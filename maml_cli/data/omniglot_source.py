@@ -35,7 +35,7 @@ from typing import Dict, Optional
 import numpy as np
 from PIL import Image
 
-from maml_cli.config import UserError
+from maml_cli.config import UserError, one_of
 from maml_cli.data.cache import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,11 @@ class _SetSource:
 def find_sources(path: Path) -> list:
     """The Omniglot sets found in ``path``, preferring npz, then zip, then extracted folders."""
     path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"dataset.path={path} does not exist. {HOW_TO_GET}")
     if not path.is_dir():
-        raise UserError(f"dataset.path={path} is not a directory. {HOW_TO_GET}")
+        raise UserError(f"dataset.path={path} is a file; it must be the folder that holds the Omniglot "
+                        f"zips or arrays. {HOW_TO_GET}")
     found = []
     for name in KNOWN_SETS:
         for kind, candidate in (("npz", path / f"{name}.npz"), ("zip", path / f"{name}.zip"),
@@ -209,7 +212,7 @@ def load_omniglot(path: Optional[str], image_size: int = 28, data_dir: Optional[
     """Read, preprocess and cache Omniglot; later calls with the same source, size and filter read
     the cache."""
     if resample not in RESAMPLE:
-        raise UserError(f"dataset.resample must be one of {', '.join(RESAMPLE)} (got {resample!r})")
+        raise UserError(one_of("dataset.resample", resample, RESAMPLE))
     sources = find_sources(Path(path)) if path else download_with_tfds(data_dir)
     origin = ", ".join(f"{s.location} ({s.kind})" for s in sources) + ("" if path else " via TFDS")
     key = hashlib.sha256(repr((CACHE_VERSION, image_size, RESAMPLE[resample],

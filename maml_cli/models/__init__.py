@@ -10,7 +10,7 @@ from typing import Any, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from maml_cli.config import UserError
+from maml_cli.config import UserError, one_of
 from maml_cli.data.episodes import TaskSpec
 from maml_cli.models.conv4 import BATCH_NORM_MODES, CONV_IMPLS, Conv4
 from maml_cli.models.mlp import ACTIVATIONS, MLP
@@ -56,9 +56,7 @@ class Network:
 
 def _mlp(cfg, spec: TaskSpec, conv_impl=None, inner_steps: int = 1) -> Network:
     if cfg.activation not in ACTIVATIONS:
-        raise UserError(
-            f"model.activation must be one of {', '.join(ACTIVATIONS)} (got {cfg.activation!r})"
-        )
+        raise UserError(one_of("model.activation", cfg.activation, ACTIVATIONS))
     return Network(MLP(hidden_sizes=tuple(cfg.hidden_sizes), output_dim=spec.output_dim, activation=cfg.activation))
 
 
@@ -69,7 +67,7 @@ def _conv4(cfg, spec: TaskSpec, conv_impl: str, inner_steps: int = 1) -> Network
                                 ("downsample", ("stride", "maxpool"), cfg.downsample),
                                 ("head", ("mean", "flatten"), cfg.head)):
         if value not in allowed:
-            raise UserError(f"model.{key} must be one of {', '.join(allowed)} (got {value!r})")
+            raise UserError(one_of(f"model.{key}", value, allowed))
     if spec.kind != "classification":
         raise UserError("model=conv4 is for image classification datasets")
     per_step = cfg.batch_norm == "per_step"

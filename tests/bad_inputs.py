@@ -1,0 +1,72 @@
+"""Bad inputs a tired person types, each with what the tool must say: the rows of
+docs/reliability.md. ``tests/test_reliability.py`` runs every row through the installed console
+scripts and checks exit code 2, one message, no traceback, nothing created, and that the message
+is the one the document prints; ``scripts/reliability_table.py`` writes the document.
+
+In a command, ``{tmp}`` is the folder the command runs in; the workspace there holds ``run/`` (a
+trained tiny sinusoid run), ``omniglot/`` (a tiny Omniglot source), ``notes.txt`` (a file),
+``empty/`` (an empty folder) and ``damaged/`` (a run whose newest checkpoint is truncated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+OMNIGLOT = ("experiment=omniglot_tiny", "dataset.path={tmp}/omniglot", "dataset.cache_dir={tmp}/cache",
+            "dataset.train_classes=12", "dataset.val_classes=4")
+
+
+@dataclass(frozen=True)
+class BadInput:
+    what: str  # the mistake, in the words of the person who made it
+    command: Tuple[str, ...]  # the console script and its arguments
+    says: str  # a fragment the message must contain
+
+
+BAD_INPUTS = [
+    BadInput("misspelt key", ("maml-train", "train.stepz=100"), "did you mean train.steps?"),
+    BadInput("misspelt key, with the + Hydra's own message suggests", ("maml-train", "+train.stepz=100"),
+             "did you mean train.steps?"),
+    BadInput("key without its section", ("maml-train", "inner_lr=0.1"), "did you mean algorithm.inner_lr?"),
+    BadInput("key of another algorithm", ("maml-train", "algorithm.multi_step_loss=false"),
+             "is a key of algorithm=mamlpp"),
+    BadInput("misspelt dataset", ("maml-train", "dataset=omniglott"), "did you mean omniglot?"),
+    BadInput("misspelt algorithm", ("maml-train", "algorithm=mamlplus"), "did you mean mamlpp?"),
+    BadInput("misspelt experiment preset", ("maml-train", "experiment=omniglot_5w1"), "did you mean omniglot_5w1s?"),
+    BadInput("text where a number goes", ("maml-train", "train.steps=ten"), "'ten' is not a valid integer"),
+    BadInput("text where a rate goes", ("maml-train", "algorithm.inner_lr=fast"), "'fast' is not a valid float"),
+    BadInput("broken override syntax", ("maml-train", "train.steps==5"), "write KEY=VALUE"),
+    BadInput("negative steps", ("maml-train", "train.steps=-5"), "train.steps must be >= 0"),
+    BadInput("zero outer learning rate", ("maml-train", "train.outer_lr=0"), "train.outer_lr must be > 0"),
+    BadInput("negative inner learning rate", ("maml-train", "algorithm.inner_lr=-0.01"),
+             "algorithm.inner_lr must be >= 0"),
+    BadInput("empty meta-batch", ("maml-train", "train.meta_batch_size=0"), "train.meta_batch_size must be >= 1"),
+    BadInput("misspelt choice of a string key", ("maml-train", "train.task_batching=vmpa"), "did you mean vmap?"),
+    BadInput("ways on a regression dataset", ("maml-train", "dataset.ways=5"), "dataset.ways must be 1"),
+    BadInput("more ways than the split has classes", ("maml-train", *OMNIGLOT, "dataset.ways=20"),
+             "fewer than dataset.ways=20"),
+    BadInput("more shots than a class has examples", ("maml-train", *OMNIGLOT, "dataset.shots=4"),
+             "dataset.shots + dataset.query_shots"),
+    BadInput("data folder that does not exist", ("maml-train", "experiment=omniglot_5w1s", "dataset.path={tmp}/omniglot_data"),
+             "does not exist"),
+    BadInput("a file where the data folder goes", ("maml-train", "experiment=omniglot_5w1s", "dataset.path={tmp}/notes.txt"),
+             "notes.txt"),
+    BadInput("MiniImageNet without its images", ("maml-train", "experiment=miniimagenet_5w1s"),
+             "dataset=miniimagenet needs dataset.path"),
+    BadInput("a file as the run directory", ("maml-train", "hydra.run.dir={tmp}/notes.txt"), "is a file"),
+    BadInput("resuming a run with another config", ("maml-train", "experiment=sinusoid_tiny", "hydra.run.dir={tmp}/run",
+                                                    "algorithm.inner_lr=0.5"), "holds a run with a different config"),
+    BadInput("maml-eval without a run", ("maml-eval",), "pass run_dir=PATH"),
+    BadInput("maml-eval on a folder that does not exist", ("maml-eval", "run_dir={tmp}/runs/nope"), "does not exist"),
+    BadInput("maml-eval on a folder that is not a run", ("maml-eval", "run_dir={tmp}/empty"),
+             "not a maml-train run directory"),
+    BadInput("maml-eval on a checkpoint step that does not exist", ("maml-eval", "run_dir={tmp}/run", "checkpoint=15"),
+             "available: 10, 20"),
+    BadInput("maml-eval on a damaged checkpoint", ("maml-eval", "run_dir={tmp}/damaged"), "cannot be read"),
+    BadInput("misspelt split", ("maml-eval", "run_dir={tmp}/run", "split=tset"), "did you mean test?"),
+    BadInput("misspelt maml-eval key", ("maml-eval", "run_dir={tmp}/run", "eval.episode=10"),
+             "did you mean eval.episodes?"),
+    BadInput("a training key given to maml-eval", ("maml-eval", "run_dir={tmp}/run", "train.steps=10"),
+             "not a maml-eval config key"),
+]

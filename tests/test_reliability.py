@@ -1,0 +1,126 @@
+"""Bad input through the installed console scripts: every row of docs/reliability.md is run here
+and must exit 2 with one message (the one the document shows), no traceback, and no new folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from maml_cli.data.omniglot_source import load_omniglot
+from maml_cli.trainer import train_and_evaluate
+from tests.bad_inputs import BAD_INPUTS
+from tests.conftest import REPO, TINY, make_cfg
+from tests.omniglot_fakes import fake_sets, write_npz
+
+BIN = Path(sys.executable).parent
+DOC = REPO / "docs" / "reliability.md"
+
+
+def make_workspace(root: Path) -> Path:
+    """The files the commands of BAD_INPUTS refer to (see tests/bad_inputs.py)."""
+    root.mkdir(parents=True, exist_ok=True)
+    train_and_evaluate(make_cfg(*TINY), root / "run")
+    shutil.copytree(root / "run", root / "damaged")
+    for f in (root / "damaged" / "checkpoints" / "20").rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])  # cut short, as by a full disk
+    write_npz(root / "omniglot", fake_sets(background=10, evaluation=8, drawers=4))
+    load_omniglot(str(root / "omniglot"), cache_dir=str(root / "cache"))  # reading data is no junk: cache it first
+    (root / "notes.txt").write_text("not data\n")
+    (root / "empty").mkdir()
+    return root
+
+
+def listing(root: Path) -> set:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def run_case(case, workspace: Path):
+    """(exit code, stderr with the workspace written as <tmp>, stdout)."""
+    args = [a.replace("{tmp}", str(workspace)) for a in case.command]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=300,
+                         cwd=workspace, env=env)
+    return out.returncode, out.stderr.replace(str(workspace), "<tmp>"), out.stdout
+
+
+def documented_messages() -> dict:
+    """{what: message} from docs/reliability.md's table."""
+    text = DOC.read_text()
+    rows = {}
+    for block in re.findall(r"^### (.+?)\n(.*?)(?=^### |\Z)", text, flags=re.S | re.M):
+        what, body = block
+        said = re.search(r"```text\n(.*?)```", body, flags=re.S)
+        if said:
+            rows[what.strip()] = said.group(1)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    workspace = make_workspace(tmp_path_factory.mktemp("workspace"))
+    before = listing(workspace)
+    outcomes = {}
+    for case in BAD_INPUTS:  # one at a time: each checks that it created nothing
+        outcomes[case.what] = (*run_case(case, workspace), listing(workspace) - before)
+    return outcomes
+
+
+def test_there_are_at_least_twenty_rows():
+    assert len(BAD_INPUTS) >= 20
+    assert len({c.what for c in BAD_INPUTS}) == len(BAD_INPUTS)
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c.what for c in BAD_INPUTS])
+def test_bad_input_is_one_clear_message(case, results):
+    code, stderr, stdout, created = results[case.what]
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    tool = case.command[0]
+    assert stderr.startswith(f"{tool}: error: "), stderr
+    assert stderr.count(f"{tool}: error: ") == 1
+    assert case.says in stderr, stderr
+    assert not created, f"left behind: {sorted(created)}"
+    documented = documented_messages()
+    assert case.what in documented, f"docs/reliability.md has no row for {case.what!r}: run scripts/reliability_table.py"
+    assert documented[case.what] == stderr, "docs/reliability.md is out of date: run scripts/reliability_table.py"
+
+
+def test_docs_list_no_row_that_is_not_tested():
+    assert set(documented_messages()) == {c.what for c in BAD_INPUTS}
+
+
+def test_help_pages_show_keys_groups_and_exit_codes():
+    train = subprocess.run([str(BIN / "maml-train"), "algorithm=mamlpp", "--help"], capture_output=True, text=True)
+    assert train.returncode == 0 and "_schema" not in train.stdout
+    for text in ("Usage:", "dataset     miniimagenet, omniglot, *sinusoid", "*mamlpp",
+                 "train.steps=10000", "outer (meta) iterations", "algorithm.multi_step_loss=true",
+                 "query loss after every inner step", "Exit codes: 0 done", "2 bad input", "130 interrupted"):
+        assert text in train.stdout, text
+    ev = subprocess.run([str(BIN / "maml-eval"), "--help"], capture_output=True, text=True)
+    assert ev.returncode == 0 and "_schema" not in ev.stdout and "Groups" not in ev.stdout
+    for text in ("run_dir=???", "a maml-train run directory", "dataset.path=null", "eval.episodes=null",
+                 "Exit codes"):
+        assert text in ev.stdout, text
+
+
+def test_dry_run_checks_everything_and_writes_nothing(tmp_path):
+    write_npz(tmp_path / "omniglot", fake_sets(background=10, evaluation=8, drawers=4))
+    args = ["experiment=omniglot_tiny", "dataset.path=omniglot", f"dataset.cache_dir={tmp_path / 'cache'}",
+            "dataset.train_classes=12", "dataset.val_classes=4", "train.dry_run=true"]
+    out = subprocess.run([str(BIN / "maml-train"), *args], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"path: {tmp_path / 'omniglot'}" in out.stdout  # resolved, absolute
+    assert "# plan: maml on cpu" in out.stdout and "task_batching=map" in out.stdout
+    assert "data: " + str(tmp_path / "omniglot") in out.stdout
+    assert not (tmp_path / "runs").exists()
+    bad = subprocess.run([str(BIN / "maml-train"), *args, "dataset.ways=20"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert bad.returncode == 2 and "fewer than dataset.ways=20" in bad.stderr
