@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import io
 import itertools
+import os
 import re
 import sys
 import tokenize
@@ -198,7 +199,7 @@ def absolute_paths(cfg: DictConfig) -> None:
     with open_dict(d):
         for key in PATH_KEYS:
             if d.get(key):
-                d[key] = str(Path(d[key]).expanduser().absolute())
+                d[key] = os.path.abspath(os.path.expanduser(d[key]))
 
 
 MAX_CHECKED_JOBS = 256

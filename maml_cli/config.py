@@ -66,12 +66,12 @@ class SinusoidConfig(DatasetConfig):
     name: str = "sinusoid"
     shots: int = 10
     query_shots: int = 10
-    amplitude_min: float = 0.1
-    amplitude_max: float = 5.0
-    phase_min: float = 0.0
-    phase_max: float = math.pi
-    x_min: float = -5.0
-    x_max: float = 5.0
+    amplitude_min: float = 0.1  # A is drawn uniformly from [amplitude_min, amplitude_max]
+    amplitude_max: float = 5.0  # upper end of A
+    phase_min: float = 0.0  # the phase is drawn uniformly from [phase_min, phase_max]
+    phase_max: float = math.pi  # upper end of the phase
+    x_min: float = -5.0  # inputs x are drawn uniformly from [x_min, x_max]
+    x_max: float = 5.0  # upper end of x
 
 
 @dataclass
@@ -84,10 +84,10 @@ class OmniglotConfig(DatasetConfig):
     query_shots: int = 1
     data_dir: Optional[str] = None  # TFDS data_dir when path is unset (default ~/tensorflow_datasets)
     cache_dir: Optional[str] = None  # preprocessed arrays (default $MAML_CLI_CACHE or ~/.cache/maml-cli)
-    image_size: int = 28
+    image_size: int = 28  # image side after resizing (105 -> 28 in the papers)
     resample: str = "lanczos"  # lanczos (grey strokes) | nearest (binary, as the MAML code's Pillow did)
     split: str = "paper"  # paper: all characters pooled, split at random | official: background/evaluation
-    split_seed: int = 1
+    split_seed: int = 1  # paper split: the seed of the random character split
     train_classes: int = 1200  # paper split: meta-train characters, meta-validation included
     val_classes: int = 100  # meta-validation characters, taken from the meta-train ones
     rotate: bool = True  # rotate each class of a task by a random multiple of 90 degrees
@@ -102,7 +102,7 @@ class MiniImageNetConfig(DatasetConfig):
     shots: int = 1
     query_shots: int = 15
     cache_dir: Optional[str] = None  # preprocessed arrays (default $MAML_CLI_CACHE or ~/.cache/maml-cli)
-    image_size: int = 84
+    image_size: int = 84  # image side after resizing
     images_per_class: Optional[int] = None  # images every class must hold (null: the same number, 600 in the real set)
 
 
@@ -117,14 +117,14 @@ class ModelConfig:
 @dataclass
 class MLPConfig(ModelConfig):
     name: str = "mlp"
-    hidden_sizes: List[int] = field(default_factory=lambda: [40, 40])
-    activation: str = "relu"
+    hidden_sizes: List[int] = field(default_factory=lambda: [40, 40])  # widths of the hidden layers
+    activation: str = "relu"  # relu | tanh | gelu
 
 
 @dataclass
 class Conv4Config(ModelConfig):
     name: str = "conv4"
-    filters: int = 64
+    filters: int = 64  # channels of each of the four conv blocks
     downsample: str = "stride"  # stride (Omniglot) | maxpool (MiniImageNet)
     head: str = "mean"  # mean over space (Omniglot) | flatten (MiniImageNet)
     batch_norm: str = "transductive"  # transductive (batch statistics, always) | per_step (MAML++) | none

@@ -106,6 +106,7 @@ def eval_curve(record: dict, path: Path) -> Path:
     ax.fill_between(steps, [m - c for m, c in zip(mean, ci)], [m + c for m, c in zip(mean, ci)], alpha=0.3,
                     label="95% CI")
     ax.set_xlabel("inner steps at test time")
+    ax.set_xticks(steps if len(steps) <= 12 else steps[:: max(1, len(steps) // 10)])
     ax.set_ylabel(f"{record['split']} {record['metric']}" + (" (%)" if scale == 100 else ""))
     if record["metric"] == "mse":
         ax.set_yscale("log")

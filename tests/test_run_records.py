@@ -1,0 +1,85 @@
+"""What a run made from the shell leaves behind and shows: plots (read back as images), the
+environment it ran in, absolute data paths that let maml-eval run from anywhere (and be told where
+the data moved), the dataset's source in the log, a closing summary, no progress-bar carriage
+returns in a redirected log, and no eval.log in the caller's folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from tests.conftest import TINY
+from tests.omniglot_fakes import fake_sets, write_npz
+
+BIN = Path(sys.executable).parent
+
+
+def _run(tool: str, *args: str, cwd: Path, expect: int = 0) -> subprocess.CompletedProcess:
+    out = subprocess.run([str(BIN / tool), *args], capture_output=True, text=True, cwd=cwd, timeout=300,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == expect, out.stderr
+    return out
+
+
+def assert_picture(path: Path, min_size=(300, 200)) -> None:
+    """A PNG that opens, has a sensible size and is not blank."""
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] >= min_size[0] and im.size[1] >= min_size[1]
+        pixels = np.asarray(im.convert("L"), dtype=float)
+    assert pixels.std() > 5, f"{path} looks blank"
+
+
+def test_sinusoid_run_draws_learning_curves_adaptation_and_eval(tmp_path):
+    plain = [a for a in TINY if a != "train.plots=false"]
+    train = _run("maml-train", *plain, "train.progress=true", "hydra.run.dir=run", cwd=tmp_path)
+    run = tmp_path / "run"
+    assert_picture(run / "plots" / "learning_curves.png", (800, 600))
+    assert_picture(run / "plots" / "adaptation.png", (800, 200))
+    assert "\r" not in train.stderr  # stderr is not a terminal: no progress bar
+    summary = train.stderr[train.stderr.index("== maml-train done"):]
+    for text in ("steps      20 of 20", "val mse", f"run dir    {run}", f"next       maml-eval run_dir={run}"):
+        assert text in summary, summary
+    _run("maml-eval", f"run_dir={run}", cwd=tmp_path)
+    assert_picture(run / "eval.png")
+    assert not (tmp_path / "eval.log").exists()
+
+
+def test_omniglot_run_records_where_and_how_it_ran_and_follows_moved_data(tmp_path):
+    write_npz(tmp_path / "src", fake_sets(background=10, evaluation=8, drawers=4))
+    (tmp_path / "a").mkdir()
+    args = ["experiment=omniglot_tiny", "dataset.path=../src", f"dataset.cache_dir={tmp_path / 'cache'}",
+            "dataset.train_classes=12", "dataset.val_classes=4", "hydra.run.dir=run"]
+    _run("maml-train", *args, cwd=tmp_path / "a")
+    run = tmp_path / "a" / "run"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["dataset"]["path"] == str(tmp_path / "src")  # absolute, not ../src
+    log = (run / "train.log").read_text()
+    assert f"data: {tmp_path / 'src'}" in log and "(npz)" in log
+    env = json.loads((run / "environment.json").read_text())["sessions"][0]
+    assert set(env["versions"]) >= {"maml-cli", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "hydra-core"}
+    assert env["backend"] == "cpu" and env["python"] and env["command"][0] == "maml-train"
+    assert "dataset.path=../src" in env["command"] and "git_commit" in env
+    assert_picture(run / "plots" / "learning_curves.png", (800, 600))
+    assert not (run / "plots" / "adaptation.png").exists()  # a regression figure
+
+    # From another folder, after the data moved: refused with the path, then told where it is.
+    shutil.move(tmp_path / "src", tmp_path / "moved")
+    shutil.rmtree(tmp_path / "cache")
+    (tmp_path / "b").mkdir()
+    lost = _run("maml-eval", f"run_dir={run}", cwd=tmp_path / "b", expect=2)
+    assert f"dataset.path={tmp_path / 'src'} does not exist" in lost.stderr
+    _run("maml-eval", f"run_dir={run}", "dataset.path=../moved", f"dataset.cache_dir={tmp_path / 'cache'}",
+         "eval.episodes=8", cwd=tmp_path / "b")
+    record = json.loads((run / "eval.json").read_text())
+    assert record["dataset"]["path"] == str(tmp_path / "moved")
+    assert record["environment"]["versions"]["jax"] and record["environment"]["command"][0] == "maml-eval"
+    assert_picture(run / "eval.png")
+    assert list((tmp_path / "b").iterdir()) == []  # maml-eval wrote nothing where it was called
