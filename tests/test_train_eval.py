@@ -238,6 +238,7 @@ def omniglot_src(tmp_path_factory):
     return write_npz(tmp_path_factory.mktemp("omniglot"), fake_sets())
 
 
+@pytest.mark.slow  # 90 s; the shell path is the same for every algorithm (tested with MAML by default)
 def test_every_algorithm_trains_resumes_and_evaluates_from_the_shell(tmp_path):
     """One sweep over the family (one process, so JAX starts once): each job stops on a time limit
     with a checkpoint, the same sweep again resumes every job, and maml-eval scores each."""
@@ -259,7 +260,7 @@ def test_every_algorithm_trains_resumes_and_evaluates_from_the_shell(tmp_path):
         assert all(np.isfinite(r["mean"]) for r in record["per_step"])
 
 
-@pytest.mark.parametrize("algorithm", ["mamlpp", "reptile"])
+@pytest.mark.parametrize("algorithm", [pytest.param("mamlpp", marks=pytest.mark.slow), "reptile"])
 def test_resumed_runs_of_stateful_algorithms_are_identical(algorithm, omniglot_src, tmp_path):
     """Learned step sizes, per-step running statistics (conv4 with per_step batch norm) and
     Reptile's inner Adam moments are all in the checkpoint: a run cut after its first call ends
