@@ -47,7 +47,10 @@ def test_sinusoid_run_draws_learning_curves_adaptation_and_eval(tmp_path):
     summary = train.stderr[train.stderr.index("== maml-train done"):]
     for text in ("steps      20 of 20", "val mse", f"run dir    {run}", f"next       maml-eval run_dir={run}"):
         assert text in summary, summary
-    _run("maml-eval", f"run_dir={run}", cwd=tmp_path)
+    assert (run / "train.log").is_file() and (run / ".hydra" / "config.yaml").is_file()
+    ev = _run("maml-eval", f"run_dir={run}", "eval.episodes=10", cwd=tmp_path)
+    assert "test mse over 10 tasks" in ev.stdout
+    assert json.loads((run / "eval.json").read_text())["episodes"] == 10
     assert_picture(run / "eval.png")
     assert not (tmp_path / "eval.log").exists()
 
@@ -80,6 +83,9 @@ def test_omniglot_run_records_where_and_how_it_ran_and_follows_moved_data(tmp_pa
          "eval.episodes=8", cwd=tmp_path / "b")
     record = json.loads((run / "eval.json").read_text())
     assert record["dataset"]["path"] == str(tmp_path / "moved")
+    assert record["metric"] == "accuracy" and record["batch_norm"] == "transductive"
+    assert [r["step"] for r in record["per_step"]] == [0, 1, 2]
+    assert all(0.0 <= r["mean"] <= 1.0 for r in record["per_step"])
     assert record["environment"]["versions"]["jax"] and record["environment"]["command"][0] == "maml-eval"
     assert_picture(run / "eval.png")
     assert list((tmp_path / "b").iterdir()) == []  # maml-eval wrote nothing where it was called

@@ -162,17 +162,6 @@ def _run(*args, timeout=300, **kw):
     return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout, **kw)
 
 
-def test_console_scripts_train_then_eval(tmp_path):
-    run_dir = tmp_path / "run"
-    train = _run("maml-train", *TINY, f"hydra.run.dir={run_dir}")
-    assert train.returncode == 0, train.stderr
-    assert (run_dir / "train.log").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
-    ev = _run("maml-eval", f"run_dir={run_dir}", "eval.episodes=10")
-    assert ev.returncode == 0, ev.stderr
-    assert "test mse over 10 tasks" in ev.stdout
-    assert json.loads((run_dir / "eval.json").read_text())["episodes"] == 10
-
-
 def test_sweep_gives_each_job_its_own_directory(tmp_path):
     sweep = _run("maml-train", "-m", *TINY, "train.steps=5", "seed=0,1", "algorithm.inner_lr=0.001,0.01",
                  f"hydra.sweep.dir={tmp_path}")
