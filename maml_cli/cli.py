@@ -20,7 +20,7 @@ import tokenize
 from dataclasses import fields, is_dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -56,6 +56,20 @@ class App:
 def fail(app: App, error: UserError) -> None:
     print(f"{app.name}: error: {error}", file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
+
+
+def main(app: App, argv: Optional[Sequence[str]], check: Callable[[Sequence[str]], bool],
+         job: Callable[[], None]) -> None:
+    """A console script: ``check`` the command line (False: nothing more to do, e.g. --help),
+    then hand the same command line to the Hydra ``job``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not check(argv):
+            return
+    except UserError as e:
+        fail(app, e)
+    sys.argv = [sys.argv[0] if sys.argv else app.name, *argv]
+    job()
 
 
 # --- the command line ----------------------------------------------------------------------------

@@ -114,17 +114,13 @@ def check_resumable(run_dir: Path, cfg) -> None:
 
     from maml_cli.config import resume_conflicts
 
-    saved = Path(run_dir) / "config.yaml"
-    if not (saved.is_file() and (Path(run_dir) / "checkpoints").is_dir()):
-        return
+    saved, checkpoints = Path(run_dir) / "config.yaml", Path(run_dir) / "checkpoints"
+    if not (saved.is_file() and checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        return  # nothing trained yet: nothing to mix
     conflicts = resume_conflicts(OmegaConf.load(saved), cfg)
     if conflicts:
-        raise UserError(different_experiment(run_dir, conflicts))
-
-
-def different_experiment(run_dir: Path, conflicts) -> str:
-    return (f"{run_dir} holds a run with a different config; resuming would mix two experiments. "
-            "Use another hydra.run.dir, or the same settings. Differences:\n  " + "\n  ".join(conflicts))
+        raise UserError(f"{run_dir} holds a run with a different config; resuming would mix two experiments. "
+                        "Use another hydra.run.dir, or the same settings. Differences:\n  " + "\n  ".join(conflicts))
 
 
 def remove_if_not_a_run(run_dir: Path) -> bool:

@@ -94,14 +94,7 @@ def check_command_line(argv: Sequence[str]) -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if not check_command_line(argv):
-            return
-    except UserError as e:
-        cli.fail(APP, e)
-    sys.argv = [sys.argv[0] if sys.argv else "maml-train", *argv]
-    run_job()
+    cli.main(APP, argv, check_command_line, run_job)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://maml_cli.configs", config_name="train")

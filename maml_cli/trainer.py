@@ -18,11 +18,11 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from maml_cli.checkpoints import Checkpointer
-from maml_cli.config import UserError, resume_conflicts
+from maml_cli.config import UserError
 from maml_cli.evaluation import eval_key, run_episodes
 from maml_cli.experiment import build_experiment
 from maml_cli.metrics import MetricWriter, read_jsonl
-from maml_cli.run_dir import RunDirError, RunLock, atomic_write_text, different_experiment, record_session
+from maml_cli.run_dir import RunDirError, RunLock, atomic_write_text, check_resumable, record_session
 
 log = logging.getLogger(__name__)
 
@@ -128,21 +128,16 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
     t = cfg.train
     exp = build_experiment(cfg)
 
-    config_path = workdir / "config.yaml"
+    check_resumable(workdir, cfg)  # maml-train checked it too, before Hydra started; a race is caught here
     checkpointer = Checkpointer(workdir / "checkpoints", keep=t.keep_checkpoints)
     state = exp.init_state()
     start = 0
     if checkpointer.steps():
-        if config_path.exists():
-            conflicts = resume_conflicts(OmegaConf.load(config_path), cfg)
-            if conflicts:
-                checkpointer.close()
-                raise UserError(different_experiment(workdir, conflicts))
         restored, restored_step = checkpointer.restore_latest_good(state)
         if restored is not None:
             state, start = restored, restored_step
             log.info("resuming %s from step %d", workdir, start)
-    atomic_write_text(config_path, OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(workdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     record_session(workdir, start)
     log.info("%s", exp.describe())
 
