@@ -31,12 +31,15 @@ PAPER = {"omniglot_5w1s": 98.7, "omniglot_5w5s": 99.9, "omniglot_20w1s": 95.8, "
 
 
 def wall_clock_at(run_dir: Path) -> dict:
-    """Seconds of training up to each logged step: the sum over logging windows of steps / rate,
-    so pauses between a run and its resumption are not counted (compilation of the first window
-    of each session is)."""
+    """Seconds of training up to each logged step: ``elapsed_s``, the loop's wall clock summed over
+    sessions, so pauses between a run and its resumption are not counted (compilation of each
+    session is). Runs written before ``elapsed_s`` existed: the sum over logging windows of
+    steps / rate."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    if records and all("elapsed_s" in r for r in records):
+        return {r["step"]: r["elapsed_s"] for r in records}
     times, total, prev = {}, 0.0, 0
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
+    for rec in records:
         if rec.get("train/steps_per_s"):
             total += (rec["step"] - prev) / rec["train/steps_per_s"]
             prev = rec["step"]
