@@ -13,6 +13,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from maml_cli.config import UserError
+from maml_cli.run_dir import is_being_trained
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Checkpointer:
             try:
                 return self._restore(template, step)
             except CheckpointError:
-                if attempt == attempts - 1 or not _trained_now(self.directory.parent):
+                if attempt == attempts - 1 or not is_being_trained(self.directory.parent):
                     raise
                 time.sleep(0.2 * (attempt + 1))
                 self._manager.reload()
@@ -121,18 +122,6 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
-
-
-def _trained_now(run_dir: Path) -> bool:
-    from maml_cli.run_dir import LOCK_NAME, RunDirError, RunLock
-
-    if not (run_dir / LOCK_NAME).exists():
-        return False
-    try:
-        RunLock(run_dir).acquire().release()
-        return False
-    except RunDirError:
-        return True
 
 
 def _os_error(e: BaseException):

@@ -87,6 +87,17 @@ class RunLock:
         self.release()
 
 
+def is_being_trained(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock."""
+    if not (Path(run_dir) / LOCK_NAME).exists():
+        return False
+    try:
+        RunLock(run_dir).acquire().release()
+        return False
+    except RunDirError:
+        return True
+
+
 def check_usable(run_dir: Path) -> None:
     """Before Hydra creates anything: refuse a run directory another process trains, or one that
     cannot be written (read-only, full), while the files already there stay as they are."""
