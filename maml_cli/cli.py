@@ -58,13 +58,17 @@ def fail(app: App, error: UserError) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
-def main(app: App, argv: Optional[Sequence[str]], check: Callable[[Sequence[str]], bool],
+def main(app: App, argv: Optional[Sequence[str]], check: Callable[["CommandLine", List[DictConfig]], bool],
          job: Callable[[], None]) -> None:
-    """A console script: ``check`` the command line (False: nothing more to do, e.g. --help),
-    then hand the same command line to the Hydra ``job``."""
+    """A console script: --help, or the command line composed and checked (every job's config,
+    then the app's own ``check``; False: nothing more to do), then handed to the Hydra ``job``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    line = CommandLine(argv)
     try:
-        if not check(argv):
+        if line.help:
+            print(help_text(app, line.overrides), end="")
+            return
+        if not line.hydra_flags and not check(line, compose_checked(app, line.overrides, multirun=line.multirun)):
             return
     except UserError as e:
         fail(app, e)

@@ -135,16 +135,9 @@ def format_table(record: dict) -> str:
     return "\n".join(lines)
 
 
-def check_command_line(argv: Sequence[str]) -> bool:
-    """Keys and values checked before Hydra starts; False: nothing more to do (help)."""
-    line = cli.CommandLine(argv)
-    if line.help:
-        print(cli.help_text(APP, line.overrides), end="")
-        return False
-    if line.hydra_flags:
-        return True
-    full = cli.compose_checked(APP, line.overrides, multirun=line.multirun)[0]
-    if OmegaConf.is_missing(full, "run_dir"):
+def check_command_line(line: cli.CommandLine, composed: list) -> bool:
+    """What maml-eval checks beyond the keys and types before Hydra starts."""
+    if OmegaConf.is_missing(composed[0], "run_dir"):
         raise UserError("which run? pass run_dir=PATH, a directory maml-train wrote (maml-eval --help)")
     return True
 

@@ -61,16 +61,10 @@ def prepare(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def check_command_line(argv: Sequence[str]) -> bool:
+def check_command_line(line: cli.CommandLine, composed: list) -> bool:
     """Everything that can be checked before Hydra creates a run directory. False: nothing more to
-    do (help, dry run)."""
-    line = cli.CommandLine(argv)
-    if line.help:
-        print(cli.help_text(APP, line.overrides), end="")
-        return False
-    if line.hydra_flags:
-        return True
-    jobs = [cli.split_hydra(full) for full in cli.compose_checked(APP, line.overrides, multirun=line.multirun)]
+    do (dry run)."""
+    jobs = [cli.split_hydra(full) for full in composed]
     for cfg, _ in jobs:
         prepare(cfg)
     if len(jobs) > 1:  # a sweep: each job reads its data when it starts
