@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maml_cli.meta.batching import map_tasks
+from maml_cli.metrics import mean_and_ci95
 
 
 def make_scorer(sample: Callable, algorithm, *, inner_steps: int, split: str, task_batching: str = "vmap",
@@ -55,9 +56,7 @@ def run_episodes(score: Callable, meta_params, meta_state, data, key: jax.Array,
 
 def summarize(values: np.ndarray) -> list:
     """[episodes, steps + 1] -> per step {"step", "mean", "ci95"}."""
-    n = values.shape[0]
-    means = values.mean(axis=0)
-    ci95 = 1.96 * values.std(axis=0) / np.sqrt(n)
+    means, ci95 = mean_and_ci95(values, axis=0)
     return [{"step": k, "mean": float(m), "ci95": float(c)} for k, (m, c) in enumerate(zip(means, ci95))]
 
 

@@ -7,9 +7,17 @@ import time
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 from tensorboardX import SummaryWriter
 
 from maml_cli.run_dir import atomic_write_text
+
+
+def mean_and_ci95(values, axis: int = 0):
+    """Mean and 95% CI half-width as the papers' code computes them: 1.96 * std / sqrt(n), std
+    with ddof=0 (over episodes for maml-eval, over seeds for maml-report)."""
+    values = np.asarray(values, dtype=float)
+    return values.mean(axis=axis), 1.96 * values.std(axis=axis) / np.sqrt(values.shape[axis])
 
 
 TIMING_FIELDS = ("time", "elapsed_s", "train/steps_per_s")  # differ between two runs of the same math

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from maml_cli.metrics import read_jsonl
+from maml_cli.metrics import mean_and_ci95, read_jsonl
 from maml_cli.run_dir import is_being_trained
 
 EXIT_USER_ERROR = 2
@@ -89,10 +88,8 @@ def read_run(run_dir: Path) -> RunRow:
 
 
 def mean_ci(values: List[float]):
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / n)
-    return mean, 1.96 * std / math.sqrt(n)
+    mean, ci = mean_and_ci95(values)
+    return float(mean), float(ci)
 
 
 def _fmt(value: Optional[float], metric: Optional[str], ci: Optional[float] = None) -> str:
