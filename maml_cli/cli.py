@@ -61,15 +61,19 @@ def fail(app: App, error: UserError) -> None:
 def main(app: App, argv: Optional[Sequence[str]], check: Callable[["CommandLine", List[DictConfig]], bool],
          job: Callable[[], None]) -> None:
     """A console script: --help, or the command line composed and checked (every job's config,
-    then the app's own ``check``; False: nothing more to do), then handed to the Hydra ``job``."""
+    then the app's own ``check``; False: nothing more to do; a list: Hydra overrides to add), then
+    handed to the Hydra ``job``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     line = CommandLine(argv)
     try:
         if line.help:
             print(help_text(app, line.overrides), end="")
             return
-        if not line.hydra_flags and not check(line, compose_checked(app, line.overrides, multirun=line.multirun)):
-            return
+        if not line.hydra_flags:
+            verdict = check(line, compose_checked(app, line.overrides, multirun=line.multirun))
+            if verdict is False:
+                return
+            argv += verdict if isinstance(verdict, list) else []
     except UserError as e:
         fail(app, e)
     sys.argv = [sys.argv[0] if sys.argv else app.name, *argv]

@@ -206,6 +206,7 @@ class TrainLoopConfig:
     steps_per_call: int = 100  # outer steps fused into one jitted call (lax.scan)
     task_batching: str = "auto"  # how a meta-batch is mapped over tasks: auto | vmap | map | unroll
     remat: Optional[bool] = None  # recompute inner-loop activations in the backward pass (null: auto)
+    devices: str = "auto"  # devices the meta-batch is split over: auto (all) | N (the first N); 1 shards nothing
     time_limit_minutes: Optional[float] = None  # stop with a checkpoint after this long (rerun to continue)
     progress: bool = True  # show a progress bar (only when stderr is a terminal)
     plots: bool = True  # draw plots/learning_curves.png at each validation, plots/adaptation.png (regression) at the end
@@ -223,12 +224,23 @@ class EvalConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """One training over several processes (jax.distributed). Under SLURM's srun all three are
+    read from the environment; elsewhere give all three to every process."""
+
+    coordinator: Optional[str] = None  # HOST:PORT of process 0 (null: SLURM's, or one process)
+    num_processes: Optional[int] = None  # processes in the run (null: SLURM's, or 1)
+    process_id: Optional[int] = None  # this process's rank, 0..num_processes-1 (null: SLURM's, or 0)
+
+
+@dataclass
 class TrainConfig:
     dataset: DatasetConfig = MISSING
     model: ModelConfig = MISSING
     algorithm: AlgorithmConfig = MISSING
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     seed: int = 0  # initialisation and meta-training tasks
 
 
@@ -260,6 +272,7 @@ class EvalAppConfig:
     run_dir: str = MISSING  # a maml-train run directory (required)
     checkpoint: Optional[int] = None  # step to evaluate (null: the latest)
     split: str = "test"  # test | val | train
+    devices: str = "auto"  # devices the episodes are split over: auto (all) | N (the first N)
     eval: EvalOverrides = field(default_factory=EvalOverrides)
     dataset: EvalDatasetOverrides = field(default_factory=EvalDatasetOverrides)
     progress: bool = True  # show a progress bar (only when stderr is a terminal)
@@ -353,6 +366,8 @@ def validate(cfg: DictConfig) -> None:
     for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "steps_per_call"):
         need(t[key] >= 1, f"train.{key} must be >= 1 (got {t[key]})")
     need(t.task_batching in TASK_BATCHING, one_of("train.task_batching", t.task_batching, TASK_BATCHING))
+    need(str(t.devices) == "auto" or (str(t.devices).isdigit() and int(t.devices) >= 1),
+         f"train.devices must be auto or a number >= 1 (got {t.devices!r})")
     need(e.episodes >= 1, f"eval.episodes must be >= 1 (got {e.episodes})")
     need(e.inner_steps >= 0, f"eval.inner_steps must be >= 0 (got {e.inner_steps})")
     need(e.val_episodes >= 1, f"eval.val_episodes must be >= 1 (got {e.val_episodes})")
@@ -421,7 +436,11 @@ RESUMABLE_CHANGES = (
     "train.task_batching",
     "train.remat",
     "train.steps_per_call",
+    "train.devices",
     "model.conv_impl",
+    "distributed.coordinator",
+    "distributed.num_processes",
+    "distributed.process_id",
 )
 
 

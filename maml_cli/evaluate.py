@@ -72,15 +72,16 @@ def evaluate_run(app: DictConfig) -> dict:
         for key, value in app.dataset.items():
             if value is not None:
                 cfg.dataset[key] = value
+    cfg.train.devices = app.devices  # where it is scored now, not where it was trained
     cli.absolute_paths(cfg)
     validate(cfg)
     if not (run_dir / "checkpoints").is_dir():
         raise UserError(f"{run_dir} has no checkpoints/ yet: train it first (maml-train hydra.run.dir={run_dir})")
 
-    exp = build_experiment(cfg)
+    exp = build_experiment(cfg, training=False)
     checkpointer = Checkpointer(run_dir / "checkpoints", read_only=True)
     try:
-        state = checkpointer.restore(exp.init_state(), app.checkpoint)
+        state = exp.place(checkpointer.restore(exp.init_state(), app.checkpoint))
     finally:
         checkpointer.close()
     step = int(state.step)
@@ -89,8 +90,8 @@ def evaluate_run(app: DictConfig) -> dict:
     score = exp.scorer(app.split, e.inner_steps)
     with tqdm(total=e.episodes, unit="task", desc=f"eval {app.split}",
               disable=not (app.progress and sys.stderr.isatty())) as bar:
-        values = run_episodes(score, state.meta_params, state.meta_state, exp.sampler.data,
-                              eval_key(e.seed, app.split), e.episodes, min(e.batch_size, e.episodes),
+        values = run_episodes(score, state.meta_params, state.meta_state, exp.data,
+                              eval_key(e.seed, app.split), e.episodes, exp.eval_batch(min(e.batch_size, e.episodes)),
                               on_batch=bar.update)
     record = {
         "metric": exp.metric,

@@ -20,20 +20,25 @@ from maml_cli.metrics import mean_and_ci95
 
 
 def make_scorer(sample: Callable, algorithm, *, inner_steps: int, split: str, task_batching: str = "vmap",
-                query_shots: Optional[int] = None) -> Callable:
+                query_shots: Optional[int] = None, mesh=None) -> Callable:
     """``score(meta_params, meta_state, data, keys) -> [len(keys), inner_steps + 1]``: the query
-    metric before and after each inner step of the task drawn from each key."""
+    metric before and after each inner step of the task drawn from each key. With a ``mesh`` the
+    keys are split over its devices (their number must divide ``len(keys)``: ``Experiment.eval_batch``)."""
 
     def one_episode(meta_params, meta_state, data, key):
         task_key, adapt_key = jax.random.split(key)
         episode = jax.tree.map(lambda a: a[0], sample(data, task_key, split, 1, query_shots=query_shots))
         return algorithm.adaptation_trace(meta_params, meta_state, episode, adapt_key, inner_steps)
 
-    @jax.jit
-    def score(meta_params, meta_state, data, keys):
+    def scores(meta_params, meta_state, data, keys):
         return map_tasks(partial(one_episode, meta_params, meta_state, data), keys, task_batching)
 
-    return score
+    if mesh is None:
+        return jax.jit(scores)
+    from maml_cli.parallel import replicate, sharded_over_tasks
+
+    sharded = jax.jit(sharded_over_tasks(scores, mesh))
+    return lambda meta_params, meta_state, data, keys: sharded(meta_params, meta_state, data, replicate(keys, mesh))
 
 
 def episode_keys(key: jax.Array, start: int, count: int) -> jax.Array:

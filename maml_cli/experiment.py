@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from maml_cli import parallel
 from maml_cli.data import build_sampler
 from maml_cli.evaluation import make_scorer
 from maml_cli.execution import Execution, plan_execution
@@ -17,6 +18,7 @@ from maml_cli.meta.algorithms import Algorithm, build_algorithm
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.meta.outer import TrainState, init_state, make_multi_step, make_train_step
 from maml_cli.models import build_model
+from maml_cli.parallel import replicate
 
 
 @dataclass
@@ -26,6 +28,24 @@ class Experiment:
     algorithm: Algorithm
     optimizer: Any
     execution: Execution  # how the math runs on this backend (auto settings resolved)
+    mesh: Any = None  # the devices the tasks are split over (maml_cli/parallel.py); None: one device
+    _data: Any = None
+
+    @property
+    def data(self):
+        """The sampler's arrays, on every device of the mesh."""
+        if self._data is None:
+            self._data = replicate(self.sampler.data, self.mesh)
+        return self._data
+
+    def place(self, state: TrainState) -> TrainState:
+        """A state (initial or restored) replicated on the mesh's devices."""
+        return replicate(state, self.mesh)
+
+    def eval_batch(self, batch_size: int) -> int:
+        """``batch_size`` rounded up to a multiple of the devices (the extra episodes are padding)."""
+        n = 1 if self.mesh is None else self.mesh.size
+        return -(-batch_size // n) * n
 
     @property
     def metric(self) -> str:
@@ -42,7 +62,7 @@ class Experiment:
     def multi_step(self) -> Callable:
         """The jitted ``(state, data, length, phase) -> (state, metrics)`` outer step."""
         return make_multi_step(make_train_step(self.sampler.sample, self.algorithm, self.optimizer,
-                                               self.cfg.train.meta_batch_size, self.metric))
+                                               self.cfg.train.meta_batch_size, self.metric, self.mesh))
 
     def phase_at(self, step: int):
         return self.algorithm.phase(step)
@@ -57,29 +77,35 @@ class Experiment:
         """One line for the log: the algorithm, where it runs, how, and where the data came from."""
         import jax
 
-        return (f"{self.algorithm.cfg.name} on {jax.default_backend()} ({jax.device_count()} device(s)): "
+        return (f"{self.algorithm.cfg.name} on {jax.default_backend()} ({parallel.describe(self.mesh)}): "
                 f"{self.execution.describe()}; data: {self.sampler.source}")
 
     def scorer(self, split: str, inner_steps: int) -> Callable:
         return make_scorer(self.sampler.sample, self.algorithm, inner_steps=inner_steps, split=split,
-                           task_batching=self.execution.task_batching, query_shots=self.cfg.eval.query_shots)
+                           task_batching=self.execution.task_batching, query_shots=self.cfg.eval.query_shots,
+                           mesh=self.mesh)
 
 
 _LAST_BUILT: dict = {}  # the last config built -> its Experiment (maml-train checks, then trains)
 
 
-def build_experiment(cfg: DictConfig) -> Experiment:
+def build_experiment(cfg: DictConfig, training: bool = True) -> Experiment:
     """Everything a config describes, checked before anything is compiled (impossible task shapes
     raise a UserError here). Building the same resolved config again returns the same Experiment,
-    so the data that maml-train checks before Hydra starts is read once."""
-    key = OmegaConf.to_yaml(cfg, resolve=True)
+    so the data that maml-train checks before Hydra starts is read once. ``training=False``
+    (maml-eval): the meta-batch need not split over the devices."""
+    key = (OmegaConf.to_yaml(cfg, resolve=True), training)
     if key not in _LAST_BUILT:
         _LAST_BUILT.clear()
-        _LAST_BUILT[key] = _build(cfg)
+        _LAST_BUILT[key] = _build(cfg, training)
     return _LAST_BUILT[key]
 
 
-def _build(cfg: DictConfig) -> Experiment:
+def _build(cfg: DictConfig, training: bool) -> Experiment:
+    parallel.initialize(cfg.distributed)  # before JAX's first computation, in a run over several processes
+    devices = parallel.device_count(cfg.train.devices)
+    if training:
+        parallel.check_divisible(cfg.train.meta_batch_size, devices, cfg.train.devices)
     execution = plan_execution(cfg.model.name, cfg.train.task_batching, cfg.train.remat,
                                cfg.model.get("conv_impl"))
     sampler = build_sampler(cfg.dataset)
@@ -91,4 +117,4 @@ def _build(cfg: DictConfig) -> Experiment:
     if cfg.eval.query_shots is not None:
         sampler.check(query_shots=cfg.eval.query_shots, shots_from="dataset.shots + eval.query_shots")
     return Experiment(cfg=cfg, sampler=sampler, algorithm=algorithm, optimizer=algorithm.optimizer(),
-                      execution=execution)
+                      execution=execution, mesh=parallel.task_mesh(devices))

@@ -56,34 +56,48 @@ paper's settings from paper/<experiment>_<algorithm> (chosen automatically).""")
 
 def prepare(cfg: DictConfig) -> DictConfig:
     """The checks every job's config passes, from the shell or inside a sweep."""
+    from maml_cli.parallel import check_distributed
+
     cli.absolute_paths(cfg)
     validate(cfg)
+    check_distributed(cfg.distributed)
     return cfg
 
 
-def check_command_line(line: cli.CommandLine, composed: list) -> bool:
+def check_command_line(line: cli.CommandLine, composed: list):
     """Everything that can be checked before Hydra creates a run directory. False: nothing more to
-    do (dry run)."""
+    do (dry run); a list: Hydra overrides this process adds (see ``parallel.py``)."""
+    from maml_cli import parallel
+
     jobs = [cli.split_hydra(full) for full in composed]
     for cfg, _ in jobs:
         prepare(cfg)
     if len(jobs) > 1:  # a sweep: each job reads its data when it starts
         return True
     cfg, hydra_node = jobs[0]
+    explicit_dir = not line.multirun and any(o.split("=")[0].lstrip("+") == "hydra.run.dir" for o in line.overrides)
+    several = parallel.wants_distributed(cfg.distributed)
+    if several and not explicit_dir and not cfg.train.dry_run:
+        raise UserError("a run over several processes needs hydra.run.dir=DIR, the same folder for every process "
+                        "(on a shared file system)")
+    process_id = parallel.process_id_from_env(cfg.distributed) if several else 0
     from maml_cli.experiment import build_experiment
 
     exp = build_experiment(cfg)  # reads the data: a missing dataset is reported here (and kept for the job)
     if cfg.train.dry_run:
-        print(OmegaConf.to_yaml(cfg, resolve=True), end="")
-        print(f"# plan: {exp.describe()}")
-        print("# dry run: config and data are fine; nothing was trained or written")
+        if process_id == 0:
+            print(OmegaConf.to_yaml(cfg, resolve=True), end="")
+            print(f"# plan: {exp.describe()}")
+            print("# dry run: config and data are fine; nothing was trained or written")
         return False
-    if not line.multirun and any(o.split("=")[0].lstrip("+") == "hydra.run.dir" for o in line.overrides):
+    if explicit_dir and process_id == 0:
         from maml_cli.run_dir import check_resumable, check_usable
 
         run_dir = Path(hydra_node.run.dir)
         check_usable(run_dir)
         check_resumable(run_dir, cfg)  # before Hydra rewrites the run's .hydra/ record
+    if process_id != 0:  # process 0 writes the run's .hydra/ and train.log; the others log to stderr only
+        return ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
     return True
 
 
@@ -110,7 +124,10 @@ def run_job(cfg: DictConfig) -> float | None:
             with open(run_dir / "train.log", "a") as f:
                 f.write(f"[ERROR] {e}\n")
         cli.fail(APP, e)
-    print(summary.text(), file=sys.stderr)
+    from maml_cli.parallel import is_writer
+
+    if is_writer():
+        print(summary.text(), file=sys.stderr)
     # The value a sweeper optimises: the validation metric after the trained number of steps.
     val = summary.last_val
     return val.get("val/mse", val.get("val/accuracy"))

@@ -22,6 +22,7 @@ from maml_cli.config import UserError
 from maml_cli.evaluation import eval_key, run_episodes
 from maml_cli.experiment import build_experiment
 from maml_cli.metrics import MetricWriter, read_jsonl
+from maml_cli.parallel import initialize, is_writer
 from maml_cli.run_dir import RunDirError, RunLock, atomic_write_text, check_resumable, record_session
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ def _write_plots(exp, workdir: Path, state=None) -> None:
     from maml_cli.evaluation import regression_curves
 
     records = read_jsonl(workdir / "metrics.jsonl")
+    state = None if state is None else jax.device_get(state)  # host copies: drawn by this process alone
     title = f"{workdir.name}: {exp.cfg.algorithm.name}, {exp.cfg.dataset.name}"
     if records:
         plots.learning_curves(records, exp.metric, workdir / "plots" / "learning_curves.png", title)
@@ -115,7 +117,9 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> Summary:
     """Train (or resume) the run in ``workdir``; returns what the console summary shows."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    with RunLock(workdir):
+    initialize(cfg.distributed)  # maml-train did it before Hydra started; a direct caller may not have
+    # In a run over several processes, process 0 owns the run directory (parallel.py).
+    with RunLock(workdir) if is_writer() else contextlib.nullcontext():
         try:
             return _train(cfg, workdir)
         except OSError as e:  # a write that failed outside the checkpointer: full or read-only disk
@@ -137,8 +141,11 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
         if restored is not None:
             state, start = restored, restored_step
             log.info("resuming %s from step %d", workdir, start)
-    atomic_write_text(workdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    record_session(workdir, start)
+    state = exp.place(state)
+    writes = is_writer()
+    if writes:
+        atomic_write_text(workdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        record_session(workdir, start)
     log.info("%s", exp.describe())
 
     multi_step = exp.multi_step()
@@ -148,8 +155,8 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
     val_key = eval_key(cfg.eval.seed, "val")
 
     def validate_now(step: int) -> dict:
-        values = run_episodes(val_score, state.meta_params, state.meta_state, exp.sampler.data, val_key,
-                              cfg.eval.val_episodes, min(cfg.eval.batch_size, cfg.eval.val_episodes))
+        values = run_episodes(val_score, state.meta_params, state.meta_state, exp.data, val_key,
+                              cfg.eval.val_episodes, exp.eval_batch(min(cfg.eval.batch_size, cfg.eval.val_episodes)))
         means = values.mean(axis=0)
         return {f"val/{exp.metric}_pre": means[0], f"val/{exp.metric}": means[trained_steps],
                 f"val/{exp.metric}_step{val_steps}": means[val_steps]}
@@ -163,7 +170,7 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
     pending: list = []  # per-call metric arrays since the last log line
     show_bar = bool(t.progress) and sys.stderr.isatty()  # no carriage returns in redirected logs
     try:
-        writer = MetricWriter(workdir, resume_step=start)
+        writer = MetricWriter(workdir, resume_step=start) if writes else None
         with stop.installed(), logging_redirect_tqdm(), tqdm(
             total=t.steps, initial=start, unit="step", disable=not show_bar, dynamic_ncols=True,
             desc="meta-train",
@@ -181,7 +188,7 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
                     log.info("from step %d: %s", step, phase)
                     last_phase = phase
                 call_began = time.perf_counter()
-                state, chunk = multi_step(state, exp.sampler.data, end - step, phase)
+                state, chunk = multi_step(state, exp.data, end - step, phase)
                 chunk = jax.device_get(chunk)
                 train_seconds += time.perf_counter() - call_began
                 losses = chunk["train/query_loss"]
@@ -210,9 +217,9 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
                     last_val = {k: float(v) for k, v in validate_now(step).items()}
                     row.update(last_val)
                     log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in last_val.items()))
-                if row:
+                if row and writes:
                     writer.write(step, row)
-                if validated and t.plots:
+                if validated and t.plots and writes:
                     _write_plots(exp, workdir)
                 out_of_time = deadline is not None and time.perf_counter() >= deadline
                 if step % t.checkpoint_every == 0 or step == t.steps or out_of_time:
@@ -232,7 +239,7 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
     if start >= t.steps:
         log.info("%s is already trained to step %d (train.steps=%d): nothing to do", workdir, start, t.steps)
         last_val = {k: v for r in read_jsonl(workdir / "metrics.jsonl") for k, v in r.items() if k.startswith("val/")}
-    if t.plots and (step > start or not (workdir / "plots").is_dir()):
+    if writes and t.plots and (step > start or not (workdir / "plots").is_dir()):
         _write_plots(exp, workdir, state)
     return Summary(run_dir=workdir, start_step=start, step=step, steps=t.steps,
                    seconds=time.perf_counter() - began, last_val=last_val, metric=exp.metric)

@@ -1,8 +1,9 @@
 """Task samplers, found by ``dataset.name``.
 
 A sampler has ``spec`` (a TaskSpec), ``data`` (a pytree of device arrays, or None) and
-``sample(data, key, split, num_tasks) -> Episodes``, a pure function that runs inside jit, so
-tasks are drawn on the device with no host round trip. ``data`` is passed as an argument rather
+``sample(data, key, split, num_tasks, part=None) -> Episodes``, a pure function that runs inside
+jit, so tasks are drawn on the device with no host round trip; ``part = (index, parts)`` returns
+only that share of the same tasks, so each device of a sharded step draws only its own. ``data`` is passed as an argument rather
 than closed over so that datasets are not baked into compiled programs as constants.
 Splits: "train", "val", "test".
 """

@@ -33,8 +33,20 @@ class TaskSpec(NamedTuple):
         return "mse" if self.kind == "regression" else "accuracy"
 
 
+def task_part(tasks, part):
+    """Of the pytree ``tasks`` (leading task axis), the ``part = (index, parts)`` share: tasks
+    ``index * n .. (index + 1) * n - 1`` with ``n = tasks / parts``; ``index`` may be traced (a
+    device's position on the mesh). None: all of them."""
+    if part is None:
+        return tasks
+    index, parts = part
+    size = jax.tree.leaves(tasks)[0].shape[0] // parts
+    return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, index * size, size), tasks)
+
+
 def sample_classification_episodes(images: jax.Array, classes: jax.Array, key: jax.Array, num_tasks: int, *,
-                                   ways: int, shots: int, query_shots: int, rotate: bool = False) -> Episodes:
+                                   ways: int, shots: int, query_shots: int, rotate: bool = False,
+                                   part=None) -> Episodes:
     """N-way K-shot tasks from ``images`` uint8 [all classes, examples, H, W, C].
 
     Each task draws ``ways`` distinct classes from ``classes`` (the split's class indices) and,
@@ -67,7 +79,8 @@ def sample_classification_episodes(images: jax.Array, classes: jax.Array, key: j
             query_y=jnp.repeat(labels, query_shots),
         )
 
-    return jax.vmap(one_task)(jax.random.split(key, num_tasks))
+    # Each task has its own key, so a device asked for its ``part`` draws only its own tasks.
+    return jax.vmap(one_task)(task_part(jax.random.split(key, num_tasks), part))
 
 
 def check_task_shape(ways: int, shots: int, query_shots: int, split_classes: dict, examples_per_class: int,
@@ -107,9 +120,10 @@ class ImageClassTasks:
                          c.query_shots if query_shots is None else query_shots, self.splits,
                          self.examples_per_class, self.what, shots_from)
 
-    def sample(self, data, key, split: str, num_tasks: int, shots=None, query_shots=None) -> Episodes:
-        """``shots`` / ``query_shots`` replace the dataset's for this call (None: keep them)."""
+    def sample(self, data, key, split: str, num_tasks: int, shots=None, query_shots=None, part=None) -> Episodes:
+        """``shots`` / ``query_shots`` replace the dataset's for this call (None: keep them);
+        ``part = (index, parts)``: only that share of the ``num_tasks`` tasks (``task_part``)."""
         c = self.cfg
         return sample_classification_episodes(
             data["images"], data[split], key, num_tasks, ways=c.ways, shots=c.shots if shots is None else shots,
-            query_shots=c.query_shots if query_shots is None else query_shots, rotate=self.rotate)
+            query_shots=c.query_shots if query_shots is None else query_shots, rotate=self.rotate, part=part)

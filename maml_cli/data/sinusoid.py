@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from maml_cli.data.episodes import Episodes, TaskSpec
+from maml_cli.data.episodes import Episodes, TaskSpec, task_part
 
 
 class SinusoidTasks:
@@ -28,8 +28,11 @@ class SinusoidTasks:
         phase = jax.random.uniform(k_phase, (num_tasks, 1, 1), minval=c.phase_min, maxval=c.phase_max)
         return amplitude, phase
 
-    def sample(self, data, key: jax.Array, split: str, num_tasks: int, shots=None, query_shots=None) -> Episodes:
-        """``shots`` / ``query_shots`` replace the dataset's K for this call (None: keep it)."""
+    def sample(self, data, key: jax.Array, split: str, num_tasks: int, shots=None, query_shots=None,
+               part=None) -> Episodes:
+        """``shots`` / ``query_shots`` replace the dataset's K for this call (None: keep it);
+        ``part = (index, parts)``: only that share of the tasks (``task_part``). The draws are a few
+        numbers per task, so every part draws them all and keeps its own."""
         del data, split  # tasks are infinite; splits differ only by the caller's key
         c = self.cfg
         shots = c.shots if shots is None else shots
@@ -40,9 +43,9 @@ class SinusoidTasks:
             k_x, (num_tasks, shots + query_shots, 1), minval=c.x_min, maxval=c.x_max
         )
         y = amplitude * jnp.sin(x - phase)
-        return Episodes(
+        return task_part(Episodes(
             support_x=x[:, :shots],
             support_y=y[:, :shots],
             query_x=x[:, shots:],
             query_y=y[:, shots:],
-        )
+        ), part)

@@ -42,15 +42,22 @@ def init_state(algorithm, input_shape: tuple, optimizer: optax.GradientTransform
 
 
 def make_train_step(sample: Callable, algorithm, optimizer: optax.GradientTransformation, meta_batch_size: int,
-                    metric_name: str) -> Callable:
+                    metric_name: str, mesh=None) -> Callable:
     """``train_step(state, data, phase) -> (state, metrics)``: draw tasks on the device from
-    ``data`` (the sampler's arrays), one outer update."""
+    ``data`` (the sampler's arrays), one outer update. With a ``mesh``, the tasks are split over
+    its devices (``maml_cli/parallel.py``); the update is the same."""
 
     def train_step(state: TrainState, data, phase):
         task_key, algorithm_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
-        episodes = sample(data, task_key, "train", meta_batch_size, shots=algorithm.train_shots)
-        grads, meta_state, out = algorithm.meta_gradient(state.meta_params, state.meta_state, episodes,
-                                                         algorithm_key, state.step, phase)
+        if mesh is None:
+            episodes = sample(data, task_key, "train", meta_batch_size, shots=algorithm.train_shots)
+            grads, meta_state, out = algorithm.meta_gradient(state.meta_params, state.meta_state, episodes,
+                                                             algorithm_key, state.step, phase)
+        else:
+            from maml_cli.parallel import sharded_meta_gradient
+
+            grads, meta_state, out = sharded_meta_gradient(mesh, sample, algorithm, meta_batch_size, phase)(
+                state.meta_params, state.meta_state, data, task_key, algorithm_key, state.step)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.meta_params)
         new_state = state.replace(step=state.step + 1, meta_params=optax.apply_updates(state.meta_params, updates),
                                   opt_state=opt_state, meta_state=meta_state)
