@@ -49,8 +49,10 @@ PATH_KEYS = ("path", "data_dir", "cache_dir")
 class App:
     """One console command: its config name, the groups it offers, its usage text."""
 
-    def __init__(self, name: str, config_name: str, groups: Sequence[str], usage: str):
+    def __init__(self, name: str, config_name: str, groups: Sequence[str], usage: str, plugins: Optional[dict] = None):
         self.name, self.config_name, self.groups, self.usage = name, config_name, tuple(groups), usage
+        # "group=option" -> (module, pip package): options that need a Hydra plugin installed.
+        self.plugins = plugins or {}
 
 
 def fail(app: App, error: UserError) -> None:
@@ -155,6 +157,11 @@ class Composer:
 
 
 def _values(override) -> list:
+    from hydra.core.override_parser.types import ValueType
+
+    if override.value_type == ValueType.INTERVAL_SWEEP:  # a search range (search=optuna): check its ends
+        sweep = override.value()
+        return [str(sweep.start), str(sweep.end)]
     if override.is_sweep_override():
         return list(override.sweep_string_iterator())
     value = override.value()
@@ -176,6 +183,7 @@ def check_overrides(composer: Composer, parsed: list) -> None:
                 if v not in groups[name]:
                     raise UserError(f"unknown {name} option {v!r}{did_you_mean(v, groups[name])}; "
                                     f"options: {', '.join(groups[name])}")
+                _check_plugin(app, f"{name}={v}")
             choices[name] = values or [None]
     # The keys of every configuration the command line can compose.
     combos = list(itertools.product(*[[(g, v) for v in vs] for g, vs in choices.items()]))[:16]
@@ -193,6 +201,17 @@ def check_overrides(composer: Composer, parsed: list) -> None:
             raise UserError(_unknown_key(composer, name, keys, groups, choices))
         if o.type == OverrideType.ADD:
             raise UserError(f"{name} is already a config key: set it with {name}=..., without the +")
+
+
+def _check_plugin(app: App, choice: str) -> None:
+    if choice not in app.plugins:
+        return
+    import importlib.util
+
+    module, package = app.plugins[choice]
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"{choice} needs Hydra's plugin {package}, which is not installed: "
+                        'pip install "maml-cli[cluster]" (or pip install -e ".[cluster]" in a checkout)')
 
 
 def _unknown_key(composer: Composer, name: str, keys: set, groups: dict, choices: dict) -> str:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from maml_cli import cli
@@ -27,7 +30,15 @@ register_configs()
 for _name in ("absl", "jax._src.xla_bridge", "matplotlib"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-APP = cli.App("maml-train", "train", groups=("dataset", "model", "algorithm", "experiment"), usage="""\
+PLUGINS = {
+    "launcher=joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+    "launcher=slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "search=optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+}
+
+APP = cli.App("maml-train", "train", groups=("dataset", "model", "algorithm", "experiment", "launcher", "search"),
+              plugins=PLUGINS, usage="""\
 maml-train: meta-train MAML and its family; resumable, sweepable (Hydra).
 
 Usage:
@@ -41,6 +52,9 @@ Examples:
   maml-train experiment=omniglot_5w1s algorithm=mamlpp dataset.path=DIR   # MAML++'s paper settings
   maml-train hydra.run.dir=runs/o5 ...             # the same command again resumes the run
   maml-eval run_dir=runs/o5                        # score a run on test tasks
+  maml-train -m launcher=joblib seed=0,1,2,3       # sweep jobs in parallel (pip install -e ".[cluster]")
+  maml-train -m search=optuna experiment=sinusoid_paper   # hyperparameter search
+  maml-report multirun/<date>                      # one table over a sweep's runs
 
 Algorithms (algorithm=NAME):
   maml     second-order MAML (Finn et al. 2017)
@@ -112,18 +126,24 @@ def run_job(cfg: DictConfig) -> float | None:
     from maml_cli.trainer import TrainingInterrupted, train_and_evaluate
 
     enable_compilation_cache()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         prepare(cfg)
         summary = train_and_evaluate(cfg, run_dir)
     except TrainingInterrupted as e:
         log.warning("%s", e)
         sys.exit(cli.EXIT_INTERRUPTED)
-    except UserError as e:
-        if not remove_if_not_a_run(run_dir):  # a real run: keep the reason with it
+    except Exception as e:
+        if not in_sweep and not isinstance(e, UserError):
+            raise
+        if in_sweep or not remove_if_not_a_run(run_dir):  # a real run or a sweep's job: keep the reason with it
             with open(run_dir / "train.log", "a") as f:
-                f.write(f"[ERROR] {e}\n")
-        cli.fail(APP, e)
+                f.write(f"[ERROR] {e if isinstance(e, UserError) else traceback.format_exc()}\n")
+        if not in_sweep:
+            cli.fail(APP, e)
+        return sweep_job_failed(hydra_cfg, run_dir, e)
     from maml_cli.parallel import is_writer
 
     if is_writer():
@@ -131,6 +151,22 @@ def run_job(cfg: DictConfig) -> float | None:
     # The value a sweeper optimises: the validation metric after the trained number of steps.
     val = summary.last_val
     return val.get("val/mse", val.get("val/accuracy"))
+
+
+class SweepJobFailed(CompactHydraException):
+    """A sweep's job failed; Hydra's launchers run the other jobs, then report it (compact: the
+    message, no traceback)."""
+
+
+def sweep_job_failed(hydra_cfg, run_dir: Path, error: Exception) -> float:
+    """One failed job must not stop a sweep: its error stays in its train.log, and Hydra hears of
+    it in the way that lets the other jobs go on. An Optuna search counts the trial as the worst
+    value for its direction (Optuna stops a study on a raised error); other sweepers get an error,
+    which Hydra's launchers collect and report after every job has run (exit code 1)."""
+    print(f"{APP.name}: error: job {hydra_cfg.job.num} ({run_dir}) failed: {error}", file=sys.stderr)
+    if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower():
+        return float("inf") if str(hydra_cfg.sweeper.direction).lower().endswith("minimize") else float("-inf")
+    raise SweepJobFailed(f"job {hydra_cfg.job.num} ({run_dir}): {error} (details in its train.log)") from None
 
 
 if __name__ == "__main__":

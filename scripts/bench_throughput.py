@@ -4,6 +4,7 @@
     python scripts/bench_throughput.py --presets omniglot_5w1s --write-docs
     python scripts/bench_throughput.py --presets "omniglot_5w1s algorithm=anil"   # a preset + overrides
     python scripts/bench_throughput.py --memory               # peak memory vs inner steps, +- remat
+    python scripts/bench_throughput.py --presets omniglot_5w1s --devices 1 2 4   # the meta-batch over N devices
 
 Each preset runs in its own process (clean memory and compile figures). Per preset:
 ``tasks_per_s`` (meta_batch_size / median step time), ``gflops_per_s`` (the step's matmul and
@@ -156,20 +157,21 @@ def bench_one(line: str, measure_steps: int) -> dict:
     cfg = _compose(preset, *overrides)
     t = cfg.train
     exp = build_experiment(cfg)
-    state = exp.init_state()
+    state = exp.place(exp.init_state())
+    data = exp.data
     multi = exp.multi_step()
     tic = time.perf_counter()
-    compiled = multi.lower(state, exp.sampler.data, 1, exp.phase_at(0)).compile()
+    compiled = multi.lower(state, data, 1, exp.phase_at(0)).compile()
     compile_s = time.perf_counter() - tic
     flops = _step_flops(exp, state)
     xla_flops = _xla_flops(compiled)
     for _ in range(3):  # warm-up
-        state, _ = compiled(state, exp.sampler.data)
+        state, _ = compiled(state, data)
     jax.block_until_ready(state)
     times = []
     for _ in range(measure_steps):
         tic = time.perf_counter()
-        state, _ = compiled(state, exp.sampler.data)
+        state, _ = compiled(state, data)
         jax.block_until_ready(state)
         times.append(time.perf_counter() - tic)
     step_s = float(np.median(times))
@@ -211,6 +213,7 @@ def bench_one(line: str, measure_steps: int) -> dict:
         "conv_impl": exp.execution.conv_impl,
         "backend": jax.default_backend(),
         "device": jax.devices()[0].device_kind,
+        "devices": 1 if exp.mesh is None else exp.mesh.size,
         "jax": jax.__version__,
     }
 
@@ -266,8 +269,10 @@ def memory_one(preset: str, inner_steps: int, remat: bool) -> dict:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
-def _child(args: list) -> dict:
+def _child(args: list, devices: int = 0) -> dict:
     env = dict(os.environ, MAML_CLI_COMPILE_CACHE="off")
+    if devices:  # on CPU, that many simulated devices (XLA must hear it before JAX starts)
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise SystemExit(f"benchmark child {args} failed:\n{out.stderr[-3000:]}")
@@ -285,6 +290,9 @@ def main() -> None:
     ap.add_argument("--section", help="the docs/performance.md section to write (default: from the lines)")
     ap.add_argument("--interleave", action="store_true",
                     help="time the lines side by side in one process, round-robin (for ratios between lines)")
+    ap.add_argument("--devices", type=int, nargs="+",
+                    help="time each line with train.devices=N for each N; on CPU, N simulated devices of the same "
+                         "cores (this shows the sharding's overhead, not a speed-up)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -305,6 +313,16 @@ def main() -> None:
             print(json.dumps(r), flush=True)
         if args.write_docs:
             _write_interleaved_docs(results, shlex.join(sys.argv[1:]), args.section or "throughput-interleaved")
+        return
+
+    if args.devices:
+        results = []
+        for preset in args.presets:
+            for n in args.devices:
+                results.append(_child(["--child", "bench", f"{preset} train.devices={n}", str(args.steps)], devices=n))
+                print(json.dumps(results[-1]), flush=True)
+        if args.write_docs:
+            _write_devices_docs(results, shlex.join(sys.argv[1:]), args.section or "devices-simulated-cpu")
         return
 
     results, memory = [], []
@@ -335,6 +353,26 @@ def _write_interleaved_docs(results: list, argv: str, section: str) -> None:
         q = r["step_ms_quartiles"]
         lines.append(f"| `{r['preset']}` | {r['algorithm']} | {r['meta_batch_size']} | {r['step_ms_median']} "
                      f"[{q[0]}-{q[1]}] | {r['tasks_per_s']} | {r['step_time_vs_first']:.2f} |")
+    lines += ["", "Raw output:", "", "```", *[json.dumps(r) for r in results], "```"]
+    replace_section(REPO / "docs" / "performance.md", section, "\n".join(lines))
+
+
+def _write_devices_docs(results: list, argv: str, section: str) -> None:
+    from _report import machine, replace_section, today
+
+    lines = [f"Measured {today()} on {machine()} with `python scripts/bench_throughput.py {argv}`: the meta-batch "
+             "split over N devices (`train.devices=N`); on CPU these are simulated devices "
+             "(`--xla_force_host_platform_device_count`) sharing the same 2 cores. Each simulated device runs "
+             "its share on its own thread: a convolutional step that one device runs mostly on one core then uses "
+             "both (a CPU-only gain, not a multi-device one), while a tiny step only pays for the collectives. "
+             "Real devices: see the GPU section when one was lent.", "",
+             "| line | devices | tasks/s | step (ms) | step time / 1 device's | compile (s) |", "|---|---|---|---|---|---|"]
+    base = {}
+    for r in results:
+        line = r["preset"].rsplit(" train.devices=", 1)[0]
+        base.setdefault(line, r["step_ms_median"])
+        lines.append(f"| `{line}` | {r['devices']} | {r['tasks_per_s']} | {r['step_ms_median']} | "
+                     f"{r['step_ms_median'] / base[line]:.2f} | {r['compile_s']} |")
     lines += ["", "Raw output:", "", "```", *[json.dumps(r) for r in results], "```"]
     replace_section(REPO / "docs" / "performance.md", section, "\n".join(lines))
 
