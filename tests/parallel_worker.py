@@ -73,6 +73,10 @@ def main() -> None:
                     {k: v["kernel"] for k, v in single[1]["model"].items() if k in biases},
                     {k: v for k, v in sharded[1]["model"].items() if k not in biases} |
                     {k: v["kernel"] for k, v in sharded[1]["model"].items() if k in biases})
+                # Those biases shift the running means by as much; the running variances do not see them.
+                out[f"{name}/{devices}"]["meta_state"] = gap(
+                    {k: v["var"] for k, v in single[2]["batch_stats"].items()},
+                    {k: v["var"] for k, v in sharded[2]["batch_stats"].items()})
     # The trap the module docstring warns of: without marking the parameters as varying, the inner
     # gradients would be summed over devices (so this must differ).
     parallel.varying = lambda tree: tree
