@@ -73,6 +73,8 @@ def evaluate_run(app: DictConfig) -> dict:
             if value is not None:
                 cfg.dataset[key] = value
     cfg.train.devices = app.devices  # where it is scored now, not where it was trained
+    for key in ("coordinator", "num_processes", "process_id"):  # one process, whatever trained the run
+        cfg.distributed[key] = None
     cli.absolute_paths(cfg)
     validate(cfg)
     if not (run_dir / "checkpoints").is_dir():
