@@ -18,7 +18,6 @@ from maml_cli.meta.algorithms import Algorithm, build_algorithm
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.meta.outer import TrainState, init_state, make_multi_step, make_train_step
 from maml_cli.models import build_model
-from maml_cli.parallel import replicate
 
 
 @dataclass
@@ -35,12 +34,12 @@ class Experiment:
     def data(self):
         """The sampler's arrays, on every device of the mesh."""
         if self._data is None:
-            self._data = replicate(self.sampler.data, self.mesh)
+            self._data = parallel.replicate(self.sampler.data, self.mesh)
         return self._data
 
     def place(self, state: TrainState) -> TrainState:
         """A state (initial or restored) replicated on the mesh's devices."""
-        return replicate(state, self.mesh)
+        return parallel.replicate(state, self.mesh)
 
     def eval_batch(self, batch_size: int) -> int:
         """``batch_size`` rounded up to a multiple of the devices (the extra episodes are padding)."""
