@@ -306,8 +306,12 @@ def meaning(schema_class, field_name: str) -> str:
 
 
 def _section_schemas(app: App, cfg: DictConfig) -> dict:
+    if app.config_name == "adapt":
+        return {"": schema.AdaptAppConfig}
     if app.config_name == "eval":
-        return {"": schema.EvalAppConfig, "eval": schema.EvalOverrides, "dataset": schema.EvalDatasetOverrides}
+        dataset = cfg.get("dataset") or {}
+        return {"": schema.EvalAppConfig, "eval": schema.EvalOverrides,
+                "dataset": schema.DATASET_SCHEMAS.get(dataset.get("name"), schema.EvalDatasetOverrides)}
     return {"": schema.TrainConfig, "train": schema.TrainLoopConfig, "eval": schema.EvalConfig,
             "dataset": schema.DATASET_SCHEMAS.get(cfg.dataset.name, schema.DatasetConfig),
             "model": schema.MODEL_SCHEMAS.get(cfg.model.name, schema.ModelConfig),

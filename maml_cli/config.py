@@ -106,6 +106,27 @@ class MiniImageNetConfig(DatasetConfig):
     images_per_class: Optional[int] = None  # images every class must hold (null: the same number, 600 in the real set)
 
 
+@dataclass
+class ImageFolderConfig(DatasetConfig):
+    """Your own images, one folder per class: ROOT/<class>/<image> (classes split at random) or
+    ROOT/{train,val,test}/<class>/<image> (the split is the folders')."""
+
+    name: str = "image_folder"
+    ways: int = 5
+    shots: int = 1
+    query_shots: int = 1
+    layout: str = "auto"  # auto | classes (ROOT/<class>, split at random) | splits (ROOT/train|val|test/<class>)
+    train_classes: float = 0.6  # layout=classes: meta-train classes, a count or (below 1) a fraction
+    val_classes: float = 0.2  # layout=classes: meta-validation classes (the rest are the test split)
+    split_seed: int = 0  # layout=classes: the seed of the random class split
+    image_size: int = 84  # image side after resizing (images of any size and shape are resized to it)
+    channels: Optional[int] = None  # 1 (grey) | 3 (RGB): convert every image; null: as the files are (all alike)
+    invert: bool = False  # invert the pixels (dark ink on white -> bright on black, as Omniglot is stored)
+    resample: str = "lanczos"  # lanczos | bilinear | nearest: the resizing filter
+    rotate: bool = False  # rotate each class of a task by a random multiple of 90 degrees
+    cache_dir: Optional[str] = None  # decoded arrays (default $MAML_CLI_CACHE or ~/.cache/maml-cli)
+
+
 # --- model ---------------------------------------------------------------------------------------
 
 
@@ -260,7 +281,8 @@ class EvalOverrides:
 
 @dataclass
 class EvalDatasetOverrides:
-    """Where the run's data is now, when it moved since training (null keeps the run's)."""
+    """Where the run's data is now, when it moved since training (null keeps the run's). With
+    dataset=NAME instead, the run is scored on tasks of that dataset (cross-domain evaluation)."""
 
     path: Optional[str] = None  # the dataset's folder (dataset.path of the run)
     data_dir: Optional[str] = None  # TFDS data_dir (Omniglot without dataset.path)
@@ -273,12 +295,33 @@ class EvalAppConfig:
     checkpoint: Optional[int] = None  # step to evaluate (null: the latest)
     split: str = "test"  # test | val | train
     devices: str = "auto"  # devices the episodes are split over: auto (all) | N (the first N)
+    output: Optional[str] = None  # the record's file, a .png beside it (null: RUN_DIR/eval.json, or eval_NAME.json)
     eval: EvalOverrides = field(default_factory=EvalOverrides)
-    dataset: EvalDatasetOverrides = field(default_factory=EvalDatasetOverrides)
+    # The run's own data (where it is now), or with dataset=NAME another dataset's tasks; the
+    # group's schema checks the keys (EvalDatasetOverrides, or that dataset's).
+    dataset: Any = None
     progress: bool = True  # show a progress bar (only when stderr is a terminal)
 
 
-DATASET_SCHEMAS = {"sinusoid": SinusoidConfig, "omniglot": OmniglotConfig, "miniimagenet": MiniImageNetConfig}
+# --- maml-adapt ----------------------------------------------------------------------------------
+
+
+@dataclass
+class AdaptAppConfig:
+    run_dir: str = MISSING  # a maml-train run directory (required)
+    support: str = MISSING  # classification: a folder with one folder of images per class; regression: a CSV of x,y
+    query: str = MISSING  # images to predict (a folder, class folders to score, or one file); regression: CSV of x or START:STOP:NUM
+    checkpoint: Optional[int] = None  # step to use (null: the latest)
+    inner_steps: Optional[int] = None  # adaptation steps (null: the run's eval.inner_steps)
+    out_dir: str = "."  # where predictions.csv, predictions.json (and adapted.png for regression) go
+    save_adapted: Optional[str] = None  # also save the adapted parameters to this .npz file
+    invert: Optional[bool] = None  # invert pixels (dark ink on white -> bright on black; null: as the run's data was read)
+    allow_single_query: bool = False  # predict one query image alone with transductive batch norm (unreliable)
+    seed: int = 0  # randomness of the adaptation (Reptile's mini-batches)
+
+
+DATASET_SCHEMAS = {"sinusoid": SinusoidConfig, "omniglot": OmniglotConfig, "miniimagenet": MiniImageNetConfig,
+                   "image_folder": ImageFolderConfig}
 MODEL_SCHEMAS = {"mlp": MLPConfig, "conv4": Conv4Config}
 ALGORITHM_SCHEMAS = {"maml": AlgorithmConfig, "fomaml": AlgorithmConfig, "anil": AlgorithmConfig,
                      "metasgd": MetaSGDConfig, "mamlpp": MAMLPlusPlusConfig, "reptile": ReptileConfig}
@@ -302,6 +345,8 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="_train_schema", node=TrainConfig)
     cs.store(name="_eval_schema", node=EvalAppConfig)
+    cs.store(name="_adapt_schema", node=AdaptAppConfig)
+    cs.store(group="dataset", name="_schema_run_data", node=EvalDatasetOverrides)
     for name, node in DATASET_SCHEMAS.items():
         cs.store(group="dataset", name=f"_schema_{name}", node=node)
     for name, node in MODEL_SCHEMAS.items():
@@ -367,6 +412,15 @@ def validate(cfg: DictConfig) -> None:
         need(d.amplitude_min <= d.amplitude_max, "dataset.amplitude_min must be <= amplitude_max")
         need(d.phase_min <= d.phase_max, "dataset.phase_min must be <= phase_max")
         need(d.x_min < d.x_max, "dataset.x_min must be < x_max")
+    if d.name == "image_folder":
+        need(d.layout in ("auto", "classes", "splits"), one_of("dataset.layout", d.layout, ("auto", "classes", "splits")))
+        need(d.channels in (None, 1, 3), f"dataset.channels must be 1, 3 or null (got {d.channels})")
+        need(d.image_size >= 1, f"dataset.image_size must be >= 1 (got {d.image_size})")
+        need(d.resample in ("lanczos", "bilinear", "nearest"),
+             one_of("dataset.resample", d.resample, ("lanczos", "bilinear", "nearest")))
+        for key in ("train_classes", "val_classes"):
+            need(d[key] >= 0 and (d[key] < 1 or d[key] == int(d[key])),
+                 f"dataset.{key} must be a whole number of classes or a fraction below 1 (got {d[key]})")
     need(a.inner_lr >= 0, f"algorithm.inner_lr must be >= 0 (got {a.inner_lr})")
     need(a.inner_steps >= 0, f"algorithm.inner_steps must be >= 0 (got {a.inner_steps})")
     need(t.steps >= 0, f"train.steps must be >= 0 (got {t.steps})")

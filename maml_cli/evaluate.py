@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from maml_cli import cli
-from maml_cli.config import SPLITS, UserError, load_run_config, one_of, register_configs, validate
+from maml_cli.config import SPLITS, UserError, conform, one_of, register_configs, validate
 
 log = logging.getLogger("maml_cli.evaluate")
 register_configs()
@@ -28,7 +28,7 @@ for _name in ("jax._src.xla_bridge", "matplotlib"):
 # errors are reported once, by us.
 logging.getLogger("absl").setLevel(logging.CRITICAL)
 
-APP = cli.App("maml-eval", "eval", groups=(), usage="""\
+APP = cli.App("maml-eval", "eval", groups=("dataset",), usage="""\
 maml-eval: score a maml-train run on fresh tasks; writes eval.json and eval.png into the run.
 
 Usage:
@@ -39,39 +39,89 @@ Examples:
   maml-eval run_dir=runs/o5                        # latest checkpoint, 600 test tasks
   maml-eval run_dir=runs/o5 checkpoint=20000 split=val eval.inner_steps=10
   maml-eval run_dir=runs/o5 dataset.path=DIR       # the data moved since training
+  maml-eval run_dir=runs/o5 dataset=image_folder dataset.path=DIR   # cross-domain: tasks from DIR
 
 The model, algorithm and dataset are the run's own (its config.yaml); the keys below change only
-how it is scored and where its data is now.""")
+how it is scored and where its data is now. With dataset=NAME the run is scored on that dataset's
+tasks instead, recorded in eval_NAME.json (its "data" says which): ways, shots, query_shots, image
+size and channels follow the run unless given, and every class of an image folder is a test class
+unless a split is given.""")
 
 
-def evaluate_run(app: DictConfig) -> dict:
-    """Evaluate the run named by ``app.run_dir``; returns (and writes) the eval.json record."""
+# Keys of a cross-domain dataset that follow the run unless given: the task shape it was trained on.
+RUN_TASK_KEYS = ("ways", "shots", "query_shots")
+
+
+def given_keys() -> set:
+    """The keys set on the command line (inside Hydra's job; empty elsewhere)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    return {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+
+
+def cross_domain_dataset(app_dataset: DictConfig, run_cfg: DictConfig, run_shape: tuple, given: set) -> DictConfig:
+    """The dataset to score the run on: ``app_dataset`` with what was not given taken from the run
+    (its task shape, its image size and channels). Every class of a folder is a test class unless
+    the split was given."""
+    d = OmegaConf.to_container(app_dataset, resolve=True)
+    for key in RUN_TASK_KEYS:
+        if f"dataset.{key}" not in given and key in run_cfg.dataset:
+            d[key] = run_cfg.dataset[key]
+    if len(run_shape) == 3:
+        for key, value in (("image_size", run_shape[0]), ("channels", run_shape[2])):
+            if key in d and f"dataset.{key}" not in given:
+                d[key] = value
+    if d.get("name") == "image_folder" and not {"dataset.train_classes", "dataset.val_classes"} & given:
+        d["train_classes"], d["val_classes"] = 0, 0
+    return OmegaConf.create(d)
+
+
+def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
+    """Evaluate the run named by ``app.run_dir``; returns (and writes) the eval.json record.
+    ``given``: the keys set on the command line (None: read from Hydra)."""
     from tqdm import tqdm
 
     from maml_cli import plots
-    from maml_cli.checkpoints import Checkpointer
     from maml_cli.evaluation import eval_key, run_episodes, summarize
     from maml_cli.execution import enable_compilation_cache
     from maml_cli.experiment import build_experiment
     from maml_cli.models import describe_batch_norm
     from maml_cli.run_dir import atomic_write_text, environment
+    from maml_cli.trained_run import open_run, restore_state, run_spec
 
     enable_compilation_cache()
 
     run_dir = Path(app.run_dir)
     if app.split not in SPLITS:
         raise UserError(one_of("split", app.split, SPLITS))
-    if not run_dir.is_dir():
-        raise UserError(f"run_dir={run_dir} {'is a file' if run_dir.exists() else 'does not exist'}: pass "
-                        "the folder maml-train wrote (its hydra.run.dir, or runs/<date>_<time>)")
-    cfg = load_run_config(run_dir)
+    cfg = open_run(run_dir)
     for key, value in app.eval.items():
         if value is not None:
             cfg.eval[key] = value
-    with open_dict(cfg.dataset):
-        for key, value in app.dataset.items():
-            if value is not None:
-                cfg.dataset[key] = value
+    trained_on = OmegaConf.to_container(cfg.dataset, resolve=True)
+    cross_domain = bool(app.dataset.get("name"))
+    run_shape = run_spec(run_dir, cfg).input_shape
+    if cross_domain:
+        new = cross_domain_dataset(app.dataset, cfg, run_shape, given_keys() if given is None else given)
+        if new.ways != cfg.dataset.ways:
+            raise UserError(f"the run was trained on {cfg.dataset.ways}-way tasks (its model has {cfg.dataset.ways} "
+                            f"outputs); it cannot score dataset.ways={new.ways}. For fewer classes of your own, "
+                            "use maml-adapt (it masks the unused outputs)")
+        if len(run_shape) == 3 and "image_size" in new and (new.image_size, new.get("channels") or run_shape[2]) \
+                != (run_shape[0], run_shape[2]):
+            raise UserError(f"the run's model takes {run_shape[0]}x{run_shape[1]} images with {run_shape[2]} "
+                            f"channel(s); dataset.image_size={new.image_size} dataset.channels={new.get('channels')} "
+                            "do not match: leave them unset to follow the run")
+        raw = OmegaConf.to_container(cfg, resolve=True)
+        raw["dataset"] = OmegaConf.to_container(new)
+        cfg = conform(OmegaConf.create(raw), source="the cross-domain dataset")
+    else:
+        with open_dict(cfg.dataset):
+            for key, value in app.dataset.items():
+                if value is not None:
+                    cfg.dataset[key] = value
     cfg.train.devices = app.devices  # where it is scored now, not where it was trained
     for key in ("coordinator", "num_processes", "process_id"):  # one process, whatever trained the run
         cfg.distributed[key] = None
@@ -81,11 +131,13 @@ def evaluate_run(app: DictConfig) -> dict:
         raise UserError(f"{run_dir} has no checkpoints/ yet: train it first (maml-train hydra.run.dir={run_dir})")
 
     exp = build_experiment(cfg, training=False)
-    checkpointer = Checkpointer(run_dir / "checkpoints", read_only=True)
-    try:
-        state = exp.place(checkpointer.restore(exp.init_state(), app.checkpoint))
-    finally:
-        checkpointer.close()
+    if hasattr(exp.sampler, "require"):
+        exp.sampler.require(app.split)
+    if tuple(exp.spec.input_shape) != tuple(run_shape):
+        raise UserError(f"the run's model takes examples of shape {tuple(run_shape)}, but dataset "
+                        f"{cfg.dataset.name} gives {tuple(exp.spec.input_shape)}: set dataset.image_size / "
+                        "dataset.channels to the run's (or leave them unset to follow it)")
+    state = restore_state(exp, run_dir, app.checkpoint)
     step = int(state.step)
 
     e = cfg.eval
@@ -105,6 +157,9 @@ def evaluate_run(app: DictConfig) -> dict:
         "query_shots": int(cfg.dataset.query_shots if e.query_shots is None else e.query_shots),
         "eval_seed": int(e.seed),
         "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        # Which data the tasks came from; cross-domain: not the data the run was trained on.
+        "data": {"name": cfg.dataset.name, "source": exp.sampler.source, "cross_domain": cross_domain,
+                 "trained_on": {k: trained_on.get(k) for k in ("name", "path") if k in trained_on}},
         "algorithm": cfg.algorithm.name,
         "first_order": bool(cfg.algorithm.first_order),
         "algorithm_settings": OmegaConf.to_container(cfg.algorithm, resolve=True),
@@ -117,13 +172,22 @@ def evaluate_run(app: DictConfig) -> dict:
         "per_step": summarize(values),
         "environment": environment(),
     }
+    output = record_path(app, cfg.dataset.name if cross_domain else None)
     try:
-        atomic_write_text(run_dir / "eval.json", json.dumps(record, indent=2) + "\n")
-        plots.eval_curve(record, run_dir / "eval.png")
+        atomic_write_text(output, json.dumps(record, indent=2) + "\n")
+        plots.eval_curve(record, output.with_suffix(".png"))
     except OSError as err:
         print(format_table(record))
-        raise UserError(f"cannot write eval.json into {run_dir} ({err.strerror or err}); the scores are above") from err
+        raise UserError(f"cannot write {output} ({err.strerror or err}); the scores are above") from err
     return record
+
+
+def record_path(app: DictConfig, other_dataset: Optional[str] = None) -> Path:
+    """Where the record goes: ``output``, else the run's eval.json (eval_NAME.json when scored on
+    another dataset, so the run's own record is kept)."""
+    if app.get("output"):
+        return Path(app.output)
+    return Path(app.run_dir) / ("eval.json" if other_dataset is None else f"eval_{other_dataset}.json")
 
 
 def format_table(record: dict) -> str:
@@ -156,7 +220,10 @@ def run_job(app: DictConfig) -> None:
     except UserError as e:
         cli.fail(APP, e)
     print(format_table(record))
-    print(f"wrote {Path(app.run_dir) / 'eval.json'} and eval.png")
+    if record["data"]["cross_domain"]:
+        print(f"cross-domain: tasks from {record['data']['source']}")
+    output = record_path(app, record["data"]["name"] if record["data"]["cross_domain"] else None)
+    print(f"wrote {output} and {output.with_suffix('.png').name}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from maml_cli import parallel
-from maml_cli.data import build_sampler
+from maml_cli.data import TaskSpec, build_sampler
 from maml_cli.evaluation import make_scorer
 from maml_cli.execution import Execution, plan_execution
 from maml_cli.meta.algorithms import Algorithm, build_algorithm
@@ -27,6 +27,7 @@ class Experiment:
     algorithm: Algorithm
     optimizer: Any
     execution: Execution  # how the math runs on this backend (auto settings resolved)
+    spec: Any = None  # the tasks' TaskSpec (the sampler's; given when no data is read: maml-adapt)
     mesh: Any = None  # the devices the tasks are split over (maml_cli/parallel.py); None: one device
     _data: Any = None
 
@@ -48,14 +49,22 @@ class Experiment:
 
     @property
     def metric(self) -> str:
-        return self.sampler.spec.metric
+        return self.spec.metric
+
+    def data_record(self) -> dict:
+        """What the run was trained on, for ``data.json``: maml-eval and maml-adapt read the input
+        shape from it without reading the data."""
+        splits = getattr(self.sampler, "splits", None)
+        return {"dataset": self.cfg.dataset.name, "input_shape": list(self.spec.input_shape),
+                "output_dim": self.spec.output_dim, "kind": self.spec.kind, "source": self.sampler.source,
+                **({"classes": {k: len(v) for k, v in splits.items()}} if splits else {})}
 
     @property
     def network(self):
         return self.algorithm.network
 
     def init_state(self, seed: Optional[int] = None) -> TrainState:
-        return init_state(self.algorithm, self.sampler.spec.input_shape, self.optimizer,
+        return init_state(self.algorithm, self.spec.input_shape, self.optimizer,
                           self.cfg.seed if seed is None else seed)
 
     def multi_step(self) -> Callable:
@@ -77,7 +86,7 @@ class Experiment:
         import jax
 
         return (f"{self.algorithm.cfg.name} on {jax.default_backend()} ({parallel.describe(self.mesh)}): "
-                f"{self.execution.describe()}; data: {self.sampler.source}")
+                f"{self.execution.describe()}; data: {self.sampler.source if self.sampler else 'none read'}")
 
     def scorer(self, split: str, inner_steps: int) -> Callable:
         return make_scorer(self.sampler.sample, self.algorithm, inner_steps=inner_steps, split=split,
@@ -88,32 +97,37 @@ class Experiment:
 _LAST_BUILT: dict = {}  # the last config built -> its Experiment (maml-train checks, then trains)
 
 
-def build_experiment(cfg: DictConfig, training: bool = True) -> Experiment:
+def build_experiment(cfg: DictConfig, training: bool = True, spec: Optional[TaskSpec] = None) -> Experiment:
     """Everything a config describes, checked before anything is compiled (impossible task shapes
     raise a UserError here). Building the same resolved config again returns the same Experiment,
     so the data that maml-train checks before Hydra starts is read once. ``training=False``
-    (maml-eval): the meta-batch need not split over the devices."""
-    key = (OmegaConf.to_yaml(cfg, resolve=True), training)
+    (maml-eval): the meta-batch need not split over the devices. With ``spec`` no data is read
+    (``sampler`` is None): the network and algorithm for tasks of that shape (maml-adapt)."""
+    key = (OmegaConf.to_yaml(cfg, resolve=True), training, spec)
     if key not in _LAST_BUILT:
         _LAST_BUILT.clear()
-        _LAST_BUILT[key] = _build(cfg, training)
+        _LAST_BUILT[key] = _build(cfg, training, spec)
     return _LAST_BUILT[key]
 
 
-def _build(cfg: DictConfig, training: bool) -> Experiment:
+def _build(cfg: DictConfig, training: bool, spec: Optional[TaskSpec] = None) -> Experiment:
     parallel.initialize(cfg.distributed)  # before JAX's first computation, in a run over several processes
     devices = parallel.device_count(cfg.train.devices)
     if training:
         parallel.check_divisible(cfg.train.meta_batch_size, devices, cfg.train.devices)
     execution = plan_execution(cfg.model.name, cfg.train.task_batching, cfg.train.remat,
                                cfg.model.get("conv_impl"))
-    sampler = build_sampler(cfg.dataset)
-    network = build_model(cfg.model, sampler.spec, execution.conv_impl, inner_steps=cfg.algorithm.inner_steps)
-    algorithm = build_algorithm(cfg.algorithm, make_task_loss(network, sampler.spec.kind), execution, cfg.train)
-    # The task shapes this run will ask for besides the dataset's own.
-    if algorithm.train_shots is not None:
-        sampler.check(shots=algorithm.train_shots, shots_from="algorithm.train_shots + dataset.query_shots")
-    if cfg.eval.query_shots is not None:
-        sampler.check(query_shots=cfg.eval.query_shots, shots_from="dataset.shots + eval.query_shots")
+    sampler = build_sampler(cfg.dataset) if spec is None else None
+    spec = sampler.spec if spec is None else spec
+    network = build_model(cfg.model, spec, execution.conv_impl, inner_steps=cfg.algorithm.inner_steps)
+    algorithm = build_algorithm(cfg.algorithm, make_task_loss(network, spec.kind), execution, cfg.train)
+    if sampler is not None:
+        if training and hasattr(sampler, "require"):
+            sampler.require("train", "val")
+        # The task shapes this run will ask for besides the dataset's own.
+        if algorithm.train_shots is not None:
+            sampler.check(shots=algorithm.train_shots, shots_from="algorithm.train_shots + dataset.query_shots")
+        if cfg.eval.query_shots is not None:
+            sampler.check(query_shots=cfg.eval.query_shots, shots_from="dataset.shots + eval.query_shots")
     return Experiment(cfg=cfg, sampler=sampler, algorithm=algorithm, optimizer=algorithm.optimizer(),
-                      execution=execution, mesh=parallel.task_mesh(devices))
+                      execution=execution, spec=spec, mesh=parallel.task_mesh(devices))

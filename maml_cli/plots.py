@@ -4,7 +4,8 @@ PNG:
 
 - ``learning_curves.png``: train query loss and metric, validation metric before and after
   adaptation, against outer step and against training time;
-- ``adaptation.png`` (regression): a few test tasks, as in the MAML paper's figure 2;
+- ``adaptation.png`` (regression): a few test tasks, as in the MAML paper's figure 2 (and
+  maml-adapt's ``adapted.png``: the user's support points and the adapted curve);
 - ``eval.png``: the evaluation metric after each inner step with its 95% CI band.
 """
 
@@ -73,11 +74,12 @@ def learning_curves(records: List[dict], metric: str, path: Path, title: str = "
 
 
 def adaptation(curves: Sequence[Dict], steps: Sequence[int], path: Path, title: str = "") -> Path:
-    """``curves``: per task {"x", "true", "support_x", "support_y", "pred": {step: y}}."""
+    """``curves``: per task {"x", "true" (None: unknown), "support_x", "support_y", "pred": {step: y}}."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
     for ax, c in zip(axes[0], curves):
-        ax.plot(c["x"], c["true"], color="red", linewidth=2, label="ground truth")
+        if c.get("true") is not None:
+            ax.plot(c["x"], c["true"], color="red", linewidth=2, label="ground truth")
         for s, style in zip(steps, (":", "--", "-", "-.")):
             label = "before adaptation" if s == 0 else f"after {s} step{'s' if s > 1 else ''}"
             ax.plot(c["x"], c["pred"][s], linestyle=style, color="green" if s else "gray", alpha=0.6 + 0.04 * s,

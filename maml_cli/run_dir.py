@@ -20,6 +20,7 @@ from typing import Optional
 from maml_cli.config import UserError
 
 LOCK_NAME = ".lock"
+RUN_DATA = "data.json"  # what the run was trained on: dataset, input shape, source (Experiment.data_record)
 # What Hydra writes into a run directory before our code runs: a folder holding only these is no run.
 HYDRA_ONLY = {".hydra", "train.log", LOCK_NAME}
 

@@ -4,6 +4,7 @@ progress bar, NaN stop, signals). Everything it calls is pure and jitted."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -23,7 +24,7 @@ from maml_cli.evaluation import eval_key, run_episodes
 from maml_cli.experiment import build_experiment
 from maml_cli.metrics import MetricWriter, read_jsonl
 from maml_cli.parallel import initialize, is_writer
-from maml_cli.run_dir import RunDirError, RunLock, atomic_write_text, check_resumable, record_session
+from maml_cli.run_dir import RUN_DATA, RunDirError, RunLock, atomic_write_text, check_resumable, record_session
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
     writes = is_writer()
     if writes:
         atomic_write_text(workdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(workdir / RUN_DATA, json.dumps(exp.data_record(), indent=2) + "\n")
         record_session(workdir, start)
     log.info("%s", exp.describe())
 

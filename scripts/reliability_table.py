@@ -36,13 +36,15 @@ HEADER = """\
 | a config refused by validation | exit 2 and no run directory (checked before Hydra creates one, for every job of a sweep; a single run that fails later removes its folder when it holds only Hydra's files) | the table below: each row checks that nothing was created |
 | one job of a sweep fails while running (a diverging step size, a crash) | the other jobs run to the end; the failed job's folder keeps its error in `train.log` (`[ERROR] ...`), one line names it on stderr, and the sweep exits 1 after the last job; an Optuna search counts the trial as the worst value and goes on; `maml-report` lists the job as `failed` | `tests/test_cluster.py::test_joblib_sweep_with_a_failing_job_then_maml_report`, `test_optuna_search_goes_on_past_a_failed_trial` |
 | a damaged dataset cache | rebuilt from the source with a warning (exit 0) | `tests/test_omniglot.py::test_cache_is_reused_and_keyed_by_settings` |
+| an image folder changed after it was cached (an image added or replaced) | read again into a new cache (the key is every file's name, size and modification time); an interrupted read leaves no partial cache | `tests/test_image_folder.py::test_the_cache_is_reused_and_read_again_when_the_folder_changes` |
 
 ## Bad input: exit code 2, one message, nothing created
 
 Written by `python scripts/reliability_table.py` ({date}, {machine}). Each row below is a test
 (`tests/test_reliability.py`) that runs the command through the installed console script from a
 folder `<tmp>` holding `run/` (a trained tiny sinusoid run), `omniglot/` (a tiny Omniglot source),
-`notes.txt`, `empty/` and `damaged/` (a run whose newest checkpoint was cut short), and checks exit
+`notes.txt`, `empty/`, `damaged/` (a run whose newest checkpoint was cut short) and `folders/`
+(broken class-per-folder image sets: `tests/image_fakes.py`), and checks exit
 code 2, no traceback, one `TOOL: error:` message equal to the one shown here, and no new file or
 folder.
 

@@ -5,7 +5,8 @@ is the one the document prints; ``scripts/reliability_table.py`` writes the docu
 
 In a command, ``{tmp}`` is the folder the command runs in; the workspace there holds ``run/`` (a
 trained tiny sinusoid run), ``omniglot/`` (a tiny Omniglot source), ``notes.txt`` (a file),
-``empty/`` (an empty folder) and ``damaged/`` (a run whose newest checkpoint is truncated).
+``empty/`` (an empty folder), ``damaged/`` (a run whose newest checkpoint is truncated) and
+``folders/`` (broken class-per-folder image sets: tests/image_fakes.py ``write_bad_folders``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from typing import Tuple
 
 OMNIGLOT = ("experiment=omniglot_tiny", "dataset.path={tmp}/omniglot", "dataset.cache_dir={tmp}/cache",
             "dataset.train_classes=12", "dataset.val_classes=4")
+
+FOLDER = ("dataset=image_folder", "model=conv4", "dataset.image_size=8", "dataset.cache_dir={tmp}/cache",
+          "dataset.ways=2", "dataset.train_classes=2", "dataset.val_classes=2")
 
 
 @dataclass(frozen=True)
@@ -74,4 +78,19 @@ BAD_INPUTS = [
              "did you mean eval.episodes?"),
     BadInput("a training key given to maml-eval", ("maml-eval", "run_dir={tmp}/run", "train.steps=10"),
              "not a maml-eval config key"),
+    BadInput("image folder that does not exist", ("maml-train", *FOLDER, "dataset.path={tmp}/folders/nowhere"),
+             "does not exist"),
+    BadInput("image class with fewer images than a task needs", ("maml-train", *FOLDER, "dataset.path={tmp}/folders/few"),
+             "class02 (1)"),
+    BadInput("empty class folder", ("maml-train", *FOLDER, "dataset.path={tmp}/folders/empty_class"),
+             "no PNG or JPEG images: class03"),
+    BadInput("unreadable image file", ("maml-train", *FOLDER, "dataset.path={tmp}/folders/broken"),
+             "03.png is not a readable image"),
+    BadInput("grey and colour images mixed", ("maml-train", *FOLDER, "dataset.path={tmp}/folders/mixed"),
+             "set dataset.channels=1 or 3"),
+    BadInput("maml-adapt without a support set", ("maml-adapt", "run_dir={tmp}/run", "query=-5:5:10"),
+             "pass support="),
+    BadInput("maml-adapt support points that do not exist", ("maml-adapt", "run_dir={tmp}/run",
+                                                              "support={tmp}/points.csv", "query=-5:5:10"),
+             "is not a file"),
 ]

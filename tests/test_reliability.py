@@ -17,6 +17,7 @@ from maml_cli.data.omniglot_source import load_omniglot
 from maml_cli.trainer import train_and_evaluate
 from tests.bad_inputs import BAD_INPUTS
 from tests.conftest import REPO, TINY, make_cfg
+from tests.image_fakes import write_bad_folders
 from tests.omniglot_fakes import fake_sets, write_npz
 
 BIN = Path(sys.executable).parent
@@ -35,6 +36,7 @@ def make_workspace(root: Path) -> Path:
     load_omniglot(str(root / "omniglot"), cache_dir=str(root / "cache"))  # reading data is no junk: cache it first
     (root / "notes.txt").write_text("not data\n")
     (root / "empty").mkdir()
+    write_bad_folders(root / "folders")
     return root
 
 
@@ -108,15 +110,19 @@ def test_docs_list_no_row_that_is_not_tested():
 def test_help_pages_show_keys_groups_and_exit_codes():
     train = subprocess.run([str(BIN / "maml-train"), "algorithm=mamlpp", "--help"], capture_output=True, text=True)
     assert train.returncode == 0 and "_schema" not in train.stdout
-    for text in ("Usage:", "dataset     miniimagenet, omniglot, *sinusoid", "*mamlpp",
+    for text in ("Usage:", "dataset     image_folder, miniimagenet, omniglot, *sinusoid", "*mamlpp",
                  "train.steps=10000", "outer (meta) iterations", "algorithm.multi_step_loss=true",
                  "query loss after every inner step", "Exit codes: 0 done", "2 bad input", "130 interrupted"):
         assert text in train.stdout, text
     ev = subprocess.run([str(BIN / "maml-eval"), "--help"], capture_output=True, text=True)
-    assert ev.returncode == 0 and "_schema" not in ev.stdout and "Groups" not in ev.stdout
+    assert ev.returncode == 0 and "_schema" not in ev.stdout and "_run" not in ev.stdout
     for text in ("run_dir=???", "a maml-train run directory", "dataset.path=null", "eval.episodes=null",
-                 "Exit codes"):
+                 "dataset     image_folder, miniimagenet, omniglot, sinusoid", "Exit codes"):
         assert text in ev.stdout, text
+    adapt = subprocess.run([str(BIN / "maml-adapt"), "--help"], capture_output=True, text=True)
+    assert adapt.returncode == 0
+    for text in ("support=???", "query=???", "allow_single_query=false", "predictions.csv", "Exit codes"):
+        assert text in adapt.stdout, text
 
 
 def test_dry_run_checks_everything_and_writes_nothing(tmp_path):

@@ -5,31 +5,28 @@ name a folder in one of the two layouts people have:
 - Ravi & Larochelle's: ``images/n0153282900000005.jpg`` ... (the split CSVs are not needed: the
   class split ships with this package, ``miniimagenet_classes.json``);
 - per-split class folders: ``train/n01532829/*.jpg``, ``val/...``, ``test/...``.
-Images are resized to ``image_size`` (84) if needed and cached once as uint8
-[100 classes, images_per_class, 84, 84, 3] (about 1.3 GB for the full set) in a .npy file that is
-memory-mapped, so the data is held once in RAM, by the device array.
+Both are read by the class-folder reader of ``dataset=image_folder`` (``image_folder.py``), with
+this split: images are resized to ``image_size`` (84) if needed and cached once as uint8 (about
+1.3 GB for the full set) in a .npy file that is memory-mapped, so the data is held once in RAM, by
+the device array.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
-from PIL import Image
 
 from maml_cli.config import UserError
 from maml_cli.data.episodes import ImageClassTasks
-from maml_cli.data.cache import default_cache_dir
+from maml_cli.data.image_folder import IMAGE_SUFFIXES, image_files, read_classes
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "val", "test")
-CACHE_VERSION = 1
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 MiniImageNet cannot be downloaded automatically (ImageNet terms of access). Get the 60,000 84x84
@@ -56,7 +53,7 @@ def find_images(path: Path, images_per_class: Optional[int] = None) -> Dict[str,
         layout = "images/"
         by_class: Dict[str, List[Path]] = {}
         for f in (path / "images").iterdir():
-            if f.suffix.lower() in (".jpg", ".jpeg", ".png"):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
                 by_class.setdefault(f.name[:9], []).append(f)
         for names in split.values():
             for wnid in names:
@@ -66,8 +63,7 @@ def find_images(path: Path, images_per_class: Optional[int] = None) -> Dict[str,
         for s, names in split.items():
             for wnid in names:
                 folder = path / s / wnid
-                files[wnid] = sorted(f for f in folder.glob("*") if f.suffix.lower() in (".jpg", ".jpeg", ".png")) \
-                    if folder.is_dir() else []
+                files[wnid] = image_files(folder) if folder.is_dir() else []
     else:
         raise UserError(f"{path} has neither images/ nor train/, val/ and test/ folders.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
     missing = [w for w, fs in files.items() if not fs]
@@ -84,55 +80,15 @@ def find_images(path: Path, images_per_class: Optional[int] = None) -> Dict[str,
     return files
 
 
-def _read_image(f: Path, image_size: int) -> np.ndarray:
-    try:
-        with Image.open(f) as img:
-            img = img.convert("RGB")
-            if img.size != (image_size, image_size):
-                img = img.resize((image_size, image_size), Image.Resampling.LANCZOS)
-            return np.asarray(img, dtype=np.uint8)
-    except Exception as e:
-        raise UserError(f"{f} is not a readable image ({e}); replace it from your copy of MiniImageNet.") from e
-
-
 def load_miniimagenet(path, image_size: int = 84, images_per_class: Optional[int] = None, cache_dir=None):
     """uint8 [100, images_per_class, size, size, 3] (memory-mapped from the cache), classes in the
     order train, val, test of ``class_split()``."""
     files = find_images(path, images_per_class)
     order = [w for names in class_split().values() for w in names]
-    images_per_class = len(files[order[0]])
-    h = hashlib.sha256(repr((CACHE_VERSION, image_size, images_per_class)).encode())
-    for wnid in order:
-        for f in files[wnid]:
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    cache_file = cache / f"miniimagenet-{image_size}px-{h.hexdigest()[:16]}.npy"
-    if cache_file.is_file():
-        try:
-            images = np.load(cache_file, mmap_mode="r")
-            log.info("MiniImageNet: read cache %s (made from %s)", cache_file, path)
-            return images
-        except Exception as e:
-            log.warning("rebuilding the damaged cache %s (%s)", cache_file, e)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}.npy")
-    shape = (len(order), images_per_class, image_size, image_size, 3)
-    log.info("caching MiniImageNet %s (%.2f GB) in %s", shape, np.prod(shape) / 1e9, cache_file)
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-    try:
-        for c, wnid in enumerate(order):
-            for i, f in enumerate(files[wnid]):
-                out[c, i] = _read_image(f, image_size)
-        out.flush()
-    except BaseException:  # a bad image or Ctrl-C: leave no half-written cache behind
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        del out
-    os.replace(tmp, cache_file)
-    log.info("MiniImageNet: read %s, cached in %s", path, cache_file)
-    return np.load(cache_file, mmap_mode="r")
+    read = read_classes({w: files[w] for w in order}, image_size=image_size, channels=3, cache_dir=cache_dir,
+                        kind="miniimagenet", what=f"MiniImageNet {path}",
+                        hint="replace it from your copy of MiniImageNet")
+    return read.images.reshape(len(order), int(read.counts[0]), *read.images.shape[1:])
 
 
 class MiniImageNetTasks(ImageClassTasks):

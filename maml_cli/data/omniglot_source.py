@@ -23,7 +23,6 @@ binary images. ``nearest`` reproduces that exactly.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import re
@@ -37,6 +36,7 @@ from PIL import Image
 
 from maml_cli.config import UserError, one_of
 from maml_cli.data.cache import default_cache_dir
+from maml_cli.data.image_folder import decode_image
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +156,8 @@ def _group_pngs(entries, origin: str) -> np.ndarray:
         row = []
         for drawer in sorted(chars[number]):
             name, load = chars[number][drawer]
-            try:
-                img = Image.open(io.BytesIO(load())).convert("L")
-            except Exception as e:
-                raise UserError(f"{origin}: {name} is not a readable PNG ({e}). {HOW_TO_GET}") from e
-            row.append(255 - np.asarray(img, dtype=np.uint8))
+            row.append(decode_image(load(), channels=1, invert=True, name=f"{origin}: {name}",
+                                    hint=HOW_TO_GET)[..., 0])
         out.append(row)
     return np.asarray(out, dtype=np.uint8)
 

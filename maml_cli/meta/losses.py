@@ -57,3 +57,12 @@ def make_task_loss(network: Network, kind: str) -> TaskLoss:
         raise ValueError(f"unknown task kind {kind!r}")
     loss, metric = KINDS[kind]
     return TaskLoss(network, loss, metric)
+
+
+def masked_task_loss(network: Network, used_classes: int, ways: int) -> TaskLoss:
+    """Classification over the first ``used_classes`` of the network's ``ways`` outputs: the others
+    get a logit of -1e9, so they take no probability, no loss and no prediction (maml-adapt on a
+    task with fewer classes than the run was trained for)."""
+    bias = jnp.where(jnp.arange(ways) < used_classes, 0.0, -1e9)
+    return TaskLoss(network, lambda logits, y: cross_entropy(logits + bias, y),
+                    lambda logits, y: accuracy(logits + bias, y))

@@ -57,6 +57,9 @@ class Network:
 def _mlp(cfg, spec: TaskSpec, conv_impl=None, inner_steps: int = 1) -> Network:
     if cfg.activation not in ACTIVATIONS:
         raise UserError(one_of("model.activation", cfg.activation, ACTIVATIONS))
+    if len(spec.input_shape) != 1:
+        raise UserError(f"model=mlp takes vectors, but this dataset's examples are {spec.input_shape} images: "
+                        "use model=conv4")
     return Network(MLP(hidden_sizes=tuple(cfg.hidden_sizes), output_dim=spec.output_dim, activation=cfg.activation))
 
 

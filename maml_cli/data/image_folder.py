@@ -1,0 +1,259 @@
+"""Images from folders, one folder per class: the reader behind ``dataset=image_folder``, the
+MiniImageNet folders and ``maml-adapt``'s support and query sets.
+
+``dataset.path`` holds either
+- ``ROOT/<class>/<image>``: the classes are split at random (``dataset.split_seed``) into
+  ``train_classes`` / ``val_classes`` / the rest (counts, or fractions when below 1), or
+- ``ROOT/{train,val,test}/<class>/<image>``: the split is the folders'.
+PNG and JPEG of any size are resized to ``image_size`` (LANCZOS); ``channels`` 1 or 3 converts every
+image (null: as the files are, which must then agree). Classes may hold different numbers of
+images: the images are stored flat, [all images, H, W, C] with each class's ``counts``, and a task
+draws only from what its classes hold. The decoded arrays are cached once per folder content
+(each file's name, size and modification time): a changed folder is read again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from maml_cli.config import UserError
+from maml_cli.data.cache import default_cache_dir
+from maml_cli.data.episodes import ImageClassTasks, check_task_shape
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SPLIT_NAMES = ("train", "val", "test")
+LAYOUTS = ("auto", "classes", "splits")
+RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR,
+            "nearest": Image.Resampling.NEAREST}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+CACHE_VERSION = 1
+
+LAYOUT_HELP = ("dataset.path must hold one folder per class with its images, ROOT/<class>/<image> "
+               "(PNG or JPEG), or ROOT/train/<class>/..., ROOT/val/<class>/..., ROOT/test/<class>/... "
+               "(scripts/make_image_folder.py writes an example)")
+
+
+def image_files(folder: Path) -> List[Path]:
+    """The PNG and JPEG files in ``folder`` (not hidden), sorted by name."""
+    return sorted(f for f in Path(folder).iterdir()
+                  if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def subfolders(folder: Path) -> List[Path]:
+    return sorted(f for f in Path(folder).iterdir() if f.is_dir() and not f.name.startswith("."))
+
+
+def class_folders(root: Path, what: str = "dataset.path") -> Dict[str, List[Path]]:
+    """class name -> its image files, for each subfolder of ``root``; an empty class is an error."""
+    root = Path(root)
+    folders = subfolders(root)
+    if not folders:
+        loose = image_files(root)
+        raise UserError(f"{what}={root} has no class folders" + (f" (it holds {len(loose)} images directly)" if loose
+                                                                 else "") + f". {LAYOUT_HELP}")
+    classes = {f.name: image_files(f) for f in folders}
+    empty = [name for name, files in classes.items() if not files]
+    if empty:
+        raise UserError(f"{what}: {len(empty)} class folder{'s' if len(empty) > 1 else ''} of {root} "
+                        f"{'hold' if len(empty) > 1 else 'holds'} no PNG or "
+                        f"JPEG images: {', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}; add images or "
+                        "remove the folder")
+    return classes
+
+
+def find_classes(path, layout: str = "auto") -> Dict[Optional[str], Dict[str, List[Path]]]:
+    """{split: {class: files}} for ``ROOT/{train,val,test}/<class>``, or {None: {class: files}}
+    for ``ROOT/<class>``."""
+    if not path:
+        raise UserError(f"dataset=image_folder needs dataset.path=DIR. {LAYOUT_HELP}")
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise UserError(f"dataset.path={root} does not exist. {LAYOUT_HELP}")
+    if not root.is_dir():
+        raise UserError(f"dataset.path={root} is a file, not a folder. {LAYOUT_HELP}")
+    present = [s for s in SPLIT_NAMES if (root / s).is_dir()]
+    if layout == "auto":
+        layout = "splits" if present else "classes"
+    if layout == "splits":
+        if len(present) < len(SPLIT_NAMES):
+            missing = [s for s in SPLIT_NAMES if s not in present]
+            raise UserError(f"dataset.path={root} (dataset.layout=splits) has no {'/, '.join(missing)}/ folder: "
+                            "give all of train/, val/ and test/, or use dataset.layout=classes")
+        return {s: class_folders(root / s, f"dataset.path {s}/") for s in SPLIT_NAMES}
+    return {None: class_folders(root)}
+
+
+# --- decoding --------------------------------------------------------------------------------------
+
+
+def file_channels(path: Path) -> int:
+    """1 for a grey image, 3 for a colour one (read from the header only)."""
+    try:
+        with Image.open(path) as img:
+            return 1 if img.mode in GREY_MODES else 3
+    except Exception as e:
+        raise UserError(f"{path} is not a readable image ({type(e).__name__}: {e}); replace or remove it") from e
+
+
+def decode_image(source: Union[Path, bytes], *, channels: int, image_size: Optional[int] = None,
+                 resample: str = "lanczos", invert: bool = False, name: Optional[str] = None,
+                 hint: str = "replace or remove it") -> np.ndarray:
+    """uint8 [H, W, channels]: ``source`` (a file, or its bytes) converted to grey or RGB, inverted
+    if asked (dark ink on white paper -> bright on black, as Omniglot is stored), then resized to
+    ``image_size`` (None: as it is)."""
+    import io
+
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            img = img.convert("L" if channels == 1 else "RGB")
+            if invert:
+                img = Image.fromarray(255 - np.asarray(img, dtype=np.uint8))
+            if image_size is not None and img.size != (image_size, image_size):
+                img = img.resize((image_size, image_size), RESAMPLE[resample])
+            array = np.asarray(img, dtype=np.uint8)
+    except Exception as e:
+        raise UserError(f"{name or source} is not a readable image ({type(e).__name__}: {e}); {hint}") from e
+    return array[..., None] if channels == 1 else array
+
+
+def infer_channels(files: Sequence[Path], what: str) -> int:
+    """The channels all ``files`` share; mixed grey and colour is an error that says how to fix it."""
+    grey, colour = [], []
+    for f in files:
+        (grey if file_channels(f) == 1 else colour).append(f)
+    if grey and colour:
+        raise UserError(f"{what} mixes grey ({len(grey)}, e.g. {grey[0]}) and colour ({len(colour)}, e.g. "
+                        f"{colour[0]}) images: set dataset.channels=1 or 3 to convert them all")
+    return 1 if grey else 3
+
+
+# --- reading a set of classes, cached ---------------------------------------------------------------
+
+
+@dataclass
+class FolderImages:
+    images: np.ndarray  # uint8 [all images, H, W, C], class after class (memory-mapped from the cache)
+    counts: np.ndarray  # images per class
+    names: List[str]  # class names, in order
+    cache_file: Optional[Path] = None
+
+
+def _cache_key(kind: str, classes: Dict[str, List[Path]], settings: tuple) -> str:
+    h = hashlib.sha256(repr((CACHE_VERSION, kind, settings)).encode())
+    for name, files in classes.items():
+        h.update(f"[{name}]".encode())
+        for f in files:
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def read_classes(classes: Dict[str, List[Path]], *, image_size: int, channels: Optional[int] = None,
+                 resample: str = "lanczos", invert: bool = False, cache_dir=None, kind: str = "images",
+                 what: str = "dataset.path", hint: str = "replace or remove it") -> FolderImages:
+    """Every class's images decoded and resized into one uint8 array, cached under
+    ``<cache>/<kind>-<size>px-<key>.npy`` (+ ``.json``) so later runs memory-map it."""
+    names = list(classes)
+    counts = np.array([len(classes[n]) for n in names], dtype=np.int64)
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    key = _cache_key(kind, classes, (image_size, channels, resample, invert))
+    cache_file = cache / f"{kind}-{image_size}px-{key}.npy"
+    meta_file = cache_file.with_suffix(".json")
+    if cache_file.is_file() and meta_file.is_file():
+        try:
+            meta = json.loads(meta_file.read_text())
+            images = np.load(cache_file, mmap_mode="r")
+            if meta["names"] == names and meta["counts"] == counts.tolist() and len(images) == counts.sum():
+                log.info("%s: read cache %s", what, cache_file)
+                return FolderImages(images, counts, names, cache_file)
+        except Exception as e:
+            log.warning("rebuilding the damaged cache %s (%s)", cache_file, e)
+    all_files = [f for n in names for f in classes[n]]
+    if channels is None:
+        channels = infer_channels(all_files, what)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}.npy")
+    shape = (len(all_files), image_size, image_size, channels)
+    log.info("%s: reading %d images of %d classes into %s (%.2f GB)", what, len(all_files), len(names), cache_file,
+             np.prod(shape) / 1e9)
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        for i, f in enumerate(all_files):
+            out[i] = decode_image(f, channels=channels, image_size=image_size, resample=resample, invert=invert,
+                                  hint=hint)
+        out.flush()
+    except BaseException:  # a bad image or Ctrl-C: leave no half-written cache behind
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        del out
+    os.replace(tmp, cache_file)
+    meta_tmp = meta_file.with_name(meta_file.name + f".tmp{os.getpid()}")
+    meta_tmp.write_text(json.dumps({"names": names, "counts": counts.tolist(), "channels": channels}))
+    os.replace(meta_tmp, meta_file)
+    return FolderImages(np.load(cache_file, mmap_mode="r"), counts, names, cache_file)
+
+
+# --- the dataset ------------------------------------------------------------------------------------
+
+
+def class_count(value: float, total: int, key: str) -> int:
+    """``value`` classes: a count (>= 1, whole) or a fraction of ``total`` (below 1)."""
+    if value < 0:
+        raise UserError(f"dataset.{key} must be >= 0 (got {value})")
+    if value < 1:
+        return int(round(value * total))
+    if value != int(value):
+        raise UserError(f"dataset.{key} must be a whole number of classes or a fraction below 1 (got {value})")
+    return int(value)
+
+
+def random_split(num_classes: int, train: float, val: float, seed: int) -> Dict[str, np.ndarray]:
+    n_train, n_val = class_count(train, num_classes, "train_classes"), class_count(val, num_classes, "val_classes")
+    if n_train + n_val > num_classes:
+        raise UserError(f"dataset.train_classes ({n_train}) + dataset.val_classes ({n_val}) is more than the "
+                        f"{num_classes} classes in dataset.path")
+    order = np.random.RandomState(seed).permutation(num_classes)
+    return {"train": np.sort(order[:n_train]), "val": np.sort(order[n_train:n_train + n_val]),
+            "test": np.sort(order[n_train + n_val:])}
+
+
+class ImageFolderTasks(ImageClassTasks):
+    """N-way K-shot tasks from the user's class folders."""
+
+    allow_empty_splits = True  # a folder meant only for evaluation may leave train/val empty
+
+    def __init__(self, cfg):
+        found = find_classes(cfg.path, cfg.layout)
+        if None in found:  # ROOT/<class>: split at random
+            classes = found[None]
+            splits = random_split(len(classes), cfg.train_classes, cfg.val_classes, cfg.split_seed)
+            layout = "classes, split at random"
+        else:
+            classes, splits, start = {}, {}, 0
+            for split, members in found.items():
+                classes.update({f"{split}/{name}": files for name, files in members.items()})
+                splits[split] = np.arange(start, start + len(members))
+                start += len(members)
+            layout = "train/ val/ test/ folders"
+        # Task shapes are checked on the file listing, before any image is decoded.
+        check_task_shape(cfg.ways, cfg.shots, cfg.query_shots, splits, np.array([len(f) for f in classes.values()]),
+                         "dataset.path", names=list(classes), allow_empty_splits=True)
+        read = read_classes(classes, image_size=cfg.image_size, channels=cfg.channels, resample=cfg.resample,
+                            invert=cfg.invert, cache_dir=cfg.cache_dir, kind="image_folder")
+        self.class_names = read.names
+        self.source = (f"{cfg.path} ({layout}; {len(read.names)} classes, {int(read.counts.sum())} images; "
+                       f"cache {read.cache_file})")
+        super().__init__(cfg, read.images, splits, rotate=cfg.rotate, what="dataset.path", counts=read.counts,
+                         class_names=read.names)
