@@ -168,16 +168,14 @@ def adapt_run(app: DictConfig, out=None) -> dict:
     from maml_cli.meta.losses import masked_task_loss
     from maml_cli.models import describe_batch_norm
     from maml_cli.run_dir import atomic_write_text
-    from maml_cli.trained_run import open_run, restore_state, run_spec
+    from maml_cli.trained_run import check_trained, open_run, restore_state, run_spec
 
     out = out or sys.stdout
     enable_compilation_cache()
     run_dir = Path(app.run_dir)
-    cfg = open_run(run_dir)
+    cfg = open_run(run_dir, devices="1")
+    check_trained(run_dir)
     spec = run_spec(run_dir, cfg)
-    cfg.train.devices = "1"
-    for key in ("coordinator", "num_processes", "process_id"):
-        cfg.distributed[key] = None
     steps = int(cfg.eval.inner_steps if app.inner_steps is None else app.inner_steps)
     if steps < 0:
         raise UserError(f"inner_steps must be >= 0 (got {steps})")

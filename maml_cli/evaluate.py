@@ -89,14 +89,14 @@ def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
     from maml_cli.experiment import build_experiment
     from maml_cli.models import describe_batch_norm
     from maml_cli.run_dir import atomic_write_text, environment
-    from maml_cli.trained_run import open_run, restore_state, run_spec
+    from maml_cli.trained_run import check_trained, open_run, restore_state, run_spec
 
     enable_compilation_cache()
 
     run_dir = Path(app.run_dir)
     if app.split not in SPLITS:
         raise UserError(one_of("split", app.split, SPLITS))
-    cfg = open_run(run_dir)
+    cfg = open_run(run_dir, app.devices)  # scored in one process on these devices, whatever trained it
     for key, value in app.eval.items():
         if value is not None:
             cfg.eval[key] = value
@@ -122,13 +122,9 @@ def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
             for key, value in app.dataset.items():
                 if value is not None:
                     cfg.dataset[key] = value
-    cfg.train.devices = app.devices  # where it is scored now, not where it was trained
-    for key in ("coordinator", "num_processes", "process_id"):  # one process, whatever trained the run
-        cfg.distributed[key] = None
     cli.absolute_paths(cfg)
     validate(cfg)
-    if not (run_dir / "checkpoints").is_dir():
-        raise UserError(f"{run_dir} has no checkpoints/ yet: train it first (maml-train hydra.run.dir={run_dir})")
+    check_trained(run_dir)
 
     exp = build_experiment(cfg, training=False)
     if hasattr(exp.sampler, "require"):

@@ -14,13 +14,24 @@ from maml_cli.data.episodes import TaskSpec
 from maml_cli.run_dir import RUN_DATA
 
 
-def open_run(run_dir) -> DictConfig:
-    """The run's saved config (re-checked against the schemas); a clear error if there is no run."""
+def open_run(run_dir, devices: str = "auto") -> DictConfig:
+    """The run's saved config (re-checked against the schemas), set to run in this one process on
+    ``devices``, whatever trained it; a clear error if there is no run."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run_dir={run_dir} {'is a file' if run_dir.exists() else 'does not exist'}: pass "
                         "the folder maml-train wrote (its hydra.run.dir, or runs/<date>_<time>)")
-    return load_run_config(run_dir)
+    cfg = load_run_config(run_dir)
+    cfg.train.devices = devices
+    for key in ("coordinator", "num_processes", "process_id"):
+        cfg.distributed[key] = None
+    return cfg
+
+
+def check_trained(run_dir) -> None:
+    """Fail unless the run has checkpoints (before any data is read or anything compiled)."""
+    if not (Path(run_dir) / "checkpoints").is_dir():
+        raise UserError(f"{run_dir} has no checkpoints/ yet: train it first (maml-train hydra.run.dir={run_dir})")
 
 
 def run_spec(run_dir, cfg: DictConfig) -> TaskSpec:
@@ -48,8 +59,7 @@ def restore_state(exp, run_dir, checkpoint: Optional[int] = None):
     """The run's checkpoint (the latest, or step ``checkpoint``), placed on ``exp``'s devices."""
     from maml_cli.checkpoints import Checkpointer
 
-    if not (Path(run_dir) / "checkpoints").is_dir():
-        raise UserError(f"{run_dir} has no checkpoints/ yet: train it first (maml-train hydra.run.dir={run_dir})")
+    check_trained(run_dir)
     checkpointer = Checkpointer(Path(run_dir) / "checkpoints", read_only=True)
     try:
         return exp.place(checkpointer.restore(exp.init_state(), checkpoint))

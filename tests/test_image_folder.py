@@ -183,8 +183,7 @@ def _write_episode(episode, folder: Path, classes: int):
 
 
 def test_maml_adapt_predicts_as_maml_eval_adapts(image_run, tmp_path):
-    cfg = open_run(image_run)
-    cfg.train.devices = "1"
+    cfg = open_run(image_run, devices="1")
     exp = build_experiment(cfg, training=False)
     state = restore_state(exp, image_run)
     task_key, adapt_key = jax.random.split(jax.random.fold_in(eval_key(0, "test"), 0))
@@ -230,7 +229,7 @@ def test_maml_adapt_masks_the_outputs_of_missing_classes(image_run, tmp_path):
         assert sum(float(r[f"p_mine0{c}"]) for c in range(3)) == pytest.approx(1.0, abs=1e-4)
     # A masked output takes no loss, so adaptation leaves its head weights as meta-learned.
     saved = np.load(tmp_path / "adapted.npz")
-    state = restore_state(build_experiment(_one_device(open_run(image_run)), training=False), image_run)
+    state = restore_state(build_experiment(open_run(image_run, devices="1"), training=False), image_run)
     head = np.asarray(state.meta_params["model"]["head"]["kernel"])
     np.testing.assert_array_equal(saved["head/kernel"][:, 3:], head[:, 3:])
     assert not np.allclose(saved["head/kernel"][:, :3], head[:, :3])
@@ -238,11 +237,6 @@ def test_maml_adapt_masks_the_outputs_of_missing_classes(image_run, tmp_path):
     too_many = write_classes(tmp_path / "six", [1] * 6)
     refused = _run("maml-adapt", f"run_dir={image_run}", f"support={too_many}", f"query={query}")
     assert refused.returncode == 2 and "at most 5" in refused.stderr
-
-
-def _one_device(cfg):
-    cfg.train.devices = "1"
-    return cfg
 
 
 def test_maml_adapt_refuses_one_query_image_with_transductive_batch_norm(image_run, tmp_path):
@@ -273,7 +267,7 @@ def test_maml_adapt_regression(tmp_path):
     assert [float(r["x"]) for r in rows] == pytest.approx(xq.tolist(), abs=1e-5)
     assert "# mse" in done.stdout
     # The same adaptation in-process.
-    cfg = _one_device(open_run(run))
+    cfg = open_run(run, devices="1")
     exp = build_experiment(cfg, training=False)
     state = restore_state(exp, run)
     from maml_cli.data.episodes import Episodes
