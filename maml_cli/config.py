@@ -329,6 +329,8 @@ TASK_BATCHING = ("auto", "vmap", "map", "unroll")  # auto: see maml_cli/executio
 SPLITS = ("train", "val", "test")
 
 
+IMAGE_FOLDER_LAYOUTS = ("auto", "classes", "splits")  # dataset.layout of dataset=image_folder
+IMAGE_RESAMPLE = ("lanczos", "bilinear", "nearest")  # dataset.resample of dataset=image_folder (Pillow's filters)
 REGRESSION_DATASETS = ("sinusoid",)  # scored by mse (lower is better); the others by accuracy
 
 
@@ -413,11 +415,10 @@ def validate(cfg: DictConfig) -> None:
         need(d.phase_min <= d.phase_max, "dataset.phase_min must be <= phase_max")
         need(d.x_min < d.x_max, "dataset.x_min must be < x_max")
     if d.name == "image_folder":
-        need(d.layout in ("auto", "classes", "splits"), one_of("dataset.layout", d.layout, ("auto", "classes", "splits")))
+        need(d.layout in IMAGE_FOLDER_LAYOUTS, one_of("dataset.layout", d.layout, IMAGE_FOLDER_LAYOUTS))
         need(d.channels in (None, 1, 3), f"dataset.channels must be 1, 3 or null (got {d.channels})")
         need(d.image_size >= 1, f"dataset.image_size must be >= 1 (got {d.image_size})")
-        need(d.resample in ("lanczos", "bilinear", "nearest"),
-             one_of("dataset.resample", d.resample, ("lanczos", "bilinear", "nearest")))
+        need(d.resample in IMAGE_RESAMPLE, one_of("dataset.resample", d.resample, IMAGE_RESAMPLE))
         for key in ("train_classes", "val_classes"):
             need(d[key] >= 0 and (d[key] < 1 or d[key] == int(d[key])),
                  f"dataset.{key} must be a whole number of classes or a fraction below 1 (got {d[key]})")

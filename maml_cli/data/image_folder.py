@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from maml_cli.config import UserError
+from maml_cli.config import IMAGE_RESAMPLE, UserError
 from maml_cli.data.cache import default_cache_dir
 from maml_cli.data.episodes import ImageClassTasks, check_task_shape
 
@@ -33,9 +33,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLIT_NAMES = ("train", "val", "test")
-LAYOUTS = ("auto", "classes", "splits")
-RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR,
-            "nearest": Image.Resampling.NEAREST}
+RESAMPLE = {name: getattr(Image.Resampling, name.upper()) for name in IMAGE_RESAMPLE}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 CACHE_VERSION = 1
 
