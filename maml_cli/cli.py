@@ -35,6 +35,11 @@ EXIT_CODES = (
     "it, and nothing is created; 130 interrupted (a checkpoint was saved: run the same command to\n"
     "resume); 1 anything else (a bug: please report it with the run's train.log)."
 )
+ENVIRONMENT = (
+    "Environment: MAML_CLI_CPU_DEVICES=auto|N JAX CPU devices to make of the cores (auto: one per\n"
+    "core, at most 8; 1: one device); MAML_CLI_COMPILE_CACHE=DIR|off compiled programs (default\n"
+    "~/.cache/maml-cli/jax); MAML_CLI_CACHE=DIR preprocessed datasets (default ~/.cache/maml-cli)."
+)
 CONFIG_MODULE = "maml_cli.configs"
 # Hydra's own flags: with these the command line goes to Hydra untouched.
 HYDRA_FLAGS = ("--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--package", "-p",
@@ -72,7 +77,9 @@ def main(app: App, argv: Optional[Sequence[str]], check: Callable[["CommandLine"
             print(help_text(app, line.overrides), end="")
             return
         if not line.hydra_flags:
-            verdict = check(line, compose_checked(app, line.overrides, multirun=line.multirun))
+            cfgs = compose_checked(app, line.overrides, multirun=line.multirun)
+            use_cores(cfgs)
+            verdict = check(line, cfgs)
             if verdict is False:
                 return
             argv += verdict if isinstance(verdict, list) else []
@@ -80,6 +87,18 @@ def main(app: App, argv: Optional[Sequence[str]], check: Callable[["CommandLine"
         fail(app, e)
     sys.argv = [sys.argv[0] if sys.argv else app.name, *argv]
     job()
+
+
+def use_cores(cfgs: List[DictConfig]) -> None:
+    """One JAX CPU device per core before JAX starts (``execution.use_cores_as_devices``), except in
+    a run over several processes."""
+    from maml_cli.execution import use_cores_as_devices
+    from maml_cli.parallel import wants_distributed
+
+    try:
+        use_cores_as_devices(distributed=any(wants_distributed(c.distributed) for c in cfgs if "distributed" in c))
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 # --- the command line ----------------------------------------------------------------------------
@@ -370,6 +389,6 @@ def help_text(app: App, overrides: Sequence[str]) -> str:
     if group_lines:
         parts.append("Groups (GROUP=OPTION; * the current choice):\n" + "\n".join(group_lines))
     parts.append("Keys (KEY=VALUE; shown with the value they take now):\n" + "\n".join(key_table(app, cfg)))
-    parts.append(EXIT_CODES)
+    parts += [EXIT_CODES, ENVIRONMENT]
     parts.append(f"Hydra's own options: {app.name} --hydra-help")
     return "\n\n".join(parts) + "\n"

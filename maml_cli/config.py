@@ -227,7 +227,7 @@ class TrainLoopConfig:
     steps_per_call: int = 100  # outer steps fused into one jitted call (lax.scan)
     task_batching: str = "auto"  # how a meta-batch is mapped over tasks: auto | vmap | map | unroll
     remat: Optional[bool] = None  # recompute inner-loop activations in the backward pass (null: auto)
-    devices: str = "auto"  # devices the meta-batch is split over: auto (all) | N (the first N); 1 shards nothing
+    devices: str = "auto"  # devices the meta-batch is split over: auto (all; on CPU, the cores for conv4) | N; 1 shards nothing
     time_limit_minutes: Optional[float] = None  # stop with a checkpoint after this long (rerun to continue)
     progress: bool = True  # show a progress bar (only when stderr is a terminal)
     plots: bool = True  # draw plots/learning_curves.png at each validation, plots/adaptation.png (regression) at the end

@@ -15,6 +15,14 @@ Why cache matters on CPU (``scripts/profile_step.py`` measures it): the 2-core E
 tuned on streams an elementwise op several times faster while the data fits in its 32 MB L3 than
 beyond it, and a batched second-order step over 16 Omniglot 20-way tasks builds tensors of tens to
 hundreds of MB. docs/performance.md has the figures.
+
+Cores as devices. A program of many small per-task kernels keeps one core busy and the others
+mostly waiting: XLA:CPU splits a kernel over threads, not a loop of tasks. So the console scripts
+start JAX with one CPU device per core (``use_cores_as_devices``; ``MAML_CLI_CPU_DEVICES=auto|N``,
+1 turns it off), and ``train.devices=auto`` spreads a convolutional meta-batch over them with the
+same ``shard_map`` that spreads it over GPUs (``maml_cli/parallel.py``): each core draws and adapts
+its share of the tasks. Dense models (``vmap``) stay on one device, where the collectives would cost
+more than they save. The result equals one device's up to float reassociation (tests/test_parallel.py).
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ import jax
 from maml_cli.data.cache import CACHE_HOME
 
 CONV_MODELS = ("conv4",)
+MAX_CPU_DEVICES = 8  # each CPU device holds its own copy of the dataset's arrays
+_cores_are_devices = False
 
 
 @dataclass(frozen=True)
@@ -66,3 +76,51 @@ def enable_compilation_cache() -> None:
         return
     jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def host_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def use_cores_as_devices(distributed: bool = False) -> int:
+    """Start JAX with one CPU device per core (see the module docstring); call before JAX's first
+    computation. Returns the CPU devices made, or 0 when left to JAX: ``MAML_CLI_CPU_DEVICES=1``,
+    one core, a run over several processes (one device per process there), devices already forced
+    with ``XLA_FLAGS=--xla_force_host_platform_device_count``, or JAX already started."""
+    global _cores_are_devices
+    from jax._src import xla_bridge
+
+    setting = os.environ.get("MAML_CLI_CPU_DEVICES", "auto").strip().lower()
+    if setting == "auto":
+        count = min(host_cores(), MAX_CPU_DEVICES)
+    elif setting.isdigit() and int(setting) >= 1:
+        count = int(setting)
+    else:
+        raise ValueError(f"MAML_CLI_CPU_DEVICES must be auto or a number >= 1 (got {setting!r})")
+    forced = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+    if count <= 1 or distributed or forced or xla_bridge.backends_are_initialized():
+        return 0
+    jax.config.update("jax_num_cpu_devices", count)
+    _cores_are_devices = True
+    return count
+
+
+def cores_are_devices() -> bool:
+    """Whether JAX's devices are this machine's cores, made by ``use_cores_as_devices``."""
+    return _cores_are_devices and jax.default_backend() == "cpu"
+
+
+def auto_devices(execution: Execution, available: int, meta_batch_size: Optional[int]) -> int:
+    """What ``train.devices=auto`` means: every device, except where the devices are this machine's
+    cores, and then only for per-task (``map``) programs, as many as split the meta-batch evenly."""
+    if not cores_are_devices():
+        return available
+    if execution.task_batching != "map":
+        return 1
+    if meta_batch_size is None:
+        return available
+    return max(d for d in range(1, available + 1) if meta_batch_size % d == 0)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from maml_cli import parallel
 from maml_cli.data import TaskSpec, build_sampler
 from maml_cli.evaluation import make_scorer
-from maml_cli.execution import Execution, plan_execution
+from maml_cli.execution import Execution, auto_devices, plan_execution
 from maml_cli.meta.algorithms import Algorithm, build_algorithm
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.meta.outer import TrainState, init_state, make_multi_step, make_train_step
@@ -112,11 +112,14 @@ def build_experiment(cfg: DictConfig, training: bool = True, spec: Optional[Task
 
 def _build(cfg: DictConfig, training: bool, spec: Optional[TaskSpec] = None) -> Experiment:
     parallel.initialize(cfg.distributed)  # before JAX's first computation, in a run over several processes
-    devices = parallel.device_count(cfg.train.devices)
-    if training:
-        parallel.check_divisible(cfg.train.meta_batch_size, devices, cfg.train.devices)
     execution = plan_execution(cfg.model.name, cfg.train.task_batching, cfg.train.remat,
                                cfg.model.get("conv_impl"))
+    import jax
+
+    devices = parallel.device_count(cfg.train.devices, auto_devices(
+        execution, jax.device_count(), cfg.train.meta_batch_size if training else None))
+    if training:
+        parallel.check_divisible(cfg.train.meta_batch_size, devices, cfg.train.devices)
     sampler = build_sampler(cfg.dataset) if spec is None else None
     spec = sampler.spec if spec is None else spec
     network = build_model(cfg.model, spec, execution.conv_impl, inner_steps=cfg.algorithm.inner_steps)

@@ -33,6 +33,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from maml_cli.config import UserError
+from maml_cli.execution import cores_are_devices
 
 log = logging.getLogger(__name__)
 
@@ -109,18 +110,19 @@ def is_writer() -> bool:
 # --- devices ---------------------------------------------------------------------------------------
 
 
-def device_count(setting) -> int:
-    """How many devices ``train.devices`` (auto | N) asks for, checked against what is here."""
+def device_count(setting, auto: Optional[int] = None) -> int:
+    """How many devices ``train.devices`` (auto | N) asks for, checked against what is here;
+    ``auto``: what auto means for this run (default: every device)."""
     available = jax.device_count()
     if str(setting) == "auto":
-        return available
+        return available if auto is None else auto
     try:
         n = int(setting)
     except ValueError:
         raise UserError(f"train.devices must be auto or a number of devices (got {setting!r})") from None
     if not 1 <= n <= available:
         raise UserError(f"train.devices={n}, but {available} device(s) are available "
-                        f"({jax.default_backend()}); use train.devices=auto or a number in 1..{available}")
+                        f"({jax.default_backend()}{', one per core' if cores_are_devices() else ''}); use train.devices=auto or a number in 1..{available}")
     if jax.process_count() > 1 and n != available:
         raise UserError(f"train.devices={n}: a run over {jax.process_count()} processes uses every device of every "
                         f"process ({available}); use train.devices=auto")
@@ -201,7 +203,9 @@ def sharded_over_tasks(fn: Callable, mesh: Mesh) -> Callable:
 
 
 def describe(mesh: Optional[Mesh]) -> str:
+    cores = cores_are_devices()
     if mesh is None:
-        return "1 device"
+        return f"1 device of {jax.device_count()}, one per core" if cores else "1 device"
     processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
-    return f"{mesh.size} devices{processes}, meta-batch sharded over a '{TASKS}' mesh axis"
+    kind = " CPU devices, one per core" if cores else " devices"
+    return f"{mesh.size}{kind}{processes}, meta-batch sharded over a '{TASKS}' mesh axis"

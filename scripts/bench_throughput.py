@@ -6,7 +6,9 @@
     python scripts/bench_throughput.py --memory               # peak memory vs inner steps, +- remat
     python scripts/bench_throughput.py --presets omniglot_5w1s --devices 1 2 4   # the meta-batch over N devices
 
-Each preset runs in its own process (clean memory and compile figures). Per preset:
+Each preset runs in its own process (clean memory and compile figures), with the execution plan
+maml-train would pick: on CPU, one JAX device per core and a convolutional meta-batch spread over
+them (``maml_cli/execution.py``; ``MAML_CLI_CPU_DEVICES=1`` for one device). Per preset:
 ``tasks_per_s`` (meta_batch_size / median step time), ``gflops_per_s`` (the step's matmul and
 convolution FLOPs / median time; counted on the step's jaxpr with every loop multiplied out, because
 XLA's cost analysis, reported as ``xla_cost_analysis_gflop``, counts a loop body once: the inner
@@ -113,7 +115,8 @@ def _jaxpr_flops(jaxpr) -> float:
             total += 2.0 * eqn.outvars[0].aval.size * math.prod(rhs) / out_features
         elif name == "while":
             raise ValueError("a while loop with an unknown trip count: cannot count its FLOPs")
-        times = eqn.params["length"] if name == "scan" else 1
+        # A scan runs its body ``length`` times; a shard_map's body is one device's share of the tasks.
+        times = eqn.params["length"] if name == "scan" else eqn.params["mesh"].size if name == "shard_map" else 1
         subs = [v for v in eqn.params.values() if hasattr(v, "eqns") or hasattr(v, "jaxpr")]
         subs += [b for v in eqn.params.values() if isinstance(v, tuple) for b in v if hasattr(b, "jaxpr")]
         counts = [_jaxpr_flops(getattr(sub, "jaxpr", sub)) for sub in subs]
@@ -225,6 +228,7 @@ def interleaved(lines: list, rounds: int) -> list:
     import jax
     import numpy as np
 
+    from maml_cli import parallel
     from maml_cli.experiment import build_experiment
 
     programs = []
@@ -232,14 +236,14 @@ def interleaved(lines: list, rounds: int) -> list:
         preset, *overrides = line.split()
         cfg = _compose(preset, *overrides)
         exp = build_experiment(cfg)
-        state = exp.init_state()
-        compiled = exp.multi_step().lower(state, exp.sampler.data, 1, exp.phase_at(0)).compile()
+        state = exp.place(exp.init_state())
+        compiled = exp.multi_step().lower(state, exp.data, 1, exp.phase_at(0)).compile()
         for _ in range(2):  # warm-up
-            state, _ = compiled(state, exp.sampler.data)
-        programs.append([line, cfg, compiled, jax.block_until_ready(state), exp.sampler.data, []])
+            state, _ = compiled(state, exp.data)
+        programs.append([line, cfg, compiled, jax.block_until_ready(state), exp.data, [], parallel.describe(exp.mesh)])
     for _ in range(rounds):
         for program in programs:
-            line, cfg, compiled, state, data, times = program
+            line, cfg, compiled, state, data, times, _ = program
             tic = time.perf_counter()
             program[3], _ = compiled(state, data)
             jax.block_until_ready(program[3])
@@ -250,8 +254,8 @@ def interleaved(lines: list, rounds: int) -> list:
              "step_ms_quartiles": [round(1e3 * float(q), 1) for q in np.percentile(times, [25, 75])],
              "tasks_per_s": round(cfg.train.meta_batch_size / float(np.median(times)), 2),
              "step_time_vs_first": round(float(np.median(times)) / first, 3), "rounds": rounds,
-             "backend": jax.default_backend(), "jax": jax.__version__}
-            for line, cfg, _, _, _, times in programs]
+             "devices": devices, "backend": jax.default_backend(), "jax": jax.__version__}
+            for line, cfg, _, _, _, times, devices in programs]
 
 
 def memory_one(preset: str, inner_steps: int, remat: bool) -> dict:
@@ -300,6 +304,9 @@ def main() -> None:
 
     logging.getLogger("absl").setLevel(logging.WARNING)
     if args.child:
+        from maml_cli.execution import use_cores_as_devices
+
+        use_cores_as_devices()  # as maml-train does: on CPU, one device per core (unless --devices forced them)
         kind, preset, *rest = args.child
         if kind == "interleave":
             print(json.dumps(interleaved(json.loads(preset), int(rest[0]))))
@@ -347,12 +354,12 @@ def _write_interleaved_docs(results: list, argv: str, section: str) -> None:
              f"compiled outer step in one process, called round-robin {results[0]['rounds']} times, so that the "
              "machine's drift hits all alike; median step time, its interquartile range, and the ratio to the "
              "first line's median.", "",
-             "| line | algorithm | meta-batch | step (ms), median [IQR] | tasks/s | step time / first line's |",
-             "|---|---|---|---|---|---|"]
+             "| line | algorithm | meta-batch | devices | step (ms), median [IQR] | tasks/s | step time / first line's |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
         q = r["step_ms_quartiles"]
-        lines.append(f"| `{r['preset']}` | {r['algorithm']} | {r['meta_batch_size']} | {r['step_ms_median']} "
-                     f"[{q[0]}-{q[1]}] | {r['tasks_per_s']} | {r['step_time_vs_first']:.2f} |")
+        lines.append(f"| `{r['preset']}` | {r['algorithm']} | {r['meta_batch_size']} | {r.get('devices', '1 device')} | "
+                     f"{r['step_ms_median']} [{q[0]}-{q[1]}] | {r['tasks_per_s']} | {r['step_time_vs_first']:.2f} |")
     lines += ["", "Raw output:", "", "```", *[json.dumps(r) for r in results], "```"]
     replace_section(REPO / "docs" / "performance.md", section, "\n".join(lines))
 

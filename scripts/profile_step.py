@@ -10,7 +10,8 @@ data movement (im2col slices, pads, copies, transposes, concatenations), loop st
 buffers ``lax.scan`` fills with per-iteration values and reads back), fills (broadcasts) and the
 remaining elementwise ops and reductions. Then times one elementwise op (``x * 2 + 1``) over f32
 arrays from 2 MB to 128 MB: the GB/s it reaches in cache and beyond it. One JSON line per preset,
-then one for the bandwidth.
+then one for the bandwidth. The step is traced on one device: under maml-train's CPU plan each core
+runs this program on its share of the tasks (``maml_cli/execution.py``).
 """
 
 from __future__ import annotations

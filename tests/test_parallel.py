@@ -15,9 +15,12 @@ import jax
 import numpy as np
 import pytest
 
+from maml_cli import execution
 from maml_cli.data.episodes import task_part
+from maml_cli.execution import MAX_CPU_DEVICES, Execution, host_cores
 from maml_cli.data.sinusoid import SinusoidTasks
 from tests.conftest import REPO, TINY, make_cfg
+from tests.omniglot_fakes import fake_sets, write_npz
 
 BIN = Path(sys.executable).parent
 TOL = 1e-5  # float reassociation of a mean split over devices
@@ -119,6 +122,52 @@ def test_a_meta_batch_that_does_not_split_is_refused_before_compiling(tmp_path):
     assert not run.exists()
     many = _run("maml-train", *TINY, "train.devices=3", f"hydra.run.dir={run}", env=simulated(2))
     assert many.returncode == 2 and "train.devices=3, but 2 device(s) are available" in many.stderr
+
+
+def _cores_env(**extra) -> dict:
+    """The environment of a plain shell: no forced device count, maml-cli's own CPU devices."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "MAML_CLI_CPU_DEVICES")}
+    return {**env, **extra}
+
+
+@pytest.mark.skipif(host_cores() < 2, reason="one core: maml-cli makes no extra CPU devices")
+def test_console_scripts_spread_a_conv_meta_batch_over_the_cores(tmp_path):
+    """maml-train starts JAX with one CPU device per core; auto spreads a conv4 meta-batch over as
+    many as split it, keeps a dense model on one, and MAML_CLI_CPU_DEVICES=1 turns it off."""
+    cores = min(host_cores(), MAX_CPU_DEVICES)
+    write_npz(tmp_path / "omniglot", fake_sets(background=10, evaluation=8, drawers=4))
+    conv = ["experiment=omniglot_tiny", f"dataset.path={tmp_path / 'omniglot'}", f"dataset.cache_dir={tmp_path / 'c'}",
+            "dataset.train_classes=12", "dataset.val_classes=4", "train.dry_run=true"]
+
+    def plan(*args, **env):
+        out = _run("maml-train", *args, env=_cores_env(**env))
+        assert out.returncode == 0, out.stderr
+        return next(line for line in out.stdout.splitlines() if line.startswith("# plan:"))
+
+    assert f"({cores} CPU devices, one per core, meta-batch sharded" in plan(*conv, f"train.meta_batch_size={2 * cores}")
+    # A meta-batch that the cores do not split: as many devices as split it (here one), no error.
+    assert f"(1 device of {cores}, one per core)" in plan(*conv, f"train.meta_batch_size={2 * cores + 1}")
+    assert f"(1 device of {cores}, one per core)" in plan(*TINY, "train.dry_run=true")  # sinusoid: vmap, one device
+    assert "(1 device)" in plan(*conv, MAML_CLI_CPU_DEVICES="1")
+    # Devices forced by XLA_FLAGS are the user's: auto takes them all, as on GPUs.
+    forced = plan(*conv, "train.meta_batch_size=6", XLA_FLAGS="--xla_force_host_platform_device_count=3")
+    assert "(3 devices, meta-batch sharded" in forced
+    bad = _run("maml-train", *TINY, env=_cores_env(MAML_CLI_CPU_DEVICES="many"))
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "maml-train: error: MAML_CLI_CPU_DEVICES must be auto or a number >= 1 (got 'many')")
+
+
+def test_auto_devices_follow_the_plan(monkeypatch):
+    """What train.devices=auto resolves to, with and without maml-cli's CPU devices."""
+    monkeypatch.setattr(execution, "_cores_are_devices", True)
+    per_task, batched = Execution("map", True, "im2col"), Execution("vmap", False, None)
+    assert execution.auto_devices(per_task, 4, 32) == 4
+    assert execution.auto_devices(per_task, 4, 6) == 3  # the most devices that split the meta-batch evenly
+    assert execution.auto_devices(per_task, 4, None) == 4  # evaluation pads its batches
+    assert execution.auto_devices(batched, 4, 32) == 1
+    monkeypatch.setattr(execution, "_cores_are_devices", False)  # GPUs, or devices forced by XLA_FLAGS: all
+    assert execution.auto_devices(per_task, 4, 6) == 4
+    assert execution.auto_devices(batched, 4, 32) == 4
 
 
 def _free_port() -> int:

@@ -112,7 +112,8 @@ def test_help_pages_show_keys_groups_and_exit_codes():
     assert train.returncode == 0 and "_schema" not in train.stdout
     for text in ("Usage:", "dataset     image_folder, miniimagenet, omniglot, *sinusoid", "*mamlpp",
                  "train.steps=10000", "outer (meta) iterations", "algorithm.multi_step_loss=true",
-                 "query loss after every inner step", "Exit codes: 0 done", "2 bad input", "130 interrupted"):
+                 "query loss after every inner step", "Exit codes: 0 done", "2 bad input", "130 interrupted",
+                 "MAML_CLI_CPU_DEVICES=auto|N"):
         assert text in train.stdout, text
     ev = subprocess.run([str(BIN / "maml-eval"), "--help"], capture_output=True, text=True)
     assert ev.returncode == 0 and "_schema" not in ev.stdout and "_run" not in ev.stdout
