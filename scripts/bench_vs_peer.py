@@ -65,14 +65,18 @@ def ours(workload: str, data: Path, extra: list, python: str) -> dict:
         env = json.loads((Path(run_dir) / "environment.json").read_text())["sessions"][-1]
         plan = next((line.split(" - ", 1)[1] for line in (Path(run_dir) / "train.log").read_text().splitlines()
                      if " on " in line and "task_batching=" in line), "")
-    meta_batch = w["peer"][2]
-    # The first record's window holds the compilation, the last one the end-of-run validation and
-    # checkpoint: the windows between them time the loop's own speed.
-    rates = [(b["step"] - a["step"]) * meta_batch / (b["elapsed_s"] - a["elapsed_s"])
-             for a, b in zip(rows, rows[1:])][:-1]
+    rates = window_rates(rows, meta_batch=w["peer"][2])
     return {"tool": "maml-cli", "workload": workload, "tasks_per_s": round(statistics.median(rates), 2),
             "windows": [round(r, 1) for r in rates], "jax": env["versions"]["jax"], "python": env["python"],
             "devices": len(env["devices"]), "plan": plan.split(";")[0], "overrides": extra}
+
+
+def window_rates(rows: list, meta_batch: int) -> list:
+    """Tasks/s between consecutive records of metrics.jsonl (wall clock, ``elapsed_s``). The first
+    record's window holds the compilation and the last one the end-of-run validation and checkpoint:
+    only the windows between them are kept."""
+    return [(b["step"] - a["step"]) * meta_batch / (b["elapsed_s"] - a["elapsed_s"])
+            for a, b in zip(rows, rows[1:])][:-1]
 
 
 def peer(workload: str, python: str, data: Path) -> dict:

@@ -29,6 +29,25 @@ def test_flops_of_a_matmul_match_xla_and_loops_are_multiplied_out():
     assert _jaxpr_flops(jax.make_jaxpr(jax.vmap(lambda x: x @ w))(jnp.ones((7, 4, 5))).jaxpr) == 7 * 2 * 4 * 5 * 6
 
 
+def test_flops_inside_shard_map_count_every_device():
+    """Under the cores-as-devices plan the step is a shard_map whose body is one device's share."""
+    from jax.sharding import AbstractMesh
+    from jax.sharding import PartitionSpec as P
+
+    w = jnp.ones((5, 6))
+    sharded = jax.shard_map(lambda x: x @ w, mesh=AbstractMesh((2,), ("tasks",)), in_specs=P(), out_specs=P())
+    assert _jaxpr_flops(jax.make_jaxpr(sharded)(jnp.ones((8, 5))).jaxpr) == 2 * (2 * 8 * 5 * 6)  # on each of 2
+
+
+def test_peer_benchmark_times_only_the_windows_between_compilation_and_validation():
+    from bench_vs_peer import window_rates
+
+    rows = [{"step": 10, "elapsed_s": 30.0},  # compilation
+            {"step": 20, "elapsed_s": 32.0}, {"step": 30, "elapsed_s": 36.0},
+            {"step": 40, "elapsed_s": 50.0}]  # validation and checkpoint at the end
+    assert window_rates(rows, meta_batch=32) == [10 * 32 / 2.0, 10 * 32 / 4.0]
+
+
 def test_flops_of_a_convolution():
     x, k = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
     conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",  # noqa: E731
