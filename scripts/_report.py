@@ -9,19 +9,24 @@ import re
 from pathlib import Path
 
 
-def machine() -> str:
-    import jax
-
-    cpu = platform.processor() or platform.machine()
+def cpu() -> str:
+    """The processor's model name and its cores, e.g. 'AMD EPYC, 2 cores'."""
+    name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
                 break
     except OSError:
         pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def machine() -> str:
+    import jax
+
     devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
-    return (f"{cpu}, {os.cpu_count()} cores, jax {jax.__version__} on {jax.default_backend()} "
+    return (f"{cpu()}, jax {jax.__version__} on {jax.default_backend()} "
             f"({devices}), Python {platform.python_version()}")
 
 

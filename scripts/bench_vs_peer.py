@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import statistics
 import subprocess
@@ -142,15 +141,11 @@ def _installs(results: list) -> list:
 
 
 def write_docs(results: list, summary: list, argv: str, section: str) -> None:
-    from _report import replace_section, today
+    from _report import cpu, replace_section, today
 
     first = next(r for r in results if r["tool"] == "maml-cli")
     torch = next(r for r in results if r["tool"] != "maml-cli")
-    import platform
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    lines = [f"Measured {today()} on {cpu}, {os.cpu_count()} cores, with `python scripts/bench_vs_peer.py {argv}`: "
+    lines = [f"Measured {today()} on {cpu()}, with `python scripts/bench_vs_peer.py {argv}`: "
              f"maml-cli (`{first['plan']}`) and learn2learn (torch {torch['torch']}, {torch['threads']} threads), "
              "alternating, each measurement its own process. With several maml-cli installs (`--ours-python`), "
              "each ran in the same rounds; the ratio in bold is the first one's.",
