@@ -189,10 +189,8 @@ def bench_one(line: str, measure_steps: int) -> dict:
                                 "eval.val_episodes=1", "eval.batch_size=1")
             train_and_evaluate(loop_cfg, Path(run_dir))
             rows = [json.loads(r) for r in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-        # Wall time between records (elapsed_s), so everything the loop does counts; the first
-        # window holds compilation, the last one validation: the median of the others' rates.
-        rates = [(b["step"] - a["step"]) / (b["elapsed_s"] - a["elapsed_s"]) for a, b in zip(rows, rows[1:])]
-        loop_rate = float(np.median(rates))
+        # Wall time between records, so everything the loop does counts (steps/s: meta-batch 1).
+        loop_rate = float(np.median(window_rates(rows, meta_batch=1)))
         outside = round(max(0.0, 1 - loop_rate * step_s), 4)
     ceiling = _ceiling_gflops()
     gflops = flops / step_s / 1e9
@@ -219,6 +217,14 @@ def bench_one(line: str, measure_steps: int) -> dict:
         "devices": 1 if exp.mesh is None else exp.mesh.size,
         "jax": jax.__version__,
     }
+
+
+def window_rates(rows: list, meta_batch: int) -> list:
+    """Tasks/s between consecutive records of a run's metrics.jsonl (wall clock, ``elapsed_s``). The
+    first record's window holds the compilation and the last one the end-of-run validation and
+    checkpoint: only the windows between them are kept."""
+    return [(b["step"] - a["step"]) * meta_batch / (b["elapsed_s"] - a["elapsed_s"])
+            for a, b in zip(rows, rows[1:])][:-1]
 
 
 def interleaved(lines: list, rounds: int) -> list:

@@ -9,8 +9,8 @@ measurement is its own process, started cold.
 
 - maml-cli: the real ``maml-train experiment=WORKLOAD`` on ../shared/data/omniglot (as a user runs
   it, default execution plan), a short run logged every few steps; tasks/s is the median over the
-  logging windows of (steps x meta-batch) / wall time, so compilation (the first window) is left
-  out and everything else the loop does is in.
+  logging windows of (steps x meta-batch) / wall time, leaving out the first window (compilation)
+  and the last (end-of-run validation and checkpoint); everything else the loop does is in.
 - learn2learn: ``../shared/peers/l2l_speed.py`` (its own MAML and OmniglotCNN, second order, tasks
   looped in Python, episodes built outside the timed region, the first iteration left out), run
   with the peer's Python. Make that virtualenv outside the project; learn2learn also needs scipy:
@@ -34,6 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
+from bench_throughput import window_rates  # noqa: E402
 SHARED = REPO.parent / "shared"
 OMNIGLOT = SHARED / "data" / "omniglot"
 PEER_SCRIPT = SHARED / "peers" / "l2l_speed.py"
@@ -68,14 +69,6 @@ def ours(workload: str, data: Path, extra: list, python: str) -> dict:
     return {"tool": "maml-cli", "workload": workload, "tasks_per_s": round(statistics.median(rates), 2),
             "windows": [round(r, 1) for r in rates], "jax": env["versions"]["jax"], "python": env["python"],
             "devices": len(env["devices"]), "plan": plan.split(";")[0], "overrides": extra}
-
-
-def window_rates(rows: list, meta_batch: int) -> list:
-    """Tasks/s between consecutive records of metrics.jsonl (wall clock, ``elapsed_s``). The first
-    record's window holds the compilation and the last one the end-of-run validation and checkpoint:
-    only the windows between them are kept."""
-    return [(b["step"] - a["step"]) * meta_batch / (b["elapsed_s"] - a["elapsed_s"])
-            for a, b in zip(rows, rows[1:])][:-1]
 
 
 def peer(workload: str, python: str, data: Path) -> dict:

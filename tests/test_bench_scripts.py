@@ -39,8 +39,8 @@ def test_flops_inside_shard_map_count_every_device():
     assert _jaxpr_flops(jax.make_jaxpr(sharded)(jnp.ones((8, 5))).jaxpr) == 2 * (2 * 8 * 5 * 6)  # on each of 2
 
 
-def test_peer_benchmark_times_only_the_windows_between_compilation_and_validation():
-    from bench_vs_peer import window_rates
+def test_loop_timing_keeps_only_the_windows_between_compilation_and_validation():
+    from bench_throughput import window_rates
 
     rows = [{"step": 10, "elapsed_s": 30.0},  # compilation
             {"step": 20, "elapsed_s": 32.0}, {"step": 30, "elapsed_s": 36.0},
