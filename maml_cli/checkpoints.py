@@ -29,15 +29,15 @@ class Checkpointer:
     def __init__(self, directory: Path, keep: int = 3, read_only: bool = False):
         # Orbax wants absolute paths; saves go to a temporary folder renamed on success, so a run
         # killed mid-save leaves the previous checkpoints intact. ``read_only``: a reader (maml-eval)
-        # beside a live trainer, which never deletes or creates anything.
+        # beside a live trainer. It has no CheckpointManager: the manager stats every step folder
+        # when it lists them, and fails when the trainer deletes one in between.
         self.directory = Path(directory).absolute()
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=None if read_only else keep, create=not read_only,
-                                                 read_only=read_only),
-        )
+        self._manager = None if read_only else ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
     def steps(self) -> list:
+        if self._manager is None:
+            return _finished_steps(self.directory)
         return sorted(self._manager.all_steps())
 
     def latest_step(self) -> Optional[int]:
@@ -47,6 +47,8 @@ class Checkpointer:
     def save(self, step: int, state) -> None:
         """Write the checkpoint of ``step`` and wait for it. A write that fails (disk full, read-only
         folder) is a CheckpointError; the checkpoints already there stay readable."""
+        if self._manager is None:
+            raise TypeError("a read-only Checkpointer cannot save")
         if step in self._manager.all_steps():
             return
         try:
@@ -75,7 +77,6 @@ class Checkpointer:
                 if attempt == attempts - 1 or not is_being_trained(self.directory.parent):
                     raise
                 time.sleep(0.2 * (attempt + 1))
-                self._manager.reload()
 
     def _restore(self, template, step: Optional[int]):
         steps = self.steps()
@@ -116,12 +117,24 @@ class Checkpointer:
                 shutil.rmtree(aside, ignore_errors=True)
                 aside.parent.mkdir(exist_ok=True)
                 shutil.move(str(self.directory / str(step)), str(aside))
-                self._manager.reload()
+                if self._manager is not None:
+                    self._manager.reload()
                 log.warning("skipping unreadable checkpoint (moved to %s): %s", aside, e)
         return None, None
 
     def close(self) -> None:
-        self._manager.close()
+        if self._manager is not None:
+            self._manager.close()
+
+
+def _finished_steps(directory: Path) -> list:
+    """The steps whose save finished: a folder named by its step alone (one being written has
+    Orbax's temporary suffix until it is renamed)."""
+    try:
+        names = [p.name for p in directory.iterdir()]
+    except FileNotFoundError:
+        return []
+    return sorted(int(n) for n in names if n.isdigit() and (directory / n).is_dir())
 
 
 def _os_error(e: BaseException):

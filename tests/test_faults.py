@@ -214,3 +214,46 @@ def test_a_refused_config_leaves_no_run_directory(tmp_path):
     real = tmp_path / "runs" / "y"
     (real / "checkpoints").mkdir(parents=True)
     assert not remove_if_not_a_run(real) and real.exists()
+
+
+_FAST_WRITER = """
+import sys, numpy as np
+from pathlib import Path
+from maml_cli.checkpoints import Checkpointer
+from maml_cli.run_dir import RunLock
+run_dir = Path(sys.argv[1])
+lock = RunLock(run_dir).acquire()
+ckpt = Checkpointer(run_dir / "checkpoints", keep=2)
+for step in range(1, int(sys.argv[2]) + 1):
+    ckpt.save(step, {"step": np.int32(step), "w": np.full((64,), step, np.float32)})
+    if step == 2:
+        print("ready", flush=True)
+ckpt.close()
+lock.release()
+"""
+
+
+def test_a_reader_beside_a_writer_that_deletes_old_checkpoints_always_reads_a_whole_one(tmp_path):
+    """maml-eval's reader while the trainer saves and deletes as fast as it can: every read is one
+    complete checkpoint, never an error about a step that vanished while the reader listed them."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", _FAST_WRITER, str(run_dir), "150"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+    try:
+        assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
+        template = {"step": jax.numpy.int32(0), "w": jax.numpy.zeros((64,), jax.numpy.float32)}
+        reads = []
+        while writer.poll() is None:
+            reader = Checkpointer(run_dir / "checkpoints", read_only=True)
+            try:
+                state = reader.restore(template)
+            finally:
+                reader.close()
+            assert np.all(state["w"] == state["step"])  # one checkpoint, not parts of two
+            reads.append(int(state["step"]))
+        assert writer.returncode == 0, writer.stderr.read()
+    finally:
+        writer.kill()
+        writer.wait()
+    assert len(reads) >= 10 and reads == sorted(reads), reads
