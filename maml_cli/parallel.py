@@ -8,7 +8,7 @@ over the axis with ``pmean``. Parameters and optimizer state are replicated, so 
 applies the same update. Equal shares make the mean of the device means the mean over the
 meta-batch, so a run equals the single-device one up to float reassociation (tests/test_parallel.py).
 
-Inside ``shard_map`` the replicated meta-parameters are first cast to device-varying
+Inside ``shard_map`` the replicated meta-parameters (and meta-state) are first cast to device-varying
 (``lax.pcast``): the inner loop differentiates them against each device's own tasks, and without
 the cast JAX would transpose the implicit broadcast into a ``psum``, adding up the inner gradients
 of every device's tasks.
@@ -179,9 +179,13 @@ def sharded_meta_gradient(mesh: Mesh, sample: Callable, algorithm, meta_batch_si
                           part=(index, parts))
         # Reptile splits ``algorithm_key`` per task: give each device its own, distinct key.
         algorithm_key = jax.random.fold_in(algorithm_key, index)
-        grads, meta_state, out = algorithm.meta_gradient(varying(meta_params), meta_state, episodes,
-                                                         algorithm_key, step, phase)
-        return jax.lax.pmean((grads, meta_state, out), TASKS)
+        # The meta-state too: Reptile's inner Adam moments start from it and, updated on this
+        # device's tasks, come out of the inner scan varying; a scan's carry must keep its type.
+        grads, new_state, out = algorithm.meta_gradient(varying(meta_params), varying(meta_state), episodes,
+                                                        algorithm_key, step, phase)
+        grads, new_state, out = jax.lax.pmean((grads, new_state, out), TASKS)
+        # pmean turns integers (an optimizer's step count, the same on every device) into floats.
+        return grads, jax.tree.map(lambda a, b: a.astype(b.dtype), new_state, meta_state), out
 
     return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(), P(), P(), P()), out_specs=P())
 

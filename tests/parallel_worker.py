@@ -51,6 +51,11 @@ def main() -> None:
     cases = {
         "maml": [*TINY, "algorithm=maml", "train.meta_batch_size=8"],
         "fomaml": [*TINY, "algorithm=fomaml", "train.meta_batch_size=8"],
+        # Reptile draws its mini-batch orders from one key per device; with a mini-batch of the
+        # whole support set (5 shots) the order does not matter, so the numbers must agree. Its
+        # meta-state (the inner Adam moments) is carried through the inner scan on each device.
+        "reptile": [*TINY, "algorithm=reptile", "train.meta_batch_size=8", "algorithm.inner_batch_size=5",
+                    "algorithm.eval_inner_batch_size=5"],
     }
     if omniglot:  # conv4 with per-step batch norm: running statistics are averaged over devices too
         cases["mamlpp_conv4"] = ["experiment=omniglot_tiny", "algorithm=mamlpp", f"dataset.path={omniglot}",

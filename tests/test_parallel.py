@@ -60,12 +60,12 @@ def test_classification_parts_draw_only_their_own_tasks():
 
 
 def test_sharded_outer_step_and_evaluation_equal_one_device():
-    """MAML on 2 and 4 simulated devices, first-order MAML on 2: the meta-gradient, the metrics, the
+    """MAML on 2 and 4 simulated devices, first-order MAML and Reptile on 2: the meta-gradient, the metrics, the
     parameters after 3 steps and the evaluation scores are the single-device ones; without the
     parameters marked as varying, they are not (the test would catch that bug)."""
     gaps = _worker()
     assert gaps["device_count"] == 4
-    for name in ("maml/2", "maml/4", "fomaml/2"):
+    for name in ("maml/2", "maml/4", "fomaml/2", "reptile/2"):
         assert max(gaps[name].values()) < TOL, (name, gaps[name])
     assert gaps["maml/2 without pcast"]["params"] > 1e-3
 
