@@ -230,7 +230,9 @@ def window_rates(rows: list, meta_batch: int) -> list:
 def interleaved(lines: list, rounds: int) -> list:
     """Every line's compiled step in one process, timed round-robin (one call of each line per
     round, ``rounds`` rounds): slow drifts of a shared machine hit every line alike, so the ratio of
-    the medians holds where separate runs minutes apart disagree by tens of percent."""
+    the medians holds where separate runs minutes apart disagree by tens of percent. Each timed call
+    follows an untimed one of the same program (``round_robin``): without it a line paid for the
+    one before it (after the 20-way step the 5-way step took 1.28x its time after itself)."""
     import jax
     import numpy as np
 
@@ -247,13 +249,15 @@ def interleaved(lines: list, rounds: int) -> list:
         for _ in range(2):  # warm-up
             state, _ = compiled(state, exp.data)
         programs.append([line, cfg, compiled, jax.block_until_ready(state), exp.data, [], parallel.describe(exp.mesh)])
-    for _ in range(rounds):
-        for program in programs:
-            line, cfg, compiled, state, data, times, _ = program
-            tic = time.perf_counter()
-            program[3], _ = compiled(state, data)
+
+    def step_of(program):
+        def step():
+            program[3], _ = program[2](program[3], program[4])
             jax.block_until_ready(program[3])
-            times.append(time.perf_counter() - tic)
+        return step
+
+    for program, times in zip(programs, round_robin([step_of(p) for p in programs], rounds)):
+        program[5].extend(times)
     first = float(np.median(programs[0][5]))
     return [{"preset": line, "algorithm": cfg.algorithm.name, "meta_batch_size": int(cfg.train.meta_batch_size),
              "step_ms_median": round(1e3 * float(np.median(times)), 1),
@@ -262,6 +266,20 @@ def interleaved(lines: list, rounds: int) -> list:
              "step_time_vs_first": round(float(np.median(times)) / first, 3), "rounds": rounds,
              "devices": devices, "backend": jax.default_backend(), "jax": jax.__version__}
             for line, cfg, _, _, _, times, devices in programs]
+
+
+def round_robin(steps: list, rounds: int) -> list:
+    """Seconds of each of ``steps`` (callables that run one step and wait for it), called in turn
+    ``rounds`` times. Each timed call follows an untimed call of the same step, so that the caches
+    hold that step's data, as in training."""
+    times = [[] for _ in steps]
+    for _ in range(rounds):
+        for step, seconds in zip(steps, times):
+            step()
+            tic = time.perf_counter()
+            step()
+            seconds.append(time.perf_counter() - tic)
+    return times
 
 
 def memory_one(preset: str, inner_steps: int, remat: bool) -> dict:
@@ -357,8 +375,8 @@ def _write_interleaved_docs(results: list, argv: str, section: str) -> None:
     from _report import machine, replace_section, today
 
     lines = [f"Measured {today()} on {machine()} with `python scripts/bench_throughput.py {argv}`: every line's "
-             f"compiled outer step in one process, called round-robin {results[0]['rounds']} times, so that the "
-             "machine's drift hits all alike; median step time, its interquartile range, and the ratio to the "
+             f"compiled outer step in one process, called round-robin {results[0]['rounds']} times (each timed call after an "
+             "untimed one of the same line), so that the machine's drift hits all alike; median step time, its interquartile range, and the ratio to the "
              "first line's median.", "",
              "| line | algorithm | meta-batch | devices | step (ms), median [IQR] | tasks/s | step time / first line's |",
              "|---|---|---|---|---|---|---|"]

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-from bench_throughput import _jaxpr_flops, _step_flops, _xla_flops  # noqa: E402
+from bench_throughput import _jaxpr_flops, _step_flops, _xla_flops, interleaved, round_robin  # noqa: E402
 from profile_step import _category, profile_preset  # noqa: E402
 
 
@@ -46,6 +46,31 @@ def test_loop_timing_keeps_only_the_windows_between_compilation_and_validation()
             {"step": 20, "elapsed_s": 32.0}, {"step": 30, "elapsed_s": 36.0},
             {"step": 40, "elapsed_s": 50.0}]  # validation and checkpoint at the end
     assert window_rates(rows, meta_batch=32) == [10 * 32 / 2.0, 10 * 32 / 4.0]
+
+
+def test_round_robin_times_each_step_after_an_untimed_call_of_its_own(monkeypatch):
+    """A line must not pay for the one before it (issue 13: the 5-way step after the 20-way one)."""
+    import bench_throughput
+
+    clock, calls = [0.0], []
+
+    def step(name, seconds):
+        def run():
+            calls.append(name)
+            clock[0] += seconds
+        return run
+
+    monkeypatch.setattr(bench_throughput.time, "perf_counter", lambda: clock[0])
+    times = round_robin([step("a", 1.0), step("b", 2.0)], rounds=2)
+    assert calls == ["a", "a", "b", "b", "a", "a", "b", "b"]
+    assert times == [[1.0, 1.0], [2.0, 2.0]]  # only the second call of each pair is timed
+
+
+def test_interleaved_reports_every_line_against_the_first():
+    rows = interleaved(["sinusoid_tiny train.meta_batch_size=2", "sinusoid_tiny train.meta_batch_size=4"], rounds=2)
+    assert [r["preset"] for r in rows] == ["sinusoid_tiny train.meta_batch_size=2",
+                                          "sinusoid_tiny train.meta_batch_size=4"]
+    assert rows[0]["step_time_vs_first"] == 1.0 and all(r["rounds"] == 2 and r["step_ms_median"] > 0 for r in rows)
 
 
 def test_flops_of_a_convolution():
