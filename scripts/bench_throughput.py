@@ -375,9 +375,9 @@ def _write_interleaved_docs(results: list, argv: str, section: str) -> None:
     from _report import machine, replace_section, today
 
     lines = [f"Measured {today()} on {machine()} with `python scripts/bench_throughput.py {argv}`: every line's "
-             f"compiled outer step in one process, called round-robin {results[0]['rounds']} times (each timed call after an "
-             "untimed one of the same line), so that the machine's drift hits all alike; median step time, its interquartile range, and the ratio to the "
-             "first line's median.", "",
+             f"compiled outer step in one process, called round-robin {results[0]['rounds']} times (each timed "
+             "call after an untimed one of the same line), so that the machine's drift hits all alike; median "
+             "step time, its interquartile range, and the ratio to the first line's median.", "",
              "| line | algorithm | meta-batch | devices | step (ms), median [IQR] | tasks/s | step time / first line's |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
