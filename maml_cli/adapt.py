@@ -10,7 +10,6 @@ It adapts exactly as maml-eval does (the algorithm's ``adapt_to_task``, the run'
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from maml_cli import cli
+from maml_cli import cli, strict_json
 from maml_cli.config import UserError, register_configs
 
 log = logging.getLogger("maml_cli.adapt")
@@ -168,7 +167,7 @@ def adapt_run(app: DictConfig, out=None) -> dict:
     from maml_cli.meta.losses import masked_task_loss
     from maml_cli.models import describe_batch_norm
     from maml_cli.run_dir import atomic_write_text
-    from maml_cli.trained_run import check_trained, open_run, restore_state, run_spec
+    from maml_cli.trained_run import best_steps, check_trained, open_run, parse_checkpoint, restore_state, run_spec
 
     out = out or sys.stdout
     enable_compilation_cache()
@@ -211,7 +210,11 @@ def adapt_run(app: DictConfig, out=None) -> dict:
         algorithm = build_algorithm(cfg.algorithm, masked_task_loss(network, len(task.classes), spec.output_dim),
                                     exp.execution, cfg.train)
         bias[len(task.classes):] = -1e9
-    state = restore_state(exp, run_dir, app.checkpoint)
+    kind, value = parse_checkpoint(app.checkpoint)
+    if kind == "best" and value > 1:
+        raise UserError(f"maml-adapt adapts one checkpoint: use checkpoint=best, not best:{value}")
+    step = best_steps(run_dir, cfg, spec.metric, 1)[0] if kind == "best" else value
+    state = restore_state(exp, run_dir, step)
     episode = Episodes(*(jnp.asarray(a) for a in (support_x, support_y, query_x, query_y)))
 
     forward = algorithm.eval_forward(state.meta_state)
@@ -232,7 +235,7 @@ def adapt_run(app: DictConfig, out=None) -> dict:
                   "(transductive, as at meta-training)", file=sys.stderr)
     else:
         record.update(_regress(support_x, support_y, query, before[:, 0], after[:, 0], steps, out, out_dir))
-    atomic_write_text(out_dir / "predictions.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out_dir / "predictions.json", strict_json.dumps(record, indent=2) + "\n")
     if app.save_adapted:
         path = Path(app.save_adapted)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,12 @@
-"""Orbax checkpoints of the TrainState: atomic saves, keep the last N, restore the latest good one."""
+"""Orbax checkpoints of the TrainState: atomic saves, keep the last N and the N best by validation,
+restore the latest good one."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -25,15 +28,39 @@ class CheckpointError(UserError):
     """A checkpoint that is missing or cannot be read."""
 
 
+@dataclasses.dataclass
+class _KeepBest(ocp.checkpoint_managers.PreservationPolicy):
+    """Preserve the ``n`` steps with the highest score in ``scores`` (step -> validation score,
+    higher is better, NaN worst). The scores live with the trainer, which rebuilds them from
+    metrics.jsonl on resume: Orbax's own metrics are not kept across sessions."""
+
+    scores: dict
+    n: int
+
+    def best(self) -> list:
+        ranked = sorted(self.scores.items(), key=lambda kv: (kv[1] if math.isfinite(kv[1]) else -math.inf, kv[0]))
+        return sorted(step for step, _ in ranked[-self.n:]) if self.n else []
+
+    def should_preserve(self, checkpoints, *, context):
+        best = set(self.best())
+        return [info.step in best for info in checkpoints]
+
+
 class Checkpointer:
-    def __init__(self, directory: Path, keep: int = 3, read_only: bool = False):
+    def __init__(self, directory: Path, keep: int = 3, read_only: bool = False, keep_best: int = 0,
+                 scores: Optional[dict] = None):
         # Orbax wants absolute paths; saves go to a temporary folder renamed on success, so a run
         # killed mid-save leaves the previous checkpoints intact. ``read_only``: a reader (maml-eval)
         # beside a live trainer. It has no CheckpointManager: the manager stats every step folder
         # when it lists them, and fails when the trainer deletes one in between.
+        # Kept: the last ``keep``, and the ``keep_best`` saved with the highest validation score
+        # (what ``maml-eval checkpoint=best:N`` reads); ``scores``: those of earlier sessions.
         self.directory = Path(directory).absolute()
+        self._best = _KeepBest(scores=dict(scores or {}), n=keep_best)
+        policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+            [ocp.checkpoint_managers.LatestN(n=keep), self._best])
         self._manager = None if read_only else ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+            self.directory, options=ocp.CheckpointManagerOptions(create=True, preservation_policy=policy))
 
     def steps(self) -> list:
         if self._manager is None:
@@ -44,14 +71,17 @@ class Checkpointer:
         steps = self.steps()
         return steps[-1] if steps else None
 
-    def save(self, step: int, state) -> None:
-        """Write the checkpoint of ``step`` and wait for it. A write that fails (disk full, read-only
+    def save(self, step: int, state, score: Optional[float] = None) -> None:
+        """Write the checkpoint of ``step`` and wait for it; ``score``: its validation result, higher
+        is better (it competes for the best ``keep_best``). A write that fails (disk full, read-only
         folder) is a CheckpointError; the checkpoints already there stay readable."""
         if self._manager is None:
             raise TypeError("a read-only Checkpointer cannot save")
         if step in self._manager.all_steps():
             return
         try:
+            if score is not None:
+                self._best.scores[step] = float(score)
             self._manager.save(step, args=ocp.args.StandardSave(state))
             self._manager.wait_until_finished()
         except Exception as e:

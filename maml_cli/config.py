@@ -149,6 +149,7 @@ class Conv4Config(ModelConfig):
     downsample: str = "stride"  # stride (Omniglot) | maxpool (MiniImageNet)
     head: str = "mean"  # mean over space (Omniglot) | flatten (MiniImageNet)
     batch_norm: str = "transductive"  # transductive (batch statistics, always) | per_step (MAML++) | none
+    activation: str = "relu"  # relu | leaky_relu (MAML++'s code, slope 0.01)
     bn_scale: bool = True  # learn a batch-norm scale (the original MAML code: offset only)
     bn_epsilon: float = 1e-5  # batch-norm epsilon (the original MAML code: 1e-3)
     adapt_batch_norm: bool = True  # the inner loop adapts batch-norm scale/offset (original MAML, MAML++: no)
@@ -208,6 +209,10 @@ class ReptileConfig(AlgorithmConfig):
     eval_inner_batch_size: int = 10  # examples per inner mini-batch when evaluating
     outer_step_size: float = 1.0  # interpolation towards the mean adapted weights, at the start
     outer_step_size_final: float = 0.0  # ... and at train.steps (linear in between)
+    transductive: bool = True  # query images scored together (batch norm over them); false: each with the support set
+
+
+GRAD_CLIP_SCOPES = ("all", "model")
 
 
 # --- training loop and evaluation ----------------------------------------------------------------
@@ -215,15 +220,17 @@ class ReptileConfig(AlgorithmConfig):
 
 @dataclass
 class TrainLoopConfig:
-    steps: int = 10_000  # outer (meta) iterations
+    steps: int = 70_000  # outer (meta) iterations (the MAML paper's sinusoid length)
     meta_batch_size: int = 25  # tasks per outer step
     outer_lr: float = 1e-3  # Adam learning rate of the outer loop
     grad_clip: Optional[float] = None  # clip the meta-gradient by global norm (null: no clipping)
     grad_clip_value: Optional[float] = None  # clip each meta-gradient entry to [-v, v] (original MAML code: 10)
+    grad_clip_scope: str = "all"  # all | model: clip every meta-parameter, or the network's alone (MAML++'s code)
     log_every: int = 100  # write train/* metrics every this many steps
     eval_every: int = 1_000  # evaluate on val tasks every this many steps
     checkpoint_every: int = 1_000  # save a checkpoint every this many steps (and at the end)
     keep_checkpoints: int = 3  # how many recent checkpoints to keep
+    keep_best: int = 5  # also keep the checkpoints of the N best validations (maml-eval checkpoint=best:N)
     steps_per_call: int = 100  # outer steps fused into one jitted call (lax.scan)
     task_batching: str = "auto"  # how a meta-batch is mapped over tasks: auto | vmap | map | unroll
     remat: Optional[bool] = None  # recompute inner-loop activations in the backward pass (null: auto)
@@ -292,7 +299,7 @@ class EvalDatasetOverrides:
 @dataclass
 class EvalAppConfig:
     run_dir: str = MISSING  # a maml-train run directory (required)
-    checkpoint: Optional[int] = None  # step to evaluate (null: the latest)
+    checkpoint: Optional[str] = None  # STEP | latest | best (best validation) | best:N (ensemble of the N best)
     split: str = "test"  # test | val | train
     devices: str = "auto"  # devices the episodes are split over: auto (all) | N (the first N)
     output: Optional[str] = None  # the record's file, a .png beside it (null: RUN_DIR/eval.json, or eval_NAME.json)
@@ -311,7 +318,7 @@ class AdaptAppConfig:
     run_dir: str = MISSING  # a maml-train run directory (required)
     support: str = MISSING  # classification: a folder with one folder of images per class; regression: a CSV of x,y
     query: str = MISSING  # images to predict (a folder, class folders to score, or one file); regression: CSV of x or START:STOP:NUM
-    checkpoint: Optional[int] = None  # step to use (null: the latest)
+    checkpoint: Optional[str] = None  # STEP | latest | best (the best validation); null: the latest
     inner_steps: Optional[int] = None  # adaptation steps (null: the run's eval.inner_steps)
     out_dir: str = "."  # where predictions.csv, predictions.json (and adapted.png for regression) go
     save_adapted: Optional[str] = None  # also save the adapted parameters to this .npz file
@@ -431,6 +438,8 @@ def validate(cfg: DictConfig) -> None:
     need(t.grad_clip_value is None or t.grad_clip_value > 0, "train.grad_clip_value must be > 0 or null")
     for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "steps_per_call"):
         need(t[key] >= 1, f"train.{key} must be >= 1 (got {t[key]})")
+    need(t.keep_best >= 0, f"train.keep_best must be >= 0 (got {t.keep_best})")
+    need(t.grad_clip_scope in GRAD_CLIP_SCOPES, one_of("train.grad_clip_scope", t.grad_clip_scope, GRAD_CLIP_SCOPES))
     need(t.task_batching in TASK_BATCHING, one_of("train.task_batching", t.task_batching, TASK_BATCHING))
     need(str(t.devices) == "auto" or (str(t.devices).isdigit() and int(t.devices) >= 1),
          f"train.devices must be auto or a number >= 1 (got {t.devices!r})")
@@ -490,6 +499,7 @@ RESUMABLE_CHANGES = (
     "train.eval_every",
     "train.checkpoint_every",
     "train.keep_checkpoints",
+    "train.keep_best",
     "train.progress",
     "train.dry_run",
     "train.plots",

@@ -8,16 +8,16 @@ into the run.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from maml_cli import cli
+from maml_cli import cli, strict_json
 from maml_cli.config import SPLITS, UserError, conform, one_of, register_configs, validate
 
 log = logging.getLogger("maml_cli.evaluate")
@@ -84,7 +84,7 @@ def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
     from tqdm import tqdm
 
     from maml_cli import plots
-    from maml_cli.evaluation import eval_key, run_episodes, summarize
+    from maml_cli.evaluation import DIVERGED_RULE, eval_key, run_episodes, summarize
     from maml_cli.execution import enable_compilation_cache
     from maml_cli.experiment import build_experiment
     from maml_cli.models import describe_batch_norm
@@ -97,12 +97,15 @@ def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
     if app.split not in SPLITS:
         raise UserError(one_of("split", app.split, SPLITS))
     cfg = open_run(run_dir, app.devices)  # scored in one process on these devices, whatever trained it
+    check_trained(run_dir)
+    run_shape = run_spec(run_dir, cfg).input_shape
+    # Chosen by the run's own validation, before anything is read or compiled.
+    steps, selected_by = checkpoint_steps(run_dir, cfg, run_spec(run_dir, cfg).metric, app.checkpoint)
     for key, value in app.eval.items():
         if value is not None:
             cfg.eval[key] = value
     trained_on = OmegaConf.to_container(cfg.dataset, resolve=True)
     cross_domain = bool(app.dataset.get("name"))
-    run_shape = run_spec(run_dir, cfg).input_shape
     if cross_domain:
         new = cross_domain_dataset(app.dataset, cfg, run_shape, given_keys() if given is None else given)
         if new.ways != cfg.dataset.ways:
@@ -133,21 +136,34 @@ def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
         raise UserError(f"the run's model takes examples of shape {tuple(run_shape)}, but dataset "
                         f"{cfg.dataset.name} gives {tuple(exp.spec.input_shape)}: set dataset.image_size / "
                         "dataset.channels to the run's (or leave them unset to follow it)")
-    state = restore_state(exp, run_dir, app.checkpoint)
-    step = int(state.step)
+    states = [restore_state(exp, run_dir, s) for s in steps]
+    ensemble = len(states) > 1
+    if ensemble:  # the checkpoints stacked on a leading axis, each adapted on its own
+        import jax
+
+        stacked = jax.tree.map(lambda *xs: jax.numpy.stack(xs), *[(s.meta_params, s.meta_state) for s in states])
+        meta_params, meta_state = stacked
+    else:
+        meta_params, meta_state = states[0].meta_params, states[0].meta_state
+    used = [int(s.step) for s in states]
 
     e = cfg.eval
-    score = exp.scorer(app.split, e.inner_steps)
+    score = exp.scorer(app.split, e.inner_steps, ensemble=ensemble)
     with tqdm(total=e.episodes, unit="task", desc=f"eval {app.split}",
               disable=not (app.progress and sys.stderr.isatty())) as bar:
-        values = run_episodes(score, state.meta_params, state.meta_state, exp.data,
+        values = run_episodes(score, meta_params, meta_state, exp.data,
                               eval_key(e.seed, app.split), e.episodes, exp.eval_batch(min(e.batch_size, e.episodes)),
                               on_batch=bar.update)
+    per_step = summarize(values)
     record = {
         "metric": exp.metric,
         "episodes": int(e.episodes),
         "split": app.split,
-        "checkpoint_step": step,
+        "checkpoint_step": used[0],
+        # Which checkpoints were scored and why: the latest, a given step, or the best by validation
+        # (several: an ensemble whose query outputs were averaged per task).
+        "checkpoints": used,
+        "checkpoint_selection": selected_by,
         "inner_lr": float(cfg.algorithm.inner_lr),
         "inner_steps": int(e.inner_steps),
         "query_shots": int(cfg.dataset.query_shots if e.query_shots is None else e.query_shots),
@@ -165,12 +181,14 @@ def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
         # "per_step (running statistics at evaluation)" those accumulated in meta-training (MAML++).
         "batch_norm": describe_batch_norm(cfg.model),
         "ci": "1.96 * std / sqrt(episodes)",
-        "per_step": summarize(values),
+        "diverged_rule": DIVERGED_RULE,
+        "per_step": per_step,
         "environment": environment(),
     }
+    record["nonfinite_values"] = strict_json.finite_or_none(record)[1]  # written as null
     output = record_path(app, cfg.dataset.name if cross_domain else None)
     try:
-        atomic_write_text(output, json.dumps(record, indent=2) + "\n")
+        atomic_write_text(output, strict_json.dumps(record, indent=2) + "\n")
         plots.eval_curve(record, output.with_suffix(".png"))
     except OSError as err:
         print(format_table(record))
@@ -186,16 +204,58 @@ def record_path(app: DictConfig, other_dataset: Optional[str] = None) -> Path:
     return Path(app.run_dir) / ("eval.json" if other_dataset is None else f"eval_{other_dataset}.json")
 
 
+def checkpoint_steps(run_dir: Path, cfg: DictConfig, metric: str, checkpoint) -> tuple:
+    """The checkpoint steps ``checkpoint=`` names (None: the latest) and how they were chosen."""
+    from maml_cli.trained_run import best_steps, parse_checkpoint, selection_key
+
+    kind, value = parse_checkpoint(checkpoint)
+    if kind == "best":
+        return best_steps(run_dir, cfg, metric, value), f"best:{value} by {selection_key(metric, cfg)}"
+    if kind == "step":
+        return [value], "given"
+    return [None], "latest"  # read as the newest when restored (a live trainer may delete older ones)
+
+
+def _fmt(value, scale: float, unit: str) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value * scale:.4f}{unit}"
+
+
 def format_table(record: dict) -> str:
+    """The per-step table; a step where tasks diverged is flagged (its mean is not to be quoted
+    bare), with the mean over the other tasks beside it."""
     scale, unit = (100.0, "%") if record["metric"] == "accuracy" else (1.0, "")
+    used = record.get("checkpoints", [record["checkpoint_step"]])
+    which = (f"checkpoint step {used[0]}" if len(used) == 1 else
+             f"ensemble of checkpoints {', '.join(map(str, used))}")
+    if record.get("checkpoint_selection", "").startswith("best"):
+        which += f" ({record['checkpoint_selection']})"
     lines = [
-        f"{record['split']} {record['metric']} over {record['episodes']} tasks, checkpoint step "
-        f"{record['checkpoint_step']} (mean +- 95% CI)",
-        f"{'inner step':>10}  {record['metric']:>18}",
+        f"{record['split']} {record['metric']} over {record['episodes']} tasks, {which} (mean +- 95% CI)",
+        f"{'inner step':>10}  {record['metric']:>22}  {'median':>10}  {'diverged':>8}",
     ]
+    flagged = False
     for row in record["per_step"]:
-        lines.append(f"{row['step']:>10}  {row['mean'] * scale:>10.4f}{unit} +- {row['ci95'] * scale:.4f}{unit}")
+        n = row.get("diverged", 0)
+        mean = f"{_fmt(row['mean'], scale, unit)} +- {_fmt(row['ci95'], scale, unit)}"
+        line = f"{row['step']:>10}  {mean:>22}  {_fmt(row.get('median'), scale, unit):>10}  {n:>8}"
+        if n:
+            flagged = True
+            line += (f"  ! without them: {_fmt(row.get('mean_without_diverged'), scale, unit)} +- "
+                     f"{_fmt(row.get('ci95_without_diverged'), scale, unit)}")
+        lines.append(line)
+    if flagged:
+        lines.append(f"! {record.get('diverged_rule', 'diverged tasks')}; their mean is dominated by them")
     return "\n".join(lines)
+
+
+def diverged_warning(record: dict) -> Optional[str]:
+    """One line for stderr when any task diverged, else None."""
+    bad = [(r["step"], r["diverged"]) for r in record["per_step"] if r.get("diverged")]
+    if not bad:
+        return None
+    first, worst = bad[0][0], max(n for _, n in bad)
+    return (f"warning: {worst} of {record['episodes']} tasks diverged (from inner step {first}): the mean of "
+            f"those steps is not to be quoted bare; see the median and the mean without them")
 
 
 def check_command_line(line: cli.CommandLine, composed: list) -> bool:
@@ -216,6 +276,9 @@ def run_job(app: DictConfig) -> None:
     except UserError as e:
         cli.fail(APP, e)
     print(format_table(record))
+    warning = diverged_warning(record)
+    if warning:
+        print(warning, file=sys.stderr)
     if record["data"]["cross_domain"]:
         print(f"cross-domain: tasks from {record['data']['source']}")
     output = record_path(app, record["data"]["name"] if record["data"]["cross_domain"] else None)

@@ -2,6 +2,15 @@
 compute it: mean over episodes +- 1.96 * std / sqrt(episodes) (std with ddof=0, as in Finn et al.'s
 code).
 
+A mean hides a blow-up: one task whose adaptation diverges can make the mean of 600 meaningless.
+So each step also reports the median and the number of tasks that diverged: a task has diverged
+at a step when its query loss there is not finite or more than ``DIVERGED_FACTOR`` times its
+query loss before adaptation (``DIVERGED_RULE``).
+
+Several checkpoints can be scored as one ensemble (``checkpoint=best:N``): each adapts to the
+task on its own, and their query outputs (logits, or predictions for regression) are averaged
+before the loss and metric are computed, as the MAML++ authors score their best models.
+
 Episode i of a split is drawn from ``fold_in(eval_key(seed, split), i)``, whatever the batch it is
 scored in, so ``eval.batch_size`` changes the speed of an evaluation, never which tasks it scores.
 """
@@ -20,15 +29,27 @@ from maml_cli.metrics import mean_and_ci95
 
 
 def make_scorer(sample: Callable, algorithm, *, inner_steps: int, split: str, task_batching: str = "vmap",
-                query_shots: Optional[int] = None, mesh=None) -> Callable:
-    """``score(meta_params, meta_state, data, keys) -> [len(keys), inner_steps + 1]``: the query
-    metric before and after each inner step of the task drawn from each key. With a ``mesh`` the
+                query_shots: Optional[int] = None, mesh=None, ensemble: bool = False) -> Callable:
+    """``score(meta_params, meta_state, data, keys) -> {"loss", "metric"}``, each
+    ``[len(keys), inner_steps + 1]``: the query loss and metric before and after each inner step of
+    the task drawn from each key. ``ensemble``: ``meta_params`` and ``meta_state`` hold several
+    checkpoints stacked on a leading axis, whose query outputs are averaged. With a ``mesh`` the
     keys are split over its devices (their number must divide ``len(keys)``: ``Experiment.eval_batch``)."""
+    task_loss = algorithm.task_loss
 
     def one_episode(meta_params, meta_state, data, key):
         task_key, adapt_key = jax.random.split(key)
         episode = jax.tree.map(lambda a: a[0], sample(data, task_key, split, 1, query_shots=query_shots))
-        return algorithm.adaptation_trace(meta_params, meta_state, episode, adapt_key, inner_steps)
+
+        def outputs_of(params, state):
+            return algorithm.adaptation_outputs(params, state, episode, adapt_key, inner_steps)
+
+        outputs = (jax.vmap(outputs_of)(meta_params, meta_state).mean(axis=0) if ensemble
+                   else outputs_of(meta_params, meta_state))
+        per_step = jax.vmap(lambda out: (task_loss.of_outputs(out, episode.query_y),
+                                         task_loss.metric_of_outputs(out, episode.query_y)))
+        loss, metric = per_step(outputs)
+        return {"loss": loss, "metric": metric}
 
     def scores(meta_params, meta_state, data, keys):
         return map_tasks(partial(one_episode, meta_params, meta_state, data), keys, task_batching)
@@ -46,23 +67,51 @@ def episode_keys(key: jax.Array, start: int, count: int) -> jax.Array:
 
 
 def run_episodes(score: Callable, meta_params, meta_state, data, key: jax.Array, episodes: int, batch_size: int,
-                 on_batch: Optional[Callable[[int], None]] = None) -> np.ndarray:
+                 on_batch: Optional[Callable[[int], None]] = None) -> dict:
     """Score episodes 0..episodes-1 in batches of ``batch_size`` (the last one padded, so one
-    program serves every batch)."""
+    program serves every batch). Returns {"loss", "metric"}, each [episodes, inner_steps + 1]."""
     chunks = []
     for start in range(0, episodes, batch_size):
-        values = np.asarray(score(meta_params, meta_state, data, episode_keys(key, start, batch_size)))
+        values = jax.device_get(score(meta_params, meta_state, data, episode_keys(key, start, batch_size)))
         take = min(batch_size, episodes - start)
-        chunks.append(values[:take])
+        chunks.append({k: np.asarray(v)[:take] for k, v in values.items()})
         if on_batch:
             on_batch(take)
-    return np.concatenate(chunks)
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
-def summarize(values: np.ndarray) -> list:
-    """[episodes, steps + 1] -> per step {"step", "mean", "ci95"}."""
-    means, ci95 = mean_and_ci95(values, axis=0)
-    return [{"step": k, "mean": float(m), "ci95": float(c)} for k, (m, c) in enumerate(zip(means, ci95))]
+DIVERGED_FACTOR = 10.0
+DIVERGED_RULE = (f"a task has diverged at a step when its query loss there is not finite or more than "
+                 f"{DIVERGED_FACTOR:g} times its query loss before adaptation")
+
+
+def diverged(losses: np.ndarray) -> np.ndarray:
+    """[episodes, steps + 1] query losses -> bool, per task and step, by ``DIVERGED_RULE``."""
+    losses = np.asarray(losses, dtype=float)
+    before = losses[:, :1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return ~np.isfinite(losses) | (losses > DIVERGED_FACTOR * np.abs(before))
+
+
+def summarize(values: dict) -> list:
+    """{"loss", "metric"} [episodes, steps + 1] -> per step {"step", "mean", "ci95", "median",
+    "diverged", "mean_without_diverged", "ci95_without_diverged"}. ``mean`` and ``ci95`` are over
+    every task, as the papers compute them (not finite where a task's metric is not); the
+    ``_without_diverged`` pair leaves out the tasks that diverged at that step (None if all did)."""
+    metric = np.asarray(values["metric"], dtype=float)
+    bad = diverged(values["loss"])
+    with np.errstate(invalid="ignore", over="ignore"):
+        means, ci95 = mean_and_ci95(metric, axis=0)
+        medians = np.median(metric, axis=0)
+    rows = []
+    for k in range(metric.shape[1]):
+        kept = metric[~bad[:, k], k]
+        m, c = mean_and_ci95(kept) if kept.size else (None, None)
+        rows.append({"step": k, "mean": float(means[k]), "ci95": float(ci95[k]), "median": float(medians[k]),
+                     "diverged": int(bad[:, k].sum()),
+                     "mean_without_diverged": None if m is None else float(m),
+                     "ci95_without_diverged": None if c is None else float(c)})
+    return rows
 
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}

@@ -88,10 +88,10 @@ class Experiment:
         return (f"{self.algorithm.cfg.name} on {jax.default_backend()} ({parallel.describe(self.mesh)}): "
                 f"{self.execution.describe()}; data: {self.sampler.source if self.sampler else 'none read'}")
 
-    def scorer(self, split: str, inner_steps: int) -> Callable:
+    def scorer(self, split: str, inner_steps: int, ensemble: bool = False) -> Callable:
         return make_scorer(self.sampler.sample, self.algorithm, inner_steps=inner_steps, split=split,
                            task_batching=self.execution.task_batching, query_shots=self.cfg.eval.query_shots,
-                           mesh=self.mesh)
+                           mesh=self.mesh, ensemble=ensemble)
 
 
 _LAST_BUILT: dict = {}  # the last config built -> its Experiment (maml-train checks, then trains)

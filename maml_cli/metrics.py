@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Mapping
@@ -10,6 +11,7 @@ from typing import Mapping
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from maml_cli import strict_json
 from maml_cli.run_dir import atomic_write_text
 
 
@@ -68,7 +70,11 @@ class MetricWriter:
         record = {"step": int(step), "time": round(time.time(), 3),
                   "elapsed_s": round(self._elapsed0 + time.perf_counter() - self._t0, 3)}
         record.update({k: float(v) for k, v in metrics.items()})
-        self._jsonl.write(json.dumps(record) + "\n")
+        # Strict JSON: a value that is not finite is written as null and named, never as NaN.
+        nonfinite = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+        if nonfinite:
+            record["nonfinite"] = nonfinite
+        self._jsonl.write(strict_json.dumps(record) + "\n")
         self._jsonl.flush()
         for name, value in metrics.items():
             self._tb.add_scalar(name, float(value), int(step))

@@ -191,17 +191,21 @@ def sharded_meta_gradient(mesh: Mesh, sample: Callable, algorithm, meta_batch_si
 
 
 def sharded_over_tasks(fn: Callable, mesh: Mesh) -> Callable:
-    """``fn(meta_params, meta_state, data, keys) -> [len(keys), ...]`` with the keys split over
+    """``fn(meta_params, meta_state, data, keys) -> arrays [len(keys), ...]`` with the keys split over
     the devices, every device's results gathered back (replicated, so any process can read them)."""
 
     def local(meta_params, meta_state, data, keys):
         out = fn(varying(meta_params), varying(meta_state), data, keys)
         # Gathered as a sum of zero-padded shares: psum's result is known to be the same on every
         # device, which out_specs=P() asks for (all_gather's is not).
-        size = out.shape[0]
-        padded = jnp.zeros((size * mesh.size, *out.shape[1:]), out.dtype)
-        padded = jax.lax.dynamic_update_slice_in_dim(padded, out, jax.lax.axis_index(TASKS) * size, 0)
-        return jax.lax.psum(padded, TASKS)
+
+        def gather(share):
+            size = share.shape[0]
+            padded = jnp.zeros((size * mesh.size, *share.shape[1:]), share.dtype)
+            padded = jax.lax.dynamic_update_slice_in_dim(padded, share, jax.lax.axis_index(TASKS) * size, 0)
+            return jax.lax.psum(padded, TASKS)
+
+        return jax.tree.map(gather, out)
 
     return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(), P(TASKS)), out_specs=P())
 

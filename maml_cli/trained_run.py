@@ -4,6 +4,7 @@ checkpoint. Shared so that both read a run the same way, and neither from inside
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -65,3 +66,56 @@ def restore_state(exp, run_dir, checkpoint: Optional[int] = None):
         return exp.place(checkpointer.restore(exp.init_state(), checkpoint))
     finally:
         checkpointer.close()
+
+
+def selection_key(metric: str, cfg: DictConfig) -> str:
+    """The metrics.jsonl key that ranks a run's checkpoints (``checkpoint=best``): the validation
+    metric after the inner steps of evaluation (or of training, if more), as maml-eval reports it."""
+    steps = max(int(cfg.algorithm.inner_steps), int(cfg.eval.inner_steps))
+    return f"val/{metric}_step{steps}"
+
+
+def ranking_score(value, metric: str) -> float:
+    """Higher is better: accuracy as it is, MSE negated; missing or not finite ranks last."""
+    if value is None or not math.isfinite(value):
+        return -math.inf
+    return float(value) if metric == "accuracy" else -float(value)
+
+
+def validation_scores(run_dir, key: str, metric: str) -> dict:
+    """step -> ranking score of every validation in the run's metrics.jsonl."""
+    from maml_cli.metrics import read_jsonl
+
+    return {int(r["step"]): ranking_score(r.get(key), metric)
+            for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if key in r}
+
+
+def best_steps(run_dir, cfg: DictConfig, metric: str, count: int) -> list:
+    """The ``count`` checkpoints of the run with the best validation, best first; a clear error if
+    fewer than ``count`` checkpoints have a validation."""
+    from maml_cli.checkpoints import Checkpointer
+
+    key = selection_key(metric, cfg)
+    available = set(Checkpointer(Path(run_dir) / "checkpoints", read_only=True).steps())
+    scores = {s: v for s, v in validation_scores(run_dir, key, metric).items() if s in available}
+    if len(scores) < count:
+        raise UserError(f"checkpoint=best:{count} needs {count} checkpoints with a validation ({key} in "
+                        f"metrics.jsonl); {run_dir} has {len(scores)}"
+                        + (f" (steps {', '.join(map(str, sorted(scores)))})" if scores else "")
+                        + ". Train longer, or keep more with train.keep_best")
+    return sorted(scores, key=lambda s: (-scores[s], -s))[:count]
+
+
+def parse_checkpoint(value) -> tuple:
+    """``checkpoint=`` -> ("latest", None) | ("step", STEP) | ("best", N)."""
+    if value is None or str(value) == "latest":
+        return "latest", None
+    text = str(value).strip()
+    if text.isdigit():
+        return "step", int(text)
+    if text == "best":
+        return "best", 1
+    if text.startswith("best:") and text[5:].isdigit() and int(text[5:]) >= 1:
+        return "best", int(text[5:])
+    raise UserError(f"checkpoint={value} is not a checkpoint: use a step (checkpoint=5000), latest, best (the best "
+                    "validation) or best:N (an ensemble of the N best)")

@@ -20,9 +20,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from maml_cli.checkpoints import Checkpointer
 from maml_cli.config import UserError
-from maml_cli.evaluation import eval_key, run_episodes
+from maml_cli.evaluation import diverged, eval_key, run_episodes
 from maml_cli.experiment import build_experiment
 from maml_cli.metrics import MetricWriter, read_jsonl
+from maml_cli.trained_run import ranking_score, selection_key, validation_scores
 from maml_cli.parallel import initialize, is_writer
 from maml_cli.run_dir import RUN_DATA, RunDirError, RunLock, atomic_write_text, check_resumable, record_session
 
@@ -134,7 +135,9 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
     exp = build_experiment(cfg)
 
     check_resumable(workdir, cfg)  # maml-train checked it too, before Hydra started; a race is caught here
-    checkpointer = Checkpointer(workdir / "checkpoints", keep=t.keep_checkpoints)
+    selection = selection_key(exp.metric, cfg)  # the validation figure that ranks checkpoints
+    checkpointer = Checkpointer(workdir / "checkpoints", keep=t.keep_checkpoints, keep_best=t.keep_best,
+                                scores=validation_scores(workdir, selection, exp.metric))
     state = exp.init_state()
     start = 0
     if checkpointer.steps():
@@ -159,9 +162,11 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
     def validate_now(step: int) -> dict:
         values = run_episodes(val_score, state.meta_params, state.meta_state, exp.data, val_key,
                               cfg.eval.val_episodes, exp.eval_batch(min(cfg.eval.batch_size, cfg.eval.val_episodes)))
-        means = values.mean(axis=0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            means = values["metric"].mean(axis=0)
         return {f"val/{exp.metric}_pre": means[0], f"val/{exp.metric}": means[trained_steps],
-                f"val/{exp.metric}_step{val_steps}": means[val_steps]}
+                f"val/{exp.metric}_step{val_steps}": means[val_steps],
+                f"val/diverged_step{val_steps}": int(diverged(values["loss"])[:, val_steps].sum())}
 
     writer = None
     last_val: dict = {}
@@ -224,6 +229,9 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
                 if validated and t.plots and writes:
                     _write_plots(exp, workdir)
                 out_of_time = deadline is not None and time.perf_counter() >= deadline
+                # Every validated step is saved too while the best ones are kept (checkpoint=best:N).
+                if validated and t.keep_best:
+                    checkpointer.save(step, state, score=ranking_score(last_val[selection], exp.metric))
                 if step % t.checkpoint_every == 0 or step == t.steps or out_of_time:
                     checkpointer.save(step, state)
             if out_of_time:

@@ -244,3 +244,25 @@ def test_reptile_inner_loop_is_adam_on_minibatches():
         updates, state = adam.update(g, state)
         params = optax.apply_updates(params, updates)
     np.testing.assert_allclose(flat(got), flat(params), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("transductive", [True, False])
+def test_reptile_scores_queries_together_or_each_with_the_support_set(transductive):
+    """The paper's two evaluations: transductive, the query images normalised together; otherwise
+    each query image in one batch with the support set (their _test_predictions)."""
+    cfg = make_cfg("experiment=omniglot_tiny", "algorithm=reptile", "model.filters=4",
+                   f"algorithm.transductive={str(transductive).lower()}")
+    network = build_model(cfg.model, TaskSpec((8, 8, 1), 3, "classification"), "lax")
+    algorithm = build_algorithm(cfg.algorithm, make_task_loss(network, "classification"),
+                                Execution("vmap", False, "lax"), cfg.train)
+    images = (jax.random.uniform(jax.random.PRNGKey(0), (10, 6, 8, 8, 1)) * 255).astype(jnp.uint8)
+    task = jax.tree.map(lambda a: a[0], sample_classification_episodes(
+        images, jnp.arange(10), jax.random.PRNGKey(1), 1, ways=3, shots=2, query_shots=2))
+    meta_params, meta_state = init(algorithm, input_shape=(8, 8, 1))
+    params = meta_params["model"]
+    got = algorithm.adaptation_outputs(meta_params, meta_state, task, jax.random.PRNGKey(2), 0)[0]
+    together = network.apply(params, task.query_x)[0]
+    each = jnp.stack([network.apply(params, jnp.concatenate([task.support_x, task.query_x[i:i + 1]]))[0][-1]
+                      for i in range(task.query_x.shape[0])])
+    np.testing.assert_allclose(got, together if transductive else each, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(together, each, atol=1e-3)  # the two differ: batch norm sees other images

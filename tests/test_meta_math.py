@@ -172,7 +172,7 @@ def test_classification_loss_and_accuracy():
 
 def test_ci95_as_in_the_papers():
     values = np.array([[1.0, 0.5], [3.0, 0.7], [2.0, 0.9], [6.0, 0.1]])
-    rows = summarize(values)
+    rows = summarize({"metric": values, "loss": values})
     assert [r["step"] for r in rows] == [0, 1]
     assert rows[0]["mean"] == pytest.approx(3.0)
     assert rows[0]["ci95"] == pytest.approx(1.96 * np.std([1, 3, 2, 6]) / 2)

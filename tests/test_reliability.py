@@ -111,7 +111,7 @@ def test_help_pages_show_keys_groups_and_exit_codes():
     train = subprocess.run([str(BIN / "maml-train"), "algorithm=mamlpp", "--help"], capture_output=True, text=True)
     assert train.returncode == 0 and "_schema" not in train.stdout
     for text in ("Usage:", "dataset     image_folder, miniimagenet, omniglot, *sinusoid", "*mamlpp",
-                 "train.steps=10000", "outer (meta) iterations", "algorithm.multi_step_loss=true",
+                 "train.steps=70000", "outer (meta) iterations", "algorithm.multi_step_loss=true",
                  "query loss after every inner step", "Exit codes: 0 done", "2 bad input", "130 interrupted",
                  "MAML_CLI_CPU_DEVICES=auto|N"):
         assert text in train.stdout, text

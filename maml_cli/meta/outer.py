@@ -23,12 +23,15 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def make_optimizer(learning_rate, grad_clip: float | None = None, grad_clip_value: float | None = None,
-                   kind: str = "adam") -> optax.GradientTransformation:
+                   kind: str = "adam", clip_scope: str = "all") -> optax.GradientTransformation:
     """Adam (or SGD, for Reptile) on the meta-gradient, optionally clipped by value (as the
-    original MAML code did for MiniImageNet) and/or by global norm. ``learning_rate`` is a
-    number or an optax schedule."""
+    original MAML code did for MiniImageNet) and/or by global norm. ``clip_scope="model"`` clips
+    the network's gradients alone, not those of learned step sizes (as the MAML++ code does).
+    ``learning_rate`` is a number or an optax schedule."""
     clips = ([optax.clip(grad_clip_value)] if grad_clip_value else []) + \
         ([optax.clip_by_global_norm(grad_clip)] if grad_clip else [])
+    if clips and clip_scope == "model":
+        clips = [optax.masked(optax.chain(*clips), lambda params: {k: k == "model" for k in params})]
     base = optax.adam(learning_rate) if kind == "adam" else optax.sgd(learning_rate)
     return optax.chain(*clips, base) if clips else base
 

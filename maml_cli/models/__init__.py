@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from maml_cli.config import UserError, one_of
 from maml_cli.data.episodes import TaskSpec
+from maml_cli.models.conv4 import ACTIVATIONS as CONV_ACTIVATIONS
 from maml_cli.models.conv4 import BATCH_NORM_MODES, CONV_IMPLS, Conv4
 from maml_cli.models.mlp import ACTIVATIONS, MLP
 
@@ -68,7 +69,8 @@ def _conv4(cfg, spec: TaskSpec, conv_impl: str, inner_steps: int = 1) -> Network
                                 ("bn_eval_stats", ("running", "batch"), cfg.bn_eval_stats),
                                 ("conv_impl", ("auto", *CONV_IMPLS), cfg.conv_impl),
                                 ("downsample", ("stride", "maxpool"), cfg.downsample),
-                                ("head", ("mean", "flatten"), cfg.head)):
+                                ("head", ("mean", "flatten"), cfg.head),
+                                ("activation", tuple(CONV_ACTIVATIONS), cfg.activation)):
         if value not in allowed:
             raise UserError(one_of(f"model.{key}", value, allowed))
     if spec.kind != "classification":
@@ -76,7 +78,7 @@ def _conv4(cfg, spec: TaskSpec, conv_impl: str, inner_steps: int = 1) -> Network
     per_step = cfg.batch_norm == "per_step"
     module = Conv4(output_dim=spec.output_dim, filters=cfg.filters, downsample=cfg.downsample, head_input=cfg.head,
                    batch_norm=cfg.batch_norm, bn_scale=cfg.bn_scale, bn_epsilon=cfg.bn_epsilon,
-                   bn_steps=max(inner_steps, 1), conv_impl=conv_impl)
+                   bn_steps=max(inner_steps, 1), conv_impl=conv_impl, activation=cfg.activation)
     return Network(module, adapt_batch_norm=cfg.adapt_batch_norm, running_stats=per_step,
                    eval_with_running_stats=per_step and cfg.bn_eval_stats == "running",
                    running_stats_momentum=cfg.bn_momentum)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 CONV_IMPLS = ("lax", "im2col")
 BATCH_NORM_MODES = ("transductive", "per_step", "none")
+ACTIVATIONS = {"relu": nn.relu, "leaky_relu": nn.leaky_relu}  # leaky_relu: negative slope 0.01
 
 
 def conv3x3_im2col(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
@@ -108,6 +109,7 @@ class Conv4(nn.Module):
     bn_epsilon: float = 1e-5
     bn_steps: int = 1  # per_step batch norm: the inner steps of meta-training
     conv_impl: str = "im2col"
+    activation: str = "relu"  # relu | leaky_relu (slope 0.01, as PyTorch's default in the MAML++ code)
 
     def setup(self):
         stride = 2 if self.downsample == "stride" else 1
@@ -121,7 +123,7 @@ class Conv4(nn.Module):
             x = conv(x)
             if self.norms:
                 x = self.norms[i](x, step, use_running)
-            x = nn.relu(x)
+            x = ACTIVATIONS[self.activation](x)
             if self.downsample == "maxpool":
                 x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
         return jnp.mean(x, axis=(1, 2)) if self.head_input == "mean" else x.reshape(x.shape[0], -1)

@@ -25,4 +25,7 @@ class ANIL(GradientBased):
             outputs = net.head(p[HEAD], query_features)
             return loss.of_outputs(outputs, episode.query_y), (loss.metric_of_outputs(outputs, episode.query_y), {})
 
-        return head0, support, query
+        def predict(p, s):
+            return net.head(p[HEAD], query_features)
+
+        return head0, support, query, predict

@@ -10,8 +10,10 @@ batching (``meta/batching.py``) and the jitted outer step (``meta/outer.py``):
 - ``meta_gradient(meta_params, meta_state, episodes, key, step, phase) -> (grads, meta_state,
   metrics)``: a true gradient for MAML's kin, Reptile's pseudo-gradient for Reptile, fed to the same
   optax chain;
-- ``adaptation_trace(meta_params, meta_state, episode, key, inner_steps)``: the query metric before
-  and after each inner step on one task, which evaluation and validation report;
+- ``adaptation_outputs(meta_params, meta_state, episode, key, inner_steps)``: the network's query
+  outputs (logits or predictions) before and after each inner step on one task, from which
+  evaluation and validation compute the query loss and metric of each step (and an ensemble of
+  checkpoints averages them); ``adaptation_trace`` is the metric alone;
 - ``phase(step)``: the compile-time switches of the step at outer step ``step`` (first or second
   order, multi-step loss on or off) and ``boundaries()``, the steps where they change: the loop
   compiles one program per phase rather than paying for both branches at every step.
@@ -67,7 +69,7 @@ class Algorithm:
 
     def optimizer(self):
         t = self.train_cfg
-        return make_optimizer(t.outer_lr, t.grad_clip, t.grad_clip_value)
+        return make_optimizer(t.outer_lr, t.grad_clip, t.grad_clip_value, clip_scope=t.grad_clip_scope)
 
     def eval_forward(self, meta_state) -> dict:
         """How the network normalises at evaluation: the batch at hand, or the running statistics."""
@@ -78,8 +80,14 @@ class Algorithm:
     def meta_gradient(self, meta_params, meta_state, episodes, key, step, phase: Phase):
         raise NotImplementedError
 
-    def adaptation_trace(self, meta_params, meta_state, episode, key, inner_steps: int):
+    def adaptation_outputs(self, meta_params, meta_state, episode, key, inner_steps: int):
+        """[inner_steps + 1, queries, outputs]: the query outputs before and after each inner step."""
         raise NotImplementedError
+
+    def adaptation_trace(self, meta_params, meta_state, episode, key, inner_steps: int):
+        """[inner_steps + 1]: the query metric before and after each inner step."""
+        outputs = self.adaptation_outputs(meta_params, meta_state, episode, key, inner_steps)
+        return jax.vmap(self.task_loss.metric_of_outputs, in_axes=(0, None))(outputs, episode.query_y)
 
     def adapt_to_task(self, meta_params, meta_state, episode, key, inner_steps: int):
         """The model's parameters after adapting to ``episode``'s support set as at evaluation."""
@@ -92,9 +100,10 @@ class GradientBased(Algorithm):
     inner loop sees (``task_functions``) and the query-loss weights (``loss_weights``)."""
 
     def task_functions(self, model_params, episode, forward: dict):
-        """``(adapted0, support, query)``: the parameters the inner loop adapts, and
-        ``support(p, step) -> (loss, step_stats)``, ``query(p, step) -> (loss, (metric, step_stats))``
-        where ``p`` is what the inner loop adapts (the rest of the model held fixed)."""
+        """``(adapted0, support, query, predict)``: the parameters the inner loop adapts, and
+        ``support(p, step) -> (loss, step_stats)``, ``query(p, step) -> (loss, (metric, step_stats))``,
+        ``predict(p, step) -> query outputs`` where ``p`` is what the inner loop adapts (the rest of
+        the model held fixed)."""
         adapted0, fixed = partition(model_params, self.network.adapts)
         loss = self.task_loss
 
@@ -104,7 +113,10 @@ class GradientBased(Algorithm):
         def query(p, s):
             return loss.loss_and_metric(merge(p, fixed), episode.query_x, episode.query_y, step=s, **forward)
 
-        return adapted0, support, query
+        def predict(p, s):
+            return self.network.apply(merge(p, fixed), episode.query_x, step=s, **forward)[0]
+
+        return adapted0, support, query, predict
 
     def rates(self, meta_params, adapted0, step):
         """Inner step sizes at inner step ``step``, a pytree like ``adapted0``."""
@@ -120,7 +132,7 @@ class GradientBased(Algorithm):
     def task_query_loss(self, meta_params, episode, step, phase: Phase):
         """One task's (query loss, (query metric, batch statistics per inner step))."""
         k = self.cfg.inner_steps
-        adapted0, support, query = self.task_functions(meta_params["model"], episode, {})
+        adapted0, support, query, _ = self.task_functions(meta_params["model"], episode, {})
         adapted, _, (support_stats, observed) = adapt(
             support, adapted0, rule=self._rule(meta_params, adapted0), inner_steps=k,
             first_order=phase.first_order, remat=self.execution.remat,
@@ -154,21 +166,18 @@ class GradientBased(Algorithm):
         return grads, meta_state, {"query_loss": loss, "query_metric": metric}
 
     def _adapt_as_evaluated(self, meta_params, meta_state, episode, inner_steps: int, trace: bool):
-        """(adapted parameters, query metric before and after each step or None), as at evaluation."""
-        adapted0, support, query = self.task_functions(meta_params["model"], episode, self.eval_forward(meta_state))
-
-        def metric(p, s):
-            return query(p, s)[1][0]
-
+        """(adapted parameters, query outputs before and after each step or None), as at evaluation."""
+        adapted0, support, _, predict = self.task_functions(meta_params["model"], episode,
+                                                            self.eval_forward(meta_state))
         adapted, _, (_, after) = adapt(support, adapted0, rule=self._rule(meta_params, adapted0),
-                                       inner_steps=inner_steps, first_order=True, observe=metric if trace else None)
+                                       inner_steps=inner_steps, first_order=True, observe=predict if trace else None)
         if not trace:
             return merge(meta_params["model"], adapted), None
-        before = metric(adapted0, 0)[None]
+        before = predict(adapted0, 0)[None]
         return merge(meta_params["model"], adapted), before if after is None else jnp.concatenate([before, after])
 
     def adapt_to_task(self, meta_params, meta_state, episode, key, inner_steps: int):
         return self._adapt_as_evaluated(meta_params, meta_state, episode, inner_steps, trace=False)[0]
 
-    def adaptation_trace(self, meta_params, meta_state, episode, key, inner_steps: int):
+    def adaptation_outputs(self, meta_params, meta_state, episode, key, inner_steps: int):
         return self._adapt_as_evaluated(meta_params, meta_state, episode, inner_steps, trace=True)[1]

@@ -72,4 +72,4 @@ class MAMLPlusPlus(GradientBased):
         t, c = self.train_cfg, self.cfg
         lr = (optax.cosine_decay_schedule(t.outer_lr, max(t.steps, 1), alpha=c.min_outer_lr / t.outer_lr)
               if c.cosine_annealing else t.outer_lr)
-        return make_optimizer(lr, t.grad_clip, t.grad_clip_value)
+        return make_optimizer(lr, t.grad_clip, t.grad_clip_value, clip_scope=t.grad_clip_scope)

@@ -10,6 +10,7 @@ same optax machinery as the others. As in the authors' code, the inner Adam mome
 between tasks: they live in the meta-state, every task of a meta-batch starts from them, and their
 mean over the tasks is carried on; evaluation starts from them too and does not change them.
 Every parameter is adapted, batch norm included (its scale and offset would otherwise never move).
+``algorithm.transductive`` chooses how the query set is scored (the paper reports both).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class Reptile(Algorithm):
     def optimizer(self):
         c, t = self.cfg, self.train_cfg
         step_size = optax.linear_schedule(c.outer_step_size, c.outer_step_size_final, max(t.steps, 1))
-        return make_optimizer(step_size, t.grad_clip, t.grad_clip_value, kind="sgd")
+        return make_optimizer(step_size, t.grad_clip, t.grad_clip_value, kind="sgd",
+                              clip_scope=t.grad_clip_scope)
 
     def _adapt(self, params, inner_state, x, y, key, steps: int, batch_size: int, observe=None):
         loss = minibatch_loss(self.task_loss, x, y, batch_size, key)
@@ -81,14 +83,28 @@ class Reptile(Algorithm):
         meta_state = {**meta_state, "inner_opt": mean(inner_state)}
         return grads, meta_state, {"query_loss": jnp.mean(losses), "query_metric": jnp.mean(metrics)}
 
-    def adaptation_trace(self, meta_params, meta_state, episode, key, inner_steps: int):
-        def metric(p, s):
-            return self.task_loss.metric(p, episode.query_x, episode.query_y)
+    def query_outputs(self, params, episode):
+        """The network's outputs on the query set. Transductive (as the authors' ``--transductive``):
+        the query images in one batch, so batch norm uses their statistics. Otherwise each query
+        image is scored in a batch with the support set and normalised with their statistics, as
+        their non-transductive evaluation does; no query image sees another."""
+        if self.cfg.transductive:
+            return self.network.apply(params, episode.query_x)[0]
+
+        def one(x):
+            batch = jnp.concatenate([episode.support_x, x[None]])
+            return self.network.apply(params, batch)[0][-1]
+
+        return jax.vmap(one)(episode.query_x)
+
+    def adaptation_outputs(self, meta_params, meta_state, episode, key, inner_steps: int):
+        def predict(p, s):
+            return self.query_outputs(p, episode)
 
         _, _, (_, after) = self._adapt(meta_params["model"], meta_state["inner_opt"], episode.support_x,
                                        episode.support_y, key, inner_steps, self.cfg.eval_inner_batch_size,
-                                       observe=metric)
-        before = metric(meta_params["model"], 0)[None]
+                                       observe=predict)
+        before = predict(meta_params["model"], 0)[None]
         return before if after is None else jnp.concatenate([before, after])
 
     def adapt_to_task(self, meta_params, meta_state, episode, key, inner_steps: int):
