@@ -303,6 +303,7 @@ class EvalAppConfig:
     split: str = "test"  # test | val | train
     devices: str = "auto"  # devices the episodes are split over: auto (all) | N (the first N)
     output: Optional[str] = None  # the record's file, a .png beside it (null: RUN_DIR/eval.json, or eval_NAME.json)
+    transductive: Optional[bool] = None  # Reptile: score the query images together (true) or each with the support set
     eval: EvalOverrides = field(default_factory=EvalOverrides)
     # The run's own data (where it is now), or with dataset=NAME another dataset's tasks; the
     # group's schema checks the keys (EvalDatasetOverrides, or that dataset's).

@@ -38,6 +38,8 @@ Usage:
 Examples:
   maml-eval run_dir=runs/o5                        # latest checkpoint, 600 test tasks
   maml-eval run_dir=runs/o5 checkpoint=20000 split=val eval.inner_steps=10
+  maml-eval run_dir=runs/o5 checkpoint=best        # the checkpoint with the best validation
+  maml-eval run_dir=runs/o5 checkpoint=best:5      # ensemble of the 5 best (MAML++'s scoring)
   maml-eval run_dir=runs/o5 dataset.path=DIR       # the data moved since training
   maml-eval run_dir=runs/o5 dataset=image_folder dataset.path=DIR   # cross-domain: tasks from DIR
 
@@ -45,7 +47,11 @@ The model, algorithm and dataset are the run's own (its config.yaml); the keys b
 how it is scored and where its data is now. With dataset=NAME the run is scored on that dataset's
 tasks instead, recorded in eval_NAME.json (its "data" says which): ways, shots, query_shots, image
 size and channels follow the run unless given, and every class of an image folder is a test class
-unless a split is given.""")
+unless a split is given.
+
+Each inner step shows the mean +- 95% CI over tasks, the median and how many tasks diverged (query
+loss not finite or over 10x its value before adaptation); a step with diverged tasks is flagged
+with the mean over the others, and stderr says so.""")
 
 
 # Keys of a cross-domain dataset that follow the run unless given: the task shape it was trained on.
@@ -104,6 +110,11 @@ def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
     for key, value in app.eval.items():
         if value is not None:
             cfg.eval[key] = value
+    if app.transductive is not None:
+        if cfg.algorithm.name != "reptile":
+            raise UserError(f"transductive= is Reptile's evaluation switch; this run is {cfg.algorithm.name}, whose "
+                            "batch norm mode is the model's (model.batch_norm in its config.yaml)")
+        cfg.algorithm.transductive = bool(app.transductive)
     trained_on = OmegaConf.to_container(cfg.dataset, resolve=True)
     cross_domain = bool(app.dataset.get("name"))
     if cross_domain:
@@ -174,7 +185,7 @@ def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
                  "trained_on": {k: trained_on.get(k) for k in ("name", "path") if k in trained_on}},
         "algorithm": cfg.algorithm.name,
         "first_order": bool(cfg.algorithm.first_order),
-        "algorithm_settings": OmegaConf.to_container(cfg.algorithm, resolve=True),
+        "algorithm_settings": OmegaConf.to_container(cfg.algorithm, resolve=True),  # transductive= included
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         # How batch norm normalises, stated because results depend on it: "transductive" uses the
         # statistics of the batch at hand (support when adapting, query when scoring), as MAML did;

@@ -97,23 +97,41 @@ def adaptation(curves: Sequence[Dict], steps: Sequence[int], path: Path, title: 
 
 
 def eval_curve(record: dict, path: Path) -> Path:
-    """The metric of an eval.json record after each inner step, mean and 95% CI band."""
+    """The metric of an eval.json record after each inner step: mean and 95% CI band, and the
+    median. Where tasks diverged the mean is drawn without them, each such step marked and
+    labelled with its count, so a blow-up is shown, never hidden and never drawn off the scale."""
     plt = _pyplot()
     scale = 100.0 if record["metric"] == "accuracy" else 1.0
-    steps = [r["step"] for r in record["per_step"]]
-    mean = [r["mean"] * scale for r in record["per_step"]]
-    ci = [r["ci95"] * scale for r in record["per_step"]]
+    rows = record["per_step"]
+    steps = [r["step"] for r in rows]
+
+    def shown(r, key):
+        value = r.get(f"{key}_without_diverged") if r.get("diverged") else r[key]
+        return float("nan") if value is None else value * scale
+
+    mean, ci = [shown(r, "mean") for r in rows], [shown(r, "ci95") for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(steps, mean, marker="o", label="mean")
     ax.fill_between(steps, [m - c for m, c in zip(mean, ci)], [m + c for m, c in zip(mean, ci)], alpha=0.3,
                     label="95% CI")
+    if all(r.get("median") is not None for r in rows):
+        ax.plot(steps, [r["median"] * scale for r in rows], linestyle="--", label="median")
+    bad = [(r["step"], m, r["diverged"]) for r, m in zip(rows, mean) if r.get("diverged")]
+    if bad:
+        ax.scatter([b[0] for b in bad], [b[1] for b in bad], marker="x", color="red", zorder=3,
+                   label="tasks diverged (mean without them)")
+        for step, m, n in bad:
+            ax.annotate(str(n), (step, m), textcoords="offset points", xytext=(0, 6), ha="center", color="red",
+                        fontsize=7)
     ax.set_xlabel("inner steps at test time")
     ax.set_xticks(steps if len(steps) <= 12 else steps[:: max(1, len(steps) // 10)])
     ax.set_ylabel(f"{record['split']} {record['metric']}" + (" (%)" if scale == 100 else ""))
     if record["metric"] == "mse":
         ax.set_yscale("log")
-    ax.set_title(f"{record['algorithm']}, checkpoint {record['checkpoint_step']}, {record['episodes']} tasks")
+    used = record.get("checkpoints", [record["checkpoint_step"]])
+    which = f"checkpoint {used[0]}" if len(used) == 1 else f"ensemble of {len(used)} checkpoints"
+    ax.set_title(f"{record['algorithm']}, {which}, {record['episodes']} tasks")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import numpy as np
 import yaml
 
 from maml_cli.metrics import mean_and_ci95, read_jsonl
@@ -41,6 +42,8 @@ class RunRow:
     metric: Optional[str] = None  # mse | accuracy
     val: Optional[float] = None
     test: List[float] = field(default_factory=list)  # after each inner step
+    test_ci: Optional[float] = None  # 95% CI over the test tasks of the last inner step
+    diverged: int = 0  # test tasks that diverged at the last inner step
     curve: Dict[int, float] = field(default_factory=dict)  # step -> validation metric
 
     common: tuple = ()  # overrides every run of the report shares (left out of group names)
@@ -83,8 +86,15 @@ def read_run(run_dir: Path) -> RunRow:
                  curve[max(curve)] if curve else None, curve=curve)
     eval_file = run_dir / "eval.json"
     if eval_file.exists():
-        row.test = [s["mean"] for s in json.loads(eval_file.read_text())["per_step"]]
+        per_step = json.loads(eval_file.read_text())["per_step"]
+        row.test = [_number(s["mean"]) for s in per_step]
+        row.test_ci = _number(per_step[-1]["ci95"])
+        row.diverged = int(per_step[-1].get("diverged", 0))
     return row
+
+
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)  # strict JSON writes a non-finite value as null
 
 
 def mean_ci(values: List[float]):
@@ -114,6 +124,7 @@ def summarize(rows: List[RunRow]) -> List[dict]:
         val = mean_ci([r.val for r in scored]) if scored else (None, None)
         tests = [r.test[-1] for r in members if r.test]
         test = mean_ci(tests) if tests else (None, None)
+        task_cis = [r.test_ci for r in members if r.test_ci is not None]
         lines.append({
             "group": name, "runs": len(members), "seeds_scored": len(scored), "metric": metric,
             "status": ", ".join(sorted({r.status for r in members})),
@@ -121,6 +132,11 @@ def summarize(rows: List[RunRow]) -> List[dict]:
             "minutes": max((r.minutes or 0.0) for r in members),
             "val": val[0], "val_ci": val[1] if len(scored) > 1 else None,
             "test_last_step": test[0], "test_ci": test[1] if len(tests) > 1 else None,
+            # The two conventions papers use: +- the std over seeds (MAML++), or the 95% CI over
+            # test tasks (MAML, Meta-SGD; here the mean of the runs' own CIs).
+            "test_std_seeds": float(np.std(tests)) if len(tests) > 1 else None,
+            "test_ci_tasks": float(np.mean(task_cis)) if task_cis else None,
+            "diverged": sum(r.diverged for r in members),
             "test_per_step": [sum(v) / len(v) for v in zip(*[r.test for r in members if r.test])],
             "members": members,
         })
@@ -132,12 +148,22 @@ def markdown(root: Path, groups: List[dict]) -> str:
     common = [o for o in (groups[0]["members"][0].overrides if groups else [])
               if o in groups[0]["members"][0].common]
     out = [f"# Sweep report: {root}", "", f"Common to every run: `{' '.join(common) or '(nothing)'}`", "",
-           "| group (overrides but seed) | runs | status | steps | minutes | last validation | "
-           "test after each inner step (mean over seeds) |", "|---|---|---|---|---|---|---|"]
+           "| group (overrides but seed) | metric | runs | status | steps | minutes | last validation | "
+           "test, last step: mean +- std over seeds | test, last step: +- 95% CI over tasks | "
+           "test after each inner step (mean over seeds) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for g in groups:
         test = ", ".join(_fmt(v, g["metric"]) for v in g["test_per_step"]) or "-"
-        out.append(f"| `{g['group']}` | {g['runs']} | {g['status']} | {g['steps']} | {g['minutes']:.1f} | "
-                   f"{_fmt(g['val'], g['metric'], g['val_ci'])} | {test} |")
+        flag = f" ! {g['diverged']} diverged task(s)" if g["diverged"] else ""
+        seeds = _fmt(g["test_last_step"], g["metric"], g["test_std_seeds"])
+        if g["test_last_step"] is not None and g["test_std_seeds"] is None:
+            seeds += " (one seed)"
+        tasks = "-" if g["test_ci_tasks"] is None else _fmt(g["test_last_step"], g["metric"], g["test_ci_tasks"])
+        out.append(f"| `{g['group']}` | {g['metric'] or '-'} | {g['runs']} | {g['status']} | {g['steps']} | "
+                   f"{g['minutes']:.1f} | {_fmt(g['val'], g['metric'], g['val_ci'])} | {seeds}{flag} | {tasks} | "
+                   f"{test} |")
+    out += ["", "Last validation: the mean over seeds +- the 95% CI over seeds. Test columns: the same mean with "
+            "the two +- conventions papers use (MAML++ reports the std over seeds; MAML and Meta-SGD the 95% CI "
+            "over test tasks, 1.96 * std / sqrt(tasks))."]
     out += ["", "Runs:", ""]
     for g in groups:
         for r in g["members"]:

@@ -59,8 +59,25 @@ def test_an_algorithms_paper_settings_follow_the_preset():
     assert (mamlpp.algorithm.inner_lr, mamlpp.train.meta_batch_size, mamlpp.dataset.ways) == (0.1, 8, 5)
     # scored with the batch, as the authors' code (running statistics scored near chance here)
     assert mamlpp.model.bn_eval_stats == "batch"
+    # MAML++'s network and test queries as the authors' code: LeakyReLU, 1 query per class on Omniglot.
+    assert (mamlpp.model.activation, mamlpp.dataset.query_shots) == ("leaky_relu", 1)
+    five_shot = make_cfg("experiment=omniglot_5w5s", "algorithm=mamlpp")
+    assert (five_shot.model.activation, five_shot.dataset.query_shots, five_shot.train.grad_clip_value) == \
+        ("leaky_relu", 1, None)
+    mini = make_cfg("experiment=miniimagenet_5w1s", "algorithm=mamlpp")
+    assert (mini.train.grad_clip_value, mini.train.grad_clip_scope, mini.algorithm.inner_lr) == (10.0, "model", 0.01)
+    # Reptile: the values of the commands the authors list as used for the paper.
     reptile = make_cfg("experiment=omniglot_20w1s", "algorithm=reptile")
-    assert (reptile.algorithm.train_shots, reptile.algorithm.inner_batch_size, reptile.eval.inner_steps) == (9, 15, 97)
+    a = reptile.algorithm
+    assert (a.train_shots, a.inner_batch_size, a.inner_steps, a.inner_lr, a.eval_inner_batch_size) == (10, 20, 10, 0.0005, 10)
+    assert (reptile.train.meta_batch_size, reptile.train.steps, reptile.eval.inner_steps) == (5, 200000, 50)
+    o5 = make_cfg("experiment=omniglot_5w1s", "algorithm=reptile")
+    assert (o5.algorithm.inner_batch_size, o5.algorithm.inner_steps, o5.train.meta_batch_size,
+            o5.algorithm.train_shots, o5.eval.inner_steps, o5.eval.query_shots, o5.algorithm.eval_inner_batch_size,
+            o5.eval.episodes, o5.algorithm.transductive) == (10, 5, 5, 10, 50, 1, 5, 10000, True)
+    m5 = make_cfg("experiment=miniimagenet_5w5s", "algorithm=reptile")
+    assert (m5.algorithm.eval_inner_batch_size, m5.algorithm.train_shots, m5.algorithm.inner_steps,
+            m5.train.grad_clip_value) == (15, 15, 8, None)  # the MAML preset's clipping is not Reptile's
     anil = make_cfg("experiment=omniglot_5w1s", "algorithm=anil")  # ANIL's paper keeps MAML's settings
     maml = make_cfg("experiment=omniglot_5w1s")
     assert anil.algorithm.inner_lr == maml.algorithm.inner_lr and anil.train == maml.train

@@ -42,8 +42,11 @@ def test_report_over_a_sweep_groups_seeds_and_lists_every_job(tmp_path):
     lines = [line for line in text.splitlines() if line.startswith("| `")]
     assert len(lines) == 3  # inner_lr 0.001, 0.01 (two seeds each), 0.1 (failed + training)
     assert "Common to every run: `experiment=sinusoid_tiny" in text
-    assert "`algorithm.inner_lr=0.01` | 2 | done | 10 of 10" in text
-    assert "`algorithm.inner_lr=0.1` | 2 | failed, training" in text
+    assert "`algorithm.inner_lr=0.01` | mse | 2 | done | 10 of 10" in text
+    assert "`algorithm.inner_lr=0.1` | - | 2 | failed, training" in text
+    # The evaluated group shows both conventions, labelled: one seed scored, and its CI over tasks.
+    evaluated = next(line for line in lines if "(one seed)" in line)
+    assert evaluated.count(" +- ") == 2 and "std over seeds" in text and "95% CI over tasks" in text
     assert lines[-1].startswith("| `algorithm.inner_lr=0.1`")  # nothing to sort by: last
     vals = {}
     with open(sweep / "report.csv") as f:

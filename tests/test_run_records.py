@@ -89,3 +89,35 @@ def test_omniglot_run_records_where_and_how_it_ran_and_follows_moved_data(tmp_pa
     assert record["environment"]["versions"]["jax"] and record["environment"]["command"][0] == "maml-eval"
     assert_picture(run / "eval.png")
     assert list((tmp_path / "b").iterdir()) == []  # maml-eval wrote nothing where it was called
+
+
+def _strict(text: str):
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_blow_up_is_flagged_and_every_json_file_stays_strict(tmp_path):
+    """Adapting with too large a step makes the query loss infinite after a few steps: the run
+    still finishes, maml-eval flags those steps and says so on stderr, and every JSON file in the
+    run directory parses with a parser that rejects NaN and Infinity."""
+    _run("maml-train", *TINY, "algorithm.inner_lr=0.5", "hydra.run.dir=run", cwd=tmp_path)
+    run = tmp_path / "run"
+    ev = _run("maml-eval", "run_dir=run", "progress=false", cwd=tmp_path)
+    assert "tasks diverged" in ev.stderr and len([ln for ln in ev.stderr.splitlines() if "diverged" in ln]) == 1
+    rows = [ln for ln in ev.stdout.splitlines() if ln.strip()[:1].isdigit()]
+    assert any("!" in ln for ln in rows)
+    for ln in rows:  # no value above 1e3 printed without its flag
+        numbers = [float(v) for v in ln.replace("%", "").split()[1:] if v.replace(".", "", 1).replace("e+", "")
+                   .replace("-", "").isdigit()]
+        assert "!" in ln or all(abs(v) <= 1e3 for v in numbers), ln
+    record = _strict((run / "eval.json").read_text())
+    assert record["nonfinite_values"] > 0 and record["per_step"][-1]["diverged"] > 0
+    files = [p for p in run.rglob("*.json")] + [run / "metrics.jsonl"]
+    for path in files:
+        if path.suffix == ".jsonl":
+            lines = [_strict(ln) for ln in path.read_text().splitlines()]
+            assert any("nonfinite" in r for r in lines)  # the nulled values are named
+        else:
+            _strict(path.read_text())

@@ -49,9 +49,9 @@ def _params(run_dir: Path, cfg, step=None):
 
 
 def test_train_writes_a_complete_run_directory(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("train.keep_checkpoints=1")
+    cfg = tiny_cfg("train.keep_checkpoints=1", "train.keep_best=0")
     summary = train_and_evaluate(cfg, tmp_path)
-    assert set(summary.last_val) == {"val/mse_pre", "val/mse", "val/mse_step3"}
+    assert set(summary.last_val) == {"val/mse_pre", "val/mse", "val/mse_step3", "val/diverged_step3"}
     assert summary.step == 20 and f"maml-eval run_dir={tmp_path}" in summary.text()
     assert (tmp_path / "config.yaml").is_file()
     env = json.loads((tmp_path / "environment.json").read_text())["sessions"]
@@ -64,6 +64,29 @@ def test_train_writes_a_complete_run_directory(tiny_cfg, tmp_path):
     assert all(np.isfinite(v) for r in records for v in r.values())
     assert Checkpointer(tmp_path / "checkpoints").steps() == [20]  # keep_checkpoints=1
     assert int(_params(tmp_path, cfg).step) == 20
+
+
+def test_the_best_checkpoints_are_kept_across_sessions_and_scored_as_an_ensemble(tiny_cfg, tmp_path):
+    def best(n):
+        scores = {r["step"]: r["val/mse_step3"] for r in _records(tmp_path) if "val/mse_step3" in r}
+        return sorted(scores, key=lambda s: (scores[s], -s))[:n]
+
+    args = ("train.eval_every=5", "train.checkpoint_every=5", "train.keep_checkpoints=1", "train.keep_best=2",
+            "model.hidden_sizes=[40,40]", "train.outer_lr=0.01")
+    train_and_evaluate(tiny_cfg(*args, "train.steps=30"), tmp_path)
+    assert set(Checkpointer(tmp_path / "checkpoints").steps()) == {30, *best(2)}
+    train_and_evaluate(tiny_cfg(*args, "train.steps=60"), tmp_path)  # a second session ranks the first's too
+    kept = set(Checkpointer(tmp_path / "checkpoints").steps())
+    assert kept == {60, *best(2)} and len(best(2)) == 2
+
+    app = make_cfg(f"run_dir={tmp_path}", "checkpoint=best:2", "progress=false", config_name="eval")
+    record = evaluate_run(app)
+    assert record["checkpoints"] == best(2) and record["checkpoint_selection"] == "best:2 by val/mse_step3"
+    assert "ensemble of checkpoints" in format_table(record)
+    one = evaluate_run(make_cfg(f"run_dir={tmp_path}", "checkpoint=best", "progress=false", config_name="eval"))
+    assert one["checkpoints"] == best(1)
+    with pytest.raises(UserError, match="needs 5 checkpoints with a validation"):
+        evaluate_run(make_cfg(f"run_dir={tmp_path}", "checkpoint=best:5", "progress=false", config_name="eval"))
 
 
 def test_training_lowers_the_query_loss(tiny_cfg, tmp_path):
