@@ -27,7 +27,9 @@ def nearest(word: str, candidates: Iterable[str]) -> Optional[str]:
     candidates = list(candidates)
     leaf = word.rsplit(".", 1)[-1]
     close = [c for c in candidates if "." in c and c.rsplit(".", 1)[-1] == leaf and c != word]  # wrong section
-    close = close or difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    # A key of a section (train.steps) is not a misspelt top-level key (transductive), nor the reverse.
+    same_depth = [c for c in candidates if c.count(".") == word.count(".")]
+    close = close or difflib.get_close_matches(word, same_depth, n=1, cutoff=0.6)
     if not close:  # a misspelling under the wrong section: compare the last parts
         last = {c.rsplit(".", 1)[-1]: c for c in candidates}
         hit = difflib.get_close_matches(leaf, list(last), n=1, cutoff=0.75)

@@ -102,7 +102,8 @@ def summarize(values: dict) -> list:
     bad = diverged(values["loss"])
     with np.errstate(invalid="ignore", over="ignore"):
         means, ci95 = mean_and_ci95(metric, axis=0)
-        medians = np.median(metric, axis=0)
+        # A task whose metric is not a number diverged (an MSE of inf - inf): it ranks last.
+        medians = np.median(np.where(np.isnan(metric), np.inf, metric), axis=0)
     rows = []
     for k in range(metric.shape[1]):
         kept = metric[~bad[:, k], k]

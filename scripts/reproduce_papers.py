@@ -8,9 +8,12 @@ seeds and the +- convention of each side.
     python scripts/reproduce_papers.py                 # every row (about an hour on 2 cores)
     python scripts/reproduce_papers.py --rows sinusoid_maml_k10 omniglot_5w1s_mamlpp --minutes 8
     python scripts/reproduce_papers.py --write-only    # rebuild the table from the runs already there
+    python scripts/reproduce_papers.py --rows omniglot_5w1s_maml --extend --minutes 10   # train 10 minutes more
 
-Runs live in --runs (default runs/papers/ROW); a row whose run finished is not trained again, and
-one that was stopped resumes (the same command).
+Runs live in --runs (default runs/papers/ROW); a row already scored is skipped, and one whose run
+was stopped resumes (the same command). Each maml-train call trains for --minutes more (its
+``train.time_limit_minutes``), so ``--extend`` adds to a run; the table gives each run's steps and
+total training time.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ ROWS = [
         evaluate=["eval.episodes=1000", "transductive=false"], output="eval_not_transductive.json",
         trained_by="omniglot_5w1s_reptile", paper_steps=100000, needs_data=True),
     Row("omniglot_5w1s_mamlpp", "Omniglot 5w1s, MAML++ (best:5 ensemble)",
-        ["experiment=omniglot_5w1s", "algorithm=mamlpp", "train.eval_every=100", "train.checkpoint_every=100"],
+        ["experiment=omniglot_5w1s", "algorithm=mamlpp", "train.eval_every=25", "train.checkpoint_every=25"],
         "99.47 +- 0.05%", "Antoniou et al. 2019, Omniglot table, row \"MAML++\"", "std over 3 seeds",
         evaluate=["checkpoint=best:5"], paper_steps=50000, needs_data=True),
 ]
@@ -154,8 +157,45 @@ def write(results: List[dict], args) -> None:
         commands += f"; `{' '.join(eval_cmd(row, Path('runs/papers') / (row.trained_by or row.name)))}`"
         lines.append(f"| {row.label} | {row.paper} ({row.source}) | {row.paper_pm} | {fmt(r)} | "
                      f"{r['steps']:,} / {row.paper_steps:,} | {r['minutes']:.1f} min | {r['seed']} | {commands} |")
+    figure = curves(results, args.results.parent / "figures" / "paper_rows_omniglot_5w1s.png")
+    if figure:
+        lines += ["", f"Learning curves of the Omniglot rows (validation accuracy after the trained inner steps, 200 "
+                  f"tasks; the legend says how far each run is from its paper's length): "
+                  f"![curves](figures/{figure.name})"]
     replace_section(args.results, "paper-vs-here", "\n".join(lines))
     print(f"wrote section paper-vs-here of {args.results}")
+
+
+def curves(results: List[dict], path: Path) -> Optional[Path]:
+    """The validation curve of every Omniglot row's run (one line per run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {}
+    for r in results:
+        if r["record"]["metric"] == "accuracy" and r["run_dir"] not in runs:
+            runs[r["run_dir"]] = r
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for run_dir, r in runs.items():
+        records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+        points = [(x["step"], x["val/accuracy"]) for x in records if x.get("val/accuracy") is not None]
+        if points:
+            row = r["row"]
+            ax.plot(*zip(*points), marker="o", markersize=2,
+                    label=f"{row.label.split(', ', 1)[1]}: {r['steps']:,} of {row.paper_steps:,} steps")
+    ax.set_xlabel("outer step")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def main() -> None:
@@ -165,10 +205,15 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=6.0, help="training budget of each Omniglot row")
     ap.add_argument("--results", type=Path, default=REPO / "docs" / "results.md")
     ap.add_argument("--write-only", action="store_true")
+    ap.add_argument("--extend", action="store_true",
+                    help="train rows already scored for another --minutes too (and score them again)")
     args = ap.parse_args()
     rows = [r for r in ROWS if r.name in args.rows]
     if not args.write_only:
         for row in rows:
+            if result(row, args.runs, args.minutes) is not None and not args.extend:
+                print(f"{row.name}: already scored (--extend trains it further)", flush=True)
+                continue
             run_dir = (args.runs / (row.trained_by or row.name)).absolute()
             run_dir.mkdir(parents=True, exist_ok=True)
             log = run_dir / "reproduce.log"

@@ -79,7 +79,7 @@ def test_joblib_sweep_with_a_failing_job_then_maml_report(tmp_path):
     assert sorted(r["status"] for r in rows) == ["done", "done", "failed", "failed"], rows
     assert {r["group"] for r in rows if r["status"] == "done"} == {"algorithm.inner_lr=0.01"}
     table = (sweep / "report.md").read_text()
-    assert "| `algorithm.inner_lr=0.01` | 2 | done |" in table  # the two seeds, as one group
+    assert "| `algorithm.inner_lr=0.01` | mse | 2 | done |" in table  # the two seeds, as one group
     assert (sweep / "report.png").stat().st_size > 0
 
 
