@@ -62,6 +62,11 @@ class Checkpointer:
         self._manager = None if read_only else ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(create=True, preservation_policy=policy))
 
+    def forget_scores_after(self, step: int) -> None:
+        """Drop the validation scores of steps after ``step`` (recorded by a session that died before
+        their checkpoints were saved): they are validated again when those steps are trained again."""
+        self._best.scores = {s: v for s, v in self._best.scores.items() if s <= step}
+
     def steps(self) -> list:
         if self._manager is None:
             return _finished_steps(self.directory)

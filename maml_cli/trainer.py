@@ -145,6 +145,7 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
         if restored is not None:
             state, start = restored, restored_step
             log.info("resuming %s from step %d", workdir, start)
+    checkpointer.forget_scores_after(start)
     state = exp.place(state)
     writes = is_writer()
     if writes:

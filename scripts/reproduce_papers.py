@@ -121,8 +121,9 @@ def result(row: Row, runs: Path, minutes: float) -> Optional[dict]:
     seed = next((ln.split(":")[1].strip() for ln in cfg.splitlines() if ln.startswith("seed:")), "?")
     elapsed = max((json.loads(ln).get("elapsed_s", 0) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
                    if ln.strip()), default=0)
+    sessions = len(json.loads((run_dir / "environment.json").read_text())["sessions"])
     return {"row": row, "record": record, "step": per[k], "k": k, "seed": seed, "steps": trained_steps(run_dir),
-            "minutes": elapsed / 60, "run_dir": run_dir}
+            "minutes": elapsed / 60, "run_dir": run_dir, "sessions": sessions}
 
 
 def fmt(r: dict) -> str:
@@ -139,8 +140,8 @@ def write(results: List[dict], args) -> None:
     lines = [
         "## Paper vs here: the family's paper rows",
         "",
-        f"Measured {today()} on {machine()} with `python scripts/reproduce_papers.py --minutes {args.minutes:g}`"
-        " (one seed each, `seed=0`; the runs shared the 2 cores with other work at times). Here, +- is the 95% CI"
+        f"Measured {today()} on {machine()} with `python scripts/reproduce_papers.py` ({args.note or 'see below'};"
+        " one seed each, `seed=0`; the runs shared the 2 cores with other work at times). Here, +- is the 95% CI"
         " over test tasks (1.96 * std / sqrt(tasks)); the paper's convention is in its own column. Sinusoid rows are"
         " the full protocol (70,000 outer steps) and report the MSE after 1 inner step, 600 tasks; Omniglot rows"
         " ran as long as `train.time_limit_minutes` allowed and report the preset's test protocol (MAML family: 3"
@@ -150,11 +151,16 @@ def write(results: List[dict], args) -> None:
         "| row | paper | paper's +- | here | outer steps here / paper | training time | seed | commands |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    by_name = {row.name: row for row in ROWS}
     for r in results:
         row = r["row"]
-        commands = f"`{' '.join(train_cmd(row, Path('runs/papers') / (row.trained_by or row.name), args.minutes))}`"
-        commands = commands.replace(str(DATA), "../shared/data/omniglot")
-        commands += f"; `{' '.join(eval_cmd(row, Path('runs/papers') / (row.trained_by or row.name)))}`"
+        trained = by_name[row.trained_by] if row.trained_by else row
+        run_dir = Path("runs/papers") / trained.name
+        train = [a for a in train_cmd(trained, run_dir, args.minutes) if not a.startswith("train.time_limit_minutes")]
+        commands = f"`{' '.join(train)}`".replace(str(DATA), "../shared/data/omniglot")
+        if not row.name.startswith("sinusoid"):
+            commands += f" (stopped by `train.time_limit_minutes`, {r['sessions']} session(s))"
+        commands += f"; `{' '.join(eval_cmd(row, run_dir))}`"
         lines.append(f"| {row.label} | {row.paper} ({row.source}) | {row.paper_pm} | {fmt(r)} | "
                      f"{r['steps']:,} / {row.paper_steps:,} | {r['minutes']:.1f} min | {r['seed']} | {commands} |")
     figure = curves(results, args.results.parent / "figures" / "paper_rows_omniglot_5w1s.png")
@@ -205,6 +211,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=6.0, help="training budget of each Omniglot row")
     ap.add_argument("--results", type=Path, default=REPO / "docs" / "results.md")
     ap.add_argument("--write-only", action="store_true")
+    ap.add_argument("--note", default="", help="how the runs were made, for the table's first line")
     ap.add_argument("--extend", action="store_true",
                     help="train rows already scored for another --minutes too (and score them again)")
     args = ap.parse_args()
