@@ -122,8 +122,13 @@ def result(row: Row, runs: Path, minutes: float) -> Optional[dict]:
     elapsed = max((json.loads(ln).get("elapsed_s", 0) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
                    if ln.strip()), default=0)
     sessions = len(json.loads((run_dir / "environment.json").read_text())["sessions"])
+    metric = record["metric"]
+    curve = [(x["step"], x[f"val/{metric}"]) for x in (json.loads(ln) for ln in
+             (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()) if x.get(f"val/{metric}") is not None]
+    half = next((c for c in curve if c[0] >= curve[-1][0] / 2), None) if curve else None
     return {"row": row, "record": record, "step": per[k], "k": k, "seed": seed, "steps": trained_steps(run_dir),
-            "minutes": elapsed / 60, "run_dir": run_dir, "sessions": sessions}
+            "minutes": elapsed / 60, "run_dir": run_dir, "sessions": sessions,
+            "trend": None if half is None or half == curve[-1] else (half, curve[-1])}
 
 
 def fmt(r: dict) -> str:
@@ -134,6 +139,16 @@ def fmt(r: dict) -> str:
     if s.get("diverged"):
         text += f" (! {s['diverged']} diverged; without them {s['mean_without_diverged'] * scale:.3f})"
     return text
+
+
+def trend(r: dict) -> str:
+    """How the validation metric moved over the second half of the run (a run still improving)."""
+    if r["trend"] is None:
+        return "-"
+    (s0, v0), (s1, v1) = r["trend"]
+    if r["record"]["metric"] == "accuracy":
+        return f"{100 * v0:.1f}% (step {s0:,}) -> {100 * v1:.1f}% (step {s1:,})"
+    return f"{v0:.3f} (step {s0:,}) -> {v1:.3f} (step {s1:,})"
 
 
 def write(results: List[dict], args) -> None:
@@ -148,8 +163,9 @@ def write(results: List[dict], args) -> None:
         " inner steps, 600 tasks; Reptile: 50 steps, 1,000 tasks where the paper uses 10,000; MAML++: 5 steps,"
         " the best-5 ensemble).",
         "",
-        "| row | paper | paper's +- | here | outer steps here / paper | training time | seed | commands |",
-        "|---|---|---|---|---|---|---|---|",
+        "| row | paper | paper's +- | here | outer steps here / paper | training time | validation, half-way -> last "
+        "| seed | commands |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     by_name = {row.name: row for row in ROWS}
     for r in results:
@@ -162,7 +178,8 @@ def write(results: List[dict], args) -> None:
             commands += f" (stopped by `train.time_limit_minutes`, {r['sessions']} session(s))"
         commands += f"; `{' '.join(eval_cmd(row, run_dir))}`"
         lines.append(f"| {row.label} | {row.paper} ({row.source}) | {row.paper_pm} | {fmt(r)} | "
-                     f"{r['steps']:,} / {row.paper_steps:,} | {r['minutes']:.1f} min | {r['seed']} | {commands} |")
+                     f"{r['steps']:,} / {row.paper_steps:,} | {r['minutes']:.1f} min | {trend(r)} | {r['seed']} | "
+                     f"{commands} |")
     figure = curves(results, args.results.parent / "figures" / "paper_rows_omniglot_5w1s.png")
     if figure:
         lines += ["", f"Learning curves of the Omniglot rows (validation accuracy after the trained inner steps, 200 "
