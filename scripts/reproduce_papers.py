@@ -54,8 +54,9 @@ class Row:
 SINE_SRC = "Li et al. 2017 (Meta-SGD), table 1"
 CI_TASKS = "95% CI over test tasks"
 ROWS = [
-    *[Row(f"sinusoid_{a}_k{k}", f"Sinusoid K={k}, {n}", ["experiment=sinusoid_paper", f"algorithm={a}", f"dataset.shots={k}"],
-          fig, f"{SINE_SRC}, row \"{n}\"", CI_TASKS, report_step=1, paper_steps=70000)
+    *[Row(f"sinusoid_{a}_k{k}", f"Sinusoid K={k}, {n}",
+          ["experiment=sinusoid_paper", f"algorithm={a}", f"dataset.shots={k}"], fig, f"{SINE_SRC}, row \"{n}\"",
+          CI_TASKS, report_step=1, paper_steps=70000)
       for a, n, figs in (("maml", "MAML", ("1.13 +- 0.18", "0.77 +- 0.11", "0.48 +- 0.08")),
                          ("metasgd", "Meta-SGD", ("0.90 +- 0.16", "0.53 +- 0.09", "0.31 +- 0.05")))
       for k, fig in zip((5, 10, 20), figs)],

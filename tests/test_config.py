@@ -69,7 +69,8 @@ def test_an_algorithms_paper_settings_follow_the_preset():
     # Reptile: the values of the commands the authors list as used for the paper.
     reptile = make_cfg("experiment=omniglot_20w1s", "algorithm=reptile")
     a = reptile.algorithm
-    assert (a.train_shots, a.inner_batch_size, a.inner_steps, a.inner_lr, a.eval_inner_batch_size) == (10, 20, 10, 0.0005, 10)
+    assert (a.train_shots, a.inner_batch_size, a.inner_steps, a.inner_lr, a.eval_inner_batch_size) == \
+        (10, 20, 10, 0.0005, 10)
     assert (reptile.train.meta_batch_size, reptile.train.steps, reptile.eval.inner_steps) == (5, 200000, 50)
     o5 = make_cfg("experiment=omniglot_5w1s", "algorithm=reptile")
     assert (o5.algorithm.inner_batch_size, o5.algorithm.inner_steps, o5.train.meta_batch_size,
