@@ -167,7 +167,8 @@ def adapt_run(app: DictConfig, out=None) -> dict:
     from maml_cli.meta.losses import masked_task_loss
     from maml_cli.models import describe_batch_norm
     from maml_cli.run_dir import atomic_write_text
-    from maml_cli.trained_run import best_steps, check_trained, open_run, parse_checkpoint, restore_state, run_spec
+    from maml_cli.trained_run import (check_trained, checkpoint_steps, open_run, parse_checkpoint, restore_state,
+                                      run_spec)
 
     out = out or sys.stdout
     enable_compilation_cache()
@@ -210,10 +211,10 @@ def adapt_run(app: DictConfig, out=None) -> dict:
         algorithm = build_algorithm(cfg.algorithm, masked_task_loss(network, len(task.classes), spec.output_dim),
                                     exp.execution, cfg.train)
         bias[len(task.classes):] = -1e9
-    kind, value = parse_checkpoint(app.checkpoint)
-    if kind == "best" and value > 1:
-        raise UserError(f"maml-adapt adapts one checkpoint: use checkpoint=best, not best:{value}")
-    step = best_steps(run_dir, cfg, spec.metric, 1)[0] if kind == "best" else value
+    kind, count = parse_checkpoint(app.checkpoint)
+    if kind == "best" and count > 1:
+        raise UserError(f"maml-adapt adapts one checkpoint: use checkpoint=best, not best:{count}")
+    (step,), _ = checkpoint_steps(run_dir, cfg, spec.metric, app.checkpoint)
     state = restore_state(exp, run_dir, step)
     episode = Episodes(*(jnp.asarray(a) for a in (support_x, support_y, query_x, query_y)))
 

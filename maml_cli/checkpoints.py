@@ -28,6 +28,17 @@ class CheckpointError(UserError):
     """A checkpoint that is missing or cannot be read."""
 
 
+def best_of(scores: dict, n: int) -> list:
+    """The ``n`` steps of ``scores`` (step -> validation score, higher is better, NaN worst) with the
+    best scores, best first; a tie goes to the later step. The trainer keeps these checkpoints and
+    ``checkpoint=best:N`` scores them, so both rank by this one function."""
+    def rank(step):
+        value = scores[step]
+        return (value if math.isfinite(value) else -math.inf, step)
+
+    return sorted(scores, key=rank, reverse=True)[:n]
+
+
 @dataclasses.dataclass
 class _KeepBest(ocp.checkpoint_managers.PreservationPolicy):
     """Preserve the ``n`` steps with the highest score in ``scores`` (step -> validation score,
@@ -37,12 +48,8 @@ class _KeepBest(ocp.checkpoint_managers.PreservationPolicy):
     scores: dict
     n: int
 
-    def best(self) -> list:
-        ranked = sorted(self.scores.items(), key=lambda kv: (kv[1] if math.isfinite(kv[1]) else -math.inf, kv[0]))
-        return sorted(step for step, _ in ranked[-self.n:]) if self.n else []
-
     def should_preserve(self, checkpoints, *, context):
-        best = set(self.best())
+        best = set(best_of(self.scores, self.n))
         return [info.step in best for info in checkpoints]
 
 

@@ -95,7 +95,7 @@ def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
     from maml_cli.experiment import build_experiment
     from maml_cli.models import describe_batch_norm
     from maml_cli.run_dir import atomic_write_text, environment
-    from maml_cli.trained_run import check_trained, open_run, restore_state, run_spec
+    from maml_cli.trained_run import check_trained, checkpoint_steps, open_run, restore_state, run_spec
 
     enable_compilation_cache()
 
@@ -104,9 +104,10 @@ def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
         raise UserError(one_of("split", app.split, SPLITS))
     cfg = open_run(run_dir, app.devices)  # scored in one process on these devices, whatever trained it
     check_trained(run_dir)
-    run_shape = run_spec(run_dir, cfg).input_shape
+    spec = run_spec(run_dir, cfg)
+    run_shape = spec.input_shape
     # Chosen by the run's own validation, before anything is read or compiled.
-    steps, selected_by = checkpoint_steps(run_dir, cfg, run_spec(run_dir, cfg).metric, app.checkpoint)
+    steps, selected_by = checkpoint_steps(run_dir, cfg, spec.metric, app.checkpoint)
     for key, value in app.eval.items():
         if value is not None:
             cfg.eval[key] = value
@@ -138,7 +139,6 @@ def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
                     cfg.dataset[key] = value
     cli.absolute_paths(cfg)
     validate(cfg)
-    check_trained(run_dir)
 
     exp = build_experiment(cfg, training=False)
     if hasattr(exp.sampler, "require"):
@@ -213,18 +213,6 @@ def record_path(app: DictConfig, other_dataset: Optional[str] = None) -> Path:
     if app.get("output"):
         return Path(app.output)
     return Path(app.run_dir) / ("eval.json" if other_dataset is None else f"eval_{other_dataset}.json")
-
-
-def checkpoint_steps(run_dir: Path, cfg: DictConfig, metric: str, checkpoint) -> tuple:
-    """The checkpoint steps ``checkpoint=`` names (None: the latest) and how they were chosen."""
-    from maml_cli.trained_run import best_steps, parse_checkpoint, selection_key
-
-    kind, value = parse_checkpoint(checkpoint)
-    if kind == "best":
-        return best_steps(run_dir, cfg, metric, value), f"best:{value} by {selection_key(metric, cfg)}"
-    if kind == "step":
-        return [value], "given"
-    return [None], "latest"  # read as the newest when restored (a live trainer may delete older ones)
 
 
 def _fmt(value, scale: float, unit: str) -> str:

@@ -93,7 +93,7 @@ def validation_scores(run_dir, key: str, metric: str) -> dict:
 def best_steps(run_dir, cfg: DictConfig, metric: str, count: int) -> list:
     """The ``count`` checkpoints of the run with the best validation, best first; a clear error if
     fewer than ``count`` checkpoints have a validation."""
-    from maml_cli.checkpoints import Checkpointer
+    from maml_cli.checkpoints import Checkpointer, best_of
 
     key = selection_key(metric, cfg)
     available = set(Checkpointer(Path(run_dir) / "checkpoints", read_only=True).steps())
@@ -103,7 +103,17 @@ def best_steps(run_dir, cfg: DictConfig, metric: str, count: int) -> list:
                         f"metrics.jsonl); {run_dir} has {len(scores)}"
                         + (f" (steps {', '.join(map(str, sorted(scores)))})" if scores else "")
                         + ". Train longer, or keep more with train.keep_best")
-    return sorted(scores, key=lambda s: (-scores[s], -s))[:count]
+    return best_of(scores, count)
+
+
+def checkpoint_steps(run_dir, cfg: DictConfig, metric: str, checkpoint) -> tuple:
+    """The checkpoint steps ``checkpoint=`` names ([None]: the latest) and how they were chosen."""
+    kind, value = parse_checkpoint(checkpoint)
+    if kind == "best":
+        return best_steps(run_dir, cfg, metric, value), f"best:{value} by {selection_key(metric, cfg)}"
+    if kind == "step":
+        return [value], "given"
+    return [None], "latest"  # read as the newest when restored (a live trainer may delete older ones)
 
 
 def parse_checkpoint(value) -> tuple:

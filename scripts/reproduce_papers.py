@@ -30,6 +30,8 @@ from typing import List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, replace_section, today  # noqa: E402
 
+from maml_cli.metrics import read_jsonl  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATA = REPO.parent / "shared" / "data" / "omniglot"
@@ -106,8 +108,8 @@ def eval_cmd(row: Row, run_dir: Path) -> list:
 
 
 def trained_steps(run_dir: Path) -> int:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() else []
-    return json.loads(lines[-1])["step"] if lines else 0
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    return records[-1]["step"] if records else 0
 
 
 def result(row: Row, runs: Path, minutes: float) -> Optional[dict]:
@@ -120,15 +122,15 @@ def result(row: Row, runs: Path, minutes: float) -> Optional[dict]:
     k = len(per) - 1 if row.report_step is None else row.report_step
     cfg = (run_dir / "config.yaml").read_text()
     seed = next((ln.split(":")[1].strip() for ln in cfg.splitlines() if ln.startswith("seed:")), "?")
-    elapsed = max((json.loads(ln).get("elapsed_s", 0) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
-                   if ln.strip()), default=0)
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    elapsed = max((x.get("elapsed_s", 0) for x in records), default=0)
     sessions = len(json.loads((run_dir / "environment.json").read_text())["sessions"])
     metric = record["metric"]
-    curve = [(x["step"], x[f"val/{metric}"]) for x in (json.loads(ln) for ln in
-             (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()) if x.get(f"val/{metric}") is not None]
+    curve = [(x["step"], x[f"val/{metric}"]) for x in records if x.get(f"val/{metric}") is not None]
     half = next((c for c in curve if c[0] >= curve[-1][0] / 2), None) if curve else None
-    return {"row": row, "record": record, "step": per[k], "k": k, "seed": seed, "steps": trained_steps(run_dir),
-            "minutes": elapsed / 60, "run_dir": run_dir, "sessions": sessions,
+    return {"row": row, "record": record, "step": per[k], "k": k, "seed": seed,
+            "steps": records[-1]["step"] if records else 0, "minutes": elapsed / 60, "run_dir": run_dir,
+            "sessions": sessions, "curve": curve,
             "trend": None if half is None or half == curve[-1] else (half, curve[-1])}
 
 
@@ -204,9 +206,8 @@ def curves(results: List[dict], path: Path) -> Optional[Path]:
     if not runs:
         return None
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for run_dir, r in runs.items():
-        records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-        points = [(x["step"], x["val/accuracy"]) for x in records if x.get("val/accuracy") is not None]
+    for r in runs.values():
+        points = r["curve"]  # validation accuracy after the trained inner steps
         if points:
             row = r["row"]
             ax.plot(*zip(*points), marker="o", markersize=2,

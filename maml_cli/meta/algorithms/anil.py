@@ -21,11 +21,11 @@ class ANIL(GradientBased):
         def support(p, s):
             return loss.of_outputs(net.head(p[HEAD], support_features), episode.support_y), {}
 
-        def query(p, s):
-            outputs = net.head(p[HEAD], query_features)
-            return loss.of_outputs(outputs, episode.query_y), (loss.metric_of_outputs(outputs, episode.query_y), {})
-
         def predict(p, s):
             return net.head(p[HEAD], query_features)
+
+        def query(p, s):
+            outputs = predict(p, s)
+            return loss.of_outputs(outputs, episode.query_y), (loss.metric_of_outputs(outputs, episode.query_y), {})
 
         return head0, support, query, predict
