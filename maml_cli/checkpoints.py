@@ -15,7 +15,7 @@ from typing import Optional
 import jax
 import orbax.checkpoint as ocp
 
-from maml_cli.config import UserError
+from maml_cli.errors import UserError
 from maml_cli.run_dir import is_being_trained
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from maml_cli import parallel
 from maml_cli.data import TaskSpec, build_sampler
-from maml_cli.evaluation import make_scorer
+from maml_cli.scoring import make_scorer
 from maml_cli.execution import Execution, auto_devices, plan_execution
 from maml_cli.meta.algorithms import Algorithm, build_algorithm
 from maml_cli.meta.losses import make_task_loss
@@ -122,7 +122,8 @@ def _build(cfg: DictConfig, training: bool, spec: Optional[TaskSpec] = None) -> 
         parallel.check_divisible(cfg.train.meta_batch_size, devices, cfg.train.devices)
     sampler = build_sampler(cfg.dataset) if spec is None else None
     spec = sampler.spec if spec is None else spec
-    network = build_model(cfg.model, spec, execution.conv_impl, inner_steps=cfg.algorithm.inner_steps)
+    network = build_model(cfg.model, spec, execution.conv_impl, inner_steps=cfg.algorithm.inner_steps,
+                          anil=cfg.algorithm.name == "anil")
     algorithm = build_algorithm(cfg.algorithm, make_task_loss(network, spec.kind), execution, cfg.train)
     if sampler is not None:
         if training and hasattr(sampler, "require"):

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from maml_cli.config import UserError
+from maml_cli.errors import UserError
 
 LOCK_NAME = ".lock"
 RUN_DATA = "data.json"  # what the run was trained on: dataset, input shape, source (Experiment.data_record)

@@ -154,7 +154,7 @@ def bench_one(line: str, measure_steps: int) -> dict:
     import numpy as np
 
     from maml_cli.experiment import build_experiment
-    from maml_cli.trainer import train_and_evaluate
+    from maml_cli.training import train_and_evaluate
 
     preset, *overrides = line.split()
     cfg = _compose(preset, *overrides)

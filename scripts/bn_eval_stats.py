@@ -32,7 +32,7 @@ def main() -> None:
 
     from maml_cli.checkpoints import Checkpointer
     from maml_cli.config import UserError, load_run_config, register_configs
-    from maml_cli.evaluation import eval_key, run_episodes, summarize
+    from maml_cli.scoring import eval_key, run_episodes, summarize
     from maml_cli.experiment import build_experiment
 
     register_configs()

@@ -1,8 +1,11 @@
-"""Shared helpers: compose the real packaged configs with tiny overrides."""
+"""Shared helpers: compose the real packaged configs with tiny overrides, run the real console
+scripts."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,6 +22,7 @@ os.environ.setdefault("MAML_CLI_COMPILE_CACHE", tempfile.mkdtemp(prefix="maml-cl
 enable_compilation_cache()
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # where pip put maml-train, maml-eval, maml-adapt, maml-report
 SHARED_DATA = REPO.parent / "shared" / "data"
 # Plots cost seconds per tiny run; the tests that check them turn them back on.
 TINY = ["experiment=sinusoid_tiny", "train.progress=false", "train.plots=false"]
@@ -41,3 +45,9 @@ def tiny_cfg():
 def _quiet_env(monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     yield
+
+
+def run_command(name: str, *args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """One of our console scripts, as a user runs it (output captured as text)."""
+    return subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          **kwargs)

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from maml_cli import parallel
-from maml_cli.evaluation import eval_key, run_episodes
+from maml_cli.scoring import eval_key, run_episodes
 from maml_cli.experiment import build_experiment
 from tests.conftest import TINY, make_cfg
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from maml_cli import cli
+from maml_cli import composing
 from maml_cli.config import UserError
-from maml_cli.train import APP
+from maml_cli.commands.train import APP
 from tests.conftest import TINY
 
 BIN = Path(sys.executable).parent
@@ -29,7 +29,7 @@ def _run(*args, timeout=300):
 
 
 def _composed(*overrides):
-    [cfg] = cli.compose_checked(APP, list(overrides), multirun=True)
+    [cfg] = composing.compose_checked(APP, list(overrides), multirun=True)
     return cfg
 
 
@@ -53,9 +53,9 @@ def test_a_missing_plugin_is_named_with_the_install_command(monkeypatch):
     monkeypatch.setitem(APP.plugins, "launcher=joblib", ("hydra_plugins.not_installed", "hydra-joblib-launcher"))
     with pytest.raises(UserError, match=r"launcher=joblib needs Hydra's plugin hydra-joblib-launcher.*"
                                         r"pip install \"maml-cli\[cluster\]\""):
-        cli.compose_checked(APP, ["launcher=joblib"], multirun=True)
+        composing.compose_checked(APP, ["launcher=joblib"], multirun=True)
     with pytest.raises(UserError, match="unknown launcher option 'slrum' \\(did you mean slurm\\?\\)"):
-        cli.compose_checked(APP, ["launcher=slrum"], multirun=True)
+        composing.compose_checked(APP, ["launcher=slrum"], multirun=True)
 
 
 def test_joblib_sweep_with_a_failing_job_then_maml_report(tmp_path):

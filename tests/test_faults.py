@@ -25,7 +25,7 @@ from maml_cli.checkpoints import CheckpointError, Checkpointer
 from maml_cli.experiment import build_experiment
 from maml_cli.metrics import TIMING_FIELDS
 from maml_cli.run_dir import RunDirError
-from maml_cli.trainer import train_and_evaluate
+from maml_cli.training import train_and_evaluate
 from tests.conftest import TINY, make_cfg
 
 BIN = Path(sys.executable).parent

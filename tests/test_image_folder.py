@@ -16,11 +16,11 @@ from PIL import Image
 
 from maml_cli.config import UserError
 from maml_cli.data.image_folder import ImageFolderTasks, read_classes
-from maml_cli.evaluate import evaluate_run
-from maml_cli.evaluation import eval_key
+from maml_cli.run_evaluation import evaluate_run
+from maml_cli.scoring import eval_key
 from maml_cli.experiment import build_experiment
-from maml_cli.trainer import train_and_evaluate
-from maml_cli.trained_run import open_run, restore_state
+from maml_cli.training import train_and_evaluate
+from maml_cli.runs import open_run, restore_state
 from tests.conftest import TINY, make_cfg
 from tests.image_fakes import class_image, write_classes, write_splits
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from maml_cli.data.sinusoid import SinusoidTasks
-from maml_cli.evaluation import summarize
+from maml_cli.scoring import summarize
 from maml_cli.meta.batching import STRATEGIES, map_tasks
 from maml_cli.meta.inner import adapt, constant_rates, sgd
 from maml_cli.meta.losses import make_task_loss

@@ -17,13 +17,13 @@ from maml_cli.data.episodes import sample_classification_episodes
 from maml_cli.data.omniglot import OmniglotTasks, class_splits
 from maml_cli.data.omniglot_source import (SMALL_SETS, OmniglotArrays, download_with_tfds, load_omniglot,
                                            preprocess)
-from maml_cli.evaluate import evaluate_run
+from maml_cli.run_evaluation import evaluate_run
 from maml_cli.execution import Execution
 from maml_cli.meta.algorithms import build_algorithm
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.models import Network
 from maml_cli.models.conv4 import Conv4, conv3x3_im2col
-from maml_cli.trainer import train_and_evaluate
+from maml_cli.training import train_and_evaluate
 from tests.conftest import SHARED_DATA, make_cfg
 from tests.omniglot_fakes import fake_sets, write_npz, write_png_tree, write_zips
 
@@ -343,7 +343,7 @@ def test_omniglot_train_then_eval_on_synthetic_data(sets, tmp_path):
     assert record["metric"] == "accuracy" and record["batch_norm"] == "transductive"
     assert [r["step"] for r in record["per_step"]] == [0, 1, 2]
     assert all(0.0 <= r["mean"] <= 1.0 for r in record["per_step"])
-    assert json.loads((tmp_path / "run" / "eval.json").read_text())["dataset"]["split"] == "paper"
+    assert record["dataset"]["split"] == "paper"
 
 
 @needs_npz

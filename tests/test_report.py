@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from maml_cli.report import mean_ci
+from maml_cli.commands.report import mean_ci
 from maml_cli.run_dir import RunLock
 from tests.conftest import TINY
 from tests.test_run_records import assert_picture

@@ -10,15 +10,16 @@ Splits: "train", "val", "test".
 
 from __future__ import annotations
 
-from maml_cli.config import UserError
+from maml_cli.errors import UserError
 from maml_cli.data.episodes import Episodes, TaskSpec
+from maml_cli.data.function import FunctionTasks
 from maml_cli.data.image_folder import ImageFolderTasks
 from maml_cli.data.miniimagenet import MiniImageNetTasks
 from maml_cli.data.omniglot import OmniglotTasks
 from maml_cli.data.sinusoid import SinusoidTasks
 
 SAMPLERS = {"sinusoid": SinusoidTasks, "omniglot": OmniglotTasks, "miniimagenet": MiniImageNetTasks,
-            "image_folder": ImageFolderTasks}
+            "image_folder": ImageFolderTasks, "function": FunctionTasks}
 
 
 def build_sampler(dataset_cfg):

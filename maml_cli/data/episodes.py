@@ -105,7 +105,7 @@ def check_task_shape(ways: int, shots: int, query_shots: int, split_classes: dic
     classes' names, to say which are too small."""
     import numpy as np
 
-    from maml_cli.config import UserError
+    from maml_cli.errors import UserError
 
     problems = []
     per_class = shots + query_shots
@@ -165,7 +165,7 @@ class ImageClassTasks:
 
     def require(self, *splits: str) -> None:
         """Fail (UserError) unless each of ``splits`` has at least ``ways`` classes."""
-        from maml_cli.config import UserError
+        from maml_cli.errors import UserError
 
         for split in splits:
             if len(self.splits[split]) < self.cfg.ways:

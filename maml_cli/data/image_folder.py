@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from maml_cli.config import IMAGE_RESAMPLE, UserError
+from maml_cli.errors import UserError
 from maml_cli.data.cache import default_cache_dir
 from maml_cli.data.episodes import ImageClassTasks, check_task_shape
 
@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLIT_NAMES = ("train", "val", "test")
-RESAMPLE = {name: getattr(Image.Resampling, name.upper()) for name in IMAGE_RESAMPLE}
+# dataset.resample (config.schema.IMAGE_RESAMPLE lists the same names; a test keeps them equal)
+RESAMPLE = {name: getattr(Image.Resampling, name.upper()) for name in ("lanczos", "bilinear", "nearest")}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 CACHE_VERSION = 1
 

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from maml_cli.config import UserError
+from maml_cli.errors import UserError
 from maml_cli.data.episodes import ImageClassTasks
 from maml_cli.data.image_folder import IMAGE_SUFFIXES, image_files, read_classes
 

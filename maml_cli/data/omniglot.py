@@ -8,7 +8,7 @@ from typing import Dict
 
 import numpy as np
 
-from maml_cli.config import UserError, one_of
+from maml_cli.errors import UserError, one_of
 from maml_cli.data.episodes import ImageClassTasks
 from maml_cli.data.omniglot_source import OmniglotArrays, load_omniglot
 

@@ -34,7 +34,7 @@ from typing import Dict, Optional
 import numpy as np
 from PIL import Image
 
-from maml_cli.config import UserError, one_of
+from maml_cli.errors import UserError, one_of
 from maml_cli.data.cache import default_cache_dir
 from maml_cli.data.image_folder import decode_image
 

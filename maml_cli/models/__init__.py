@@ -10,7 +10,7 @@ from typing import Any, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from maml_cli.config import UserError, one_of
+from maml_cli.errors import UserError, one_of
 from maml_cli.data.episodes import TaskSpec
 from maml_cli.models.conv4 import ACTIVATIONS as CONV_ACTIVATIONS
 from maml_cli.models.conv4 import BATCH_NORM_MODES, CONV_IMPLS, Conv4
@@ -27,6 +27,7 @@ class Network:
     running_stats: bool = False  # the model keeps running statistics (per_step batch norm)
     eval_with_running_stats: bool = False  # evaluation normalises with them instead of the batch
     running_stats_momentum: float = 0.1  # weight of each outer step's batch statistics in the running averages
+    plain: bool = False  # the module's methods take x alone (a user's module: models/custom.py)
 
     def init(self, rng, input_shape: tuple) -> Tuple[Any, Any]:
         """(params, batch_stats); batch_stats is {} unless the model keeps running statistics."""
@@ -35,7 +36,8 @@ class Network:
 
     def _apply(self, method, params, x, step, batch_stats, use_running):
         variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
-        out, state = self.module.apply(variables, x, step, use_running, method=method, mutable=["step_stats"])
+        args = (x,) if self.plain else (x, step, use_running)
+        out, state = self.module.apply(variables, *args, method=method, mutable=["step_stats"])
         return out, dict(state.get("step_stats", {}))
 
     def apply(self, params, x, *, step=0, batch_stats=None, use_running=False):
@@ -84,16 +86,26 @@ def _conv4(cfg, spec: TaskSpec, conv_impl: str, inner_steps: int = 1) -> Network
                    running_stats_momentum=cfg.bn_momentum)
 
 
-BUILDERS = {"mlp": _mlp, "conv4": _conv4}
+def _custom(cfg, spec: TaskSpec, conv_impl=None, inner_steps: int = 1, anil: bool = False) -> Network:
+    from maml_cli.models.custom import build_custom
+
+    return Network(build_custom(cfg, spec, anil=anil), plain=True)
 
 
-def build_model(model_cfg, spec: TaskSpec, conv_impl: str | None = None, inner_steps: int = 1) -> Network:
+BUILDERS = {"mlp": _mlp, "conv4": _conv4, "custom": _custom}
+
+
+def build_model(model_cfg, spec: TaskSpec, conv_impl: str | None = None, inner_steps: int = 1,
+                anil: bool = False) -> Network:
     """``conv_impl``: how convolutions are computed, as resolved by ``maml_cli.execution``;
-    ``inner_steps``: the inner steps of meta-training, for per-step batch norm."""
+    ``inner_steps``: the inner steps of meta-training, for per-step batch norm; ``anil``: the
+    algorithm adapts the head alone (a user's model is checked for one)."""
     try:
         builder = BUILDERS[model_cfg.name]
     except KeyError:
         raise UserError(f"unknown model {model_cfg.name!r}; known: {', '.join(sorted(BUILDERS))}") from None
+    if model_cfg.name == "custom":
+        return builder(model_cfg, spec, conv_impl, inner_steps, anil=anil)
     return builder(model_cfg, spec, conv_impl, inner_steps)
 
 

@@ -3,7 +3,7 @@ outer step (see ``base.py`` for what an algorithm supplies)."""
 
 from __future__ import annotations
 
-from maml_cli.config import UserError
+from maml_cli.errors import UserError
 from maml_cli.meta.algorithms.anil import ANIL
 from maml_cli.meta.algorithms.base import Algorithm, GradientBased, Phase
 from maml_cli.meta.algorithms.maml import MAML

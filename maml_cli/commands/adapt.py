@@ -20,16 +20,18 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from maml_cli import cli, strict_json
-from maml_cli.config import UserError, register_configs
+from maml_cli import strict_json
+from maml_cli.commands import shell as cli
+from maml_cli.config import register_configs
+from maml_cli.errors import UserError
 
-log = logging.getLogger("maml_cli.adapt")
+log = logging.getLogger("maml_cli.commands.adapt")
 register_configs()
 for _name in ("jax._src.xla_bridge", "matplotlib"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 logging.getLogger("absl").setLevel(logging.CRITICAL)
 
-APP = cli.App("maml-adapt", "adapt", groups=(), usage="""\
+APP = cli.App("maml-adapt", "adapt", groups=(), exit_codes=cli.READER_EXIT_CODES, usage="""\
 maml-adapt: adapt a trained run to a new few-shot task and predict its query examples.
 
 Usage:
@@ -148,32 +150,23 @@ def _transductive(cfg, network) -> bool:
     return cfg.model.get("batch_norm", "none") != "none" and not network.eval_with_running_stats
 
 
-def _default_invert(dataset) -> bool:
-    """As the run's own images were read: Omniglot's PNGs (dark ink on white) are inverted."""
-    return True if dataset.name == "omniglot" else bool(dataset.get("invert", False))
-
-
 def adapt_run(app: DictConfig, out=None) -> dict:
     """Adapt the run to the task ``app`` names, print and write the predictions; returns the record."""
     import jax
-    import jax.numpy as jnp
     from flax import traverse_util
 
-    from maml_cli.data.episodes import Episodes
-    from maml_cli.data.image_folder import RESAMPLE
     from maml_cli.execution import enable_compilation_cache
     from maml_cli.experiment import build_experiment
-    from maml_cli.meta.algorithms import build_algorithm
-    from maml_cli.meta.losses import masked_task_loss
     from maml_cli.models import describe_batch_norm
+    from maml_cli.run_adaptation import adapt
     from maml_cli.run_dir import atomic_write_text
-    from maml_cli.trained_run import (check_trained, checkpoint_steps, open_run, parse_checkpoint, restore_state,
-                                      run_spec)
+    from maml_cli.runs import (check_trained, checkpoint_steps, open_run, parse_checkpoint, preprocessing,
+                               restore_state, run_spec)
 
     out = out or sys.stdout
     enable_compilation_cache()
     run_dir = Path(app.run_dir)
-    cfg = open_run(run_dir, devices="1")
+    cfg = open_run(run_dir, devices="1", trust_code=bool(app.trust_code))
     check_trained(run_dir)
     spec = run_spec(run_dir, cfg)
     steps = int(cfg.eval.inner_steps if app.inner_steps is None else app.inner_steps)
@@ -182,12 +175,10 @@ def adapt_run(app: DictConfig, out=None) -> dict:
     out_dir = Path(app.out_dir)
 
     if spec.kind == "classification":
-        invert = _default_invert(cfg.dataset) if app.invert is None else bool(app.invert)
-        resample = cfg.dataset.get("resample", "lanczos")
-        task = read_image_task(app.support, app.query, spec.input_shape, spec.output_dim, invert,
-                               resample if resample in RESAMPLE else "lanczos")
+        images = preprocessing(cfg.dataset)  # as maml-eval reads a cross-domain folder for this run
+        invert = images["invert"] if app.invert is None else bool(app.invert)
+        task = read_image_task(app.support, app.query, spec.input_shape, spec.output_dim, invert, images["resample"])
         support_x, support_y, query_x = task.support_x, task.support_y, task.query_x
-        query_y = np.maximum(task.query_labels, 0)
     else:
         if tuple(spec.input_shape) != (1,):
             raise UserError(f"maml-adapt reads regression tasks of one input (x, y); this run's inputs are "
@@ -195,7 +186,6 @@ def adapt_run(app: DictConfig, out=None) -> dict:
         points = read_points(app.support, "support", 2)
         query = query_points(app.query)
         support_x, support_y, query_x = points[:, :1], points[:, 1:2], query[:, :1]
-        query_y = query[:, 1:2] if query.shape[1] > 1 else np.zeros_like(query_x)
 
     exp = build_experiment(cfg, training=False, spec=spec)  # no data read: the task is the user's
     network = exp.network
@@ -206,29 +196,22 @@ def adapt_run(app: DictConfig, out=None) -> dict:
                         "norm, as MAML): one image alone is normalised by its own statistics, which a task's query "
                         "set never was, so its prediction is unreliable. Give several query images at once, or "
                         "allow_single_query=true to predict it anyway")
-    algorithm, bias = exp.algorithm, np.zeros(spec.output_dim, np.float32)
-    if spec.kind == "classification" and len(task.classes) < spec.output_dim:
-        algorithm = build_algorithm(cfg.algorithm, masked_task_loss(network, len(task.classes), spec.output_dim),
-                                    exp.execution, cfg.train)
-        bias[len(task.classes):] = -1e9
     kind, count = parse_checkpoint(app.checkpoint)
     if kind == "best" and count > 1:
         raise UserError(f"maml-adapt adapts one checkpoint: use checkpoint=best, not best:{count}")
     (step,), _ = checkpoint_steps(run_dir, cfg, spec.metric, app.checkpoint)
     state = restore_state(exp, run_dir, step)
-    episode = Episodes(*(jnp.asarray(a) for a in (support_x, support_y, query_x, query_y)))
-
-    forward = algorithm.eval_forward(state.meta_state)
-    adapt = jax.jit(algorithm.adapt_to_task, static_argnums=4)
-    adapted = adapt(state.meta_params, state.meta_state, episode, jax.random.PRNGKey(app.seed), steps)
-    before = np.asarray(network.apply(state.meta_params["model"], episode.query_x, **forward)[0])
-    after = np.asarray(network.apply(adapted, episode.query_x, **forward)[0])
-    record = {"run_dir": str(run_dir.resolve()), "checkpoint_step": int(state.step), "inner_steps": steps,
+    learner = adapt(exp, state, support_x, support_y, steps, seed=app.seed,
+                    used_classes=len(task.classes) if spec.kind == "classification" else None)
+    before = learner.predict(query_x, adapted=False)
+    after = learner.predict(query_x)
+    adapted = learner.params
+    record = {"run_dir": str(run_dir.resolve()), "checkpoint_step": learner.checkpoint_step, "inner_steps": steps,
               "algorithm": cfg.algorithm.name, "kind": spec.kind, "support": str(app.support),
               "query": str(app.query), "query_examples": n_query}
     out_dir.mkdir(parents=True, exist_ok=True)
     if spec.kind == "classification":
-        record.update(_classify(task, before + bias, after + bias, out, out_dir))
+        record.update(_classify(task, before, after, out, out_dir))
         record["batch_norm"] = describe_batch_norm(cfg.model)
         if transductive:
             record["normalisation"] = f"the {n_query} query images were normalised together, as one batch"
@@ -307,26 +290,29 @@ def _regress(support_x, support_y, query, before, after, steps: int, out, out_di
     return record
 
 
-def check_command_line(line: cli.CommandLine, composed: list) -> bool:
-    cfg = composed[0]
-    for key, what in (("run_dir", "which run? pass run_dir=PATH, a directory maml-train wrote"),
-                      ("support", "pass support=DIR (one folder of images per class) or support=POINTS.csv"),
-                      ("query", "pass query=DIR (images to predict), query=FILE or, for regression, query=START:STOP:NUM")):
-        if OmegaConf.is_missing(cfg, key):
-            raise UserError(f"{what} (maml-adapt --help)")
-    return True
+def run_jobs(line: cli.CommandLine, composed: list) -> bool:
+    """Adapt to each task the command line names, in this process (Hydra creates nothing)."""
+    from maml_cli import composing
+
+    for full in composed:
+        app, _ = composing.split_hydra(full)
+        for key, what in (("run_dir", "which run? pass run_dir=PATH, a directory maml-train wrote"),
+                          ("support", "pass support=DIR (one folder of images per class) or support=POINTS.csv"),
+                          ("query", "pass query=DIR (images to predict), query=FILE or, for regression, "
+                                    "query=START:STOP:NUM")):
+            if OmegaConf.is_missing(app, key):
+                raise UserError(f"{what} (maml-adapt --help)")
+        adapt_run(app)
+    return False  # done: nothing is handed to Hydra
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    cli.main(APP, argv, check_command_line, run_job)
+    cli.main(APP, argv, run_jobs, hydra_job)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://maml_cli.configs", config_name="adapt")
-def run_job(app: DictConfig) -> None:
-    try:
-        adapt_run(app)
-    except UserError as e:
-        cli.fail(APP, e)
+def hydra_job(app: DictConfig) -> None:
+    """Reached only with Hydra's own flags (--cfg, --info, ...): Hydra prints what they ask for."""
 
 
 if __name__ == "__main__":

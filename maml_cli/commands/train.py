@@ -21,10 +21,13 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from maml_cli import cli
-from maml_cli.config import UserError, register_configs, validate
+from maml_cli import composing
+from maml_cli.commands import shell as cli
+from maml_cli.composing import prepare
+from maml_cli.config import register_configs
+from maml_cli.errors import UserError
 
-log = logging.getLogger("maml_cli.train")
+log = logging.getLogger("maml_cli.commands.train")
 register_configs()
 # Orbax logs every save at INFO through absl; keep the terminal for our own messages.
 for _name in ("absl", "jax._src.xla_bridge", "matplotlib"):
@@ -68,22 +71,12 @@ With an experiment preset, an algorithm whose paper changes more than the algori
 paper's settings from paper/<experiment>_<algorithm> (chosen automatically).""")
 
 
-def prepare(cfg: DictConfig) -> DictConfig:
-    """The checks every job's config passes, from the shell or inside a sweep."""
-    from maml_cli.parallel import check_distributed
-
-    cli.absolute_paths(cfg)
-    validate(cfg)
-    check_distributed(cfg.distributed)
-    return cfg
-
-
 def check_command_line(line: cli.CommandLine, composed: list):
     """Everything that can be checked before Hydra creates a run directory. False: nothing more to
     do (dry run); a list: Hydra overrides this process adds (see ``parallel.py``)."""
     from maml_cli import parallel
 
-    jobs = [cli.split_hydra(full) for full in composed]
+    jobs = [composing.split_hydra(full) for full in composed]
     for cfg, _ in jobs:
         prepare(cfg)
     if len(jobs) > 1:  # a sweep: each job reads its data when it starts
@@ -123,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 def run_job(cfg: DictConfig) -> float | None:
     from maml_cli.execution import enable_compilation_cache
     from maml_cli.run_dir import remove_if_not_a_run
-    from maml_cli.trainer import TrainingInterrupted, train_and_evaluate
+    from maml_cli.training import TrainingInterrupted, train_and_evaluate
 
     enable_compilation_cache()
     hydra_cfg = HydraConfig.get()

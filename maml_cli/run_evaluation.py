@@ -1,77 +1,35 @@
-"""maml-eval: score a run's checkpoint on fresh tasks and write ``eval.json`` and ``eval.png``
-into the run.
-
-    maml-eval run_dir=runs/sine                       # latest checkpoint, test split
-    maml-eval run_dir=runs/sine checkpoint=5000 eval.episodes=1000 eval.inner_steps=10 split=val
-    maml-eval run_dir=runs/o5 dataset.path=/new/place/of/omniglot   # the data moved since training
-"""
+"""Scoring a trained run on fresh tasks: the record that maml-eval writes as eval.json and that
+``Run.evaluate`` returns. Nothing here writes: the command does."""
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from maml_cli import cli, strict_json
-from maml_cli.config import SPLITS, UserError, conform, one_of, register_configs, validate
-
-log = logging.getLogger("maml_cli.evaluate")
-register_configs()
-for _name in ("jax._src.xla_bridge", "matplotlib"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
-# Orbax (through absl) logs what it then raises, and notes about read-only access; a reader's
-# errors are reported once, by us.
-logging.getLogger("absl").setLevel(logging.CRITICAL)
-
-APP = cli.App("maml-eval", "eval", groups=("dataset",), usage="""\
-maml-eval: score a maml-train run on fresh tasks; writes eval.json and eval.png into the run.
-
-Usage:
-  maml-eval run_dir=PATH [KEY=VALUE ...]
-  maml-eval -m run_dir=A,B,C                       several runs, one after another
-
-Examples:
-  maml-eval run_dir=runs/o5                        # latest checkpoint, 600 test tasks
-  maml-eval run_dir=runs/o5 checkpoint=20000 split=val eval.inner_steps=10
-  maml-eval run_dir=runs/o5 checkpoint=best        # the checkpoint with the best validation
-  maml-eval run_dir=runs/o5 checkpoint=best:5      # ensemble of the 5 best (MAML++'s scoring)
-  maml-eval run_dir=runs/o5 dataset.path=DIR       # the data moved since training
-  maml-eval run_dir=runs/o5 dataset=image_folder dataset.path=DIR   # cross-domain: tasks from DIR
-
-The model, algorithm and dataset are the run's own (its config.yaml); the keys below change only
-how it is scored and where its data is now. With dataset=NAME the run is scored on that dataset's
-tasks instead, recorded in eval_NAME.json (its "data" says which): ways, shots, query_shots, image
-size and channels follow the run unless given, and every class of an image folder is a test class
-unless a split is given.
-
-Each inner step shows the mean +- 95% CI over tasks, the median and how many tasks diverged (query
-loss not finite or over 10x its value before adaptation); a step with diverged tasks is flagged
-with the mean over the others, and stderr says so.""")
+from maml_cli import strict_json
+from maml_cli.composing import absolute_paths
+from maml_cli.config import SPLITS, conform, validate
+from maml_cli.errors import UserError, one_of
 
 
 # Keys of a cross-domain dataset that follow the run unless given: the task shape it was trained on.
 RUN_TASK_KEYS = ("ways", "shots", "query_shots")
 
 
-def given_keys() -> set:
-    """The keys set on the command line (inside Hydra's job; empty elsewhere)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return set()
-    return {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
-
-
 def cross_domain_dataset(app_dataset: DictConfig, run_cfg: DictConfig, run_shape: tuple, given: set) -> DictConfig:
     """The dataset to score the run on: ``app_dataset`` with what was not given taken from the run
-    (its task shape, its image size and channels). Every class of a folder is a test class unless
-    the split was given."""
+    (its task shape, its image size and channels, how its images were read). Every class of a
+    folder is a test class unless the split was given."""
+    from maml_cli.runs import preprocessing
+
     d = OmegaConf.to_container(app_dataset, resolve=True)
+    for key, value in preprocessing(run_cfg.dataset).items():  # as maml-adapt reads images for this run
+        if key in d and f"dataset.{key}" not in given:
+            d[key] = value
     for key in RUN_TASK_KEYS:
         if f"dataset.{key}" not in given and key in run_cfg.dataset:
             d[key] = run_cfg.dataset[key]
@@ -84,25 +42,25 @@ def cross_domain_dataset(app_dataset: DictConfig, run_cfg: DictConfig, run_shape
     return OmegaConf.create(d)
 
 
-def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
-    """Evaluate the run named by ``app.run_dir``; returns (and writes) the eval.json record.
-    ``given``: the keys set on the command line (None: read from Hydra)."""
+def evaluate_run(app: DictConfig, given: set = frozenset(), trust_code: bool = False) -> dict:
+    """Score the run named by ``app.run_dir`` (an ``EvalAppConfig``); returns the eval.json record.
+    ``given``: the dataset keys the user set (``dataset.ways``, ...), which a cross-domain dataset
+    keeps instead of following the run; ``trust_code``: the run may import the code its config names."""
     from tqdm import tqdm
 
-    from maml_cli import plots
-    from maml_cli.evaluation import DIVERGED_RULE, eval_key, run_episodes, summarize
+    from maml_cli.scoring import DIVERGED_RULE, eval_key, run_episodes, summarize
     from maml_cli.execution import enable_compilation_cache
     from maml_cli.experiment import build_experiment
     from maml_cli.models import describe_batch_norm
-    from maml_cli.run_dir import atomic_write_text, environment
-    from maml_cli.trained_run import check_trained, checkpoint_steps, open_run, restore_state, run_spec
+    from maml_cli.run_dir import environment
+    from maml_cli.runs import check_trained, checkpoint_steps, open_run, restore_state, run_spec
 
     enable_compilation_cache()
 
     run_dir = Path(app.run_dir)
     if app.split not in SPLITS:
         raise UserError(one_of("split", app.split, SPLITS))
-    cfg = open_run(run_dir, app.devices)  # scored in one process on these devices, whatever trained it
+    cfg = open_run(run_dir, app.devices, trust_code=trust_code)  # scored in one process on these devices, whatever trained it
     check_trained(run_dir)
     spec = run_spec(run_dir, cfg)
     run_shape = spec.input_shape
@@ -119,7 +77,7 @@ def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
     trained_on = OmegaConf.to_container(cfg.dataset, resolve=True)
     cross_domain = bool(app.dataset.get("name"))
     if cross_domain:
-        new = cross_domain_dataset(app.dataset, cfg, run_shape, given_keys() if given is None else given)
+        new = cross_domain_dataset(app.dataset, cfg, run_shape, given)
         if new.ways != cfg.dataset.ways:
             raise UserError(f"the run was trained on {cfg.dataset.ways}-way tasks (its model has {cfg.dataset.ways} "
                             f"outputs); it cannot score dataset.ways={new.ways}. For fewer classes of your own, "
@@ -137,7 +95,7 @@ def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
             for key, value in app.dataset.items():
                 if value is not None:
                     cfg.dataset[key] = value
-    cli.absolute_paths(cfg)
+    absolute_paths(cfg)
     validate(cfg)
 
     exp = build_experiment(cfg, training=False)
@@ -197,13 +155,6 @@ def evaluate_run(app: DictConfig, given: Optional[set] = None) -> dict:
         "environment": environment(),
     }
     record["nonfinite_values"] = strict_json.finite_or_none(record)[1]  # written as null
-    output = record_path(app, cfg.dataset.name if cross_domain else None)
-    try:
-        atomic_write_text(output, strict_json.dumps(record, indent=2) + "\n")
-        plots.eval_curve(record, output.with_suffix(".png"))
-    except OSError as err:
-        print(format_table(record))
-        raise UserError(f"cannot write {output} ({err.strerror or err}); the scores are above") from err
     return record
 
 
@@ -257,32 +208,3 @@ def diverged_warning(record: dict) -> Optional[str]:
             f"those steps is not to be quoted bare; see the median and the mean without them")
 
 
-def check_command_line(line: cli.CommandLine, composed: list) -> bool:
-    """What maml-eval checks beyond the keys and types before Hydra starts."""
-    if OmegaConf.is_missing(composed[0], "run_dir"):
-        raise UserError("which run? pass run_dir=PATH, a directory maml-train wrote (maml-eval --help)")
-    return True
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    cli.main(APP, argv, check_command_line, run_job)
-
-
-@hydra.main(version_base="1.3", config_path="pkg://maml_cli.configs", config_name="eval")
-def run_job(app: DictConfig) -> None:
-    try:
-        record = evaluate_run(app)
-    except UserError as e:
-        cli.fail(APP, e)
-    print(format_table(record))
-    warning = diverged_warning(record)
-    if warning:
-        print(warning, file=sys.stderr)
-    if record["data"]["cross_domain"]:
-        print(f"cross-domain: tasks from {record['data']['source']}")
-    output = record_path(app, record["data"]["name"] if record["data"]["cross_domain"] else None)
-    print(f"wrote {output} and {output.with_suffix('.png').name}")
-
-
-if __name__ == "__main__":
-    main()

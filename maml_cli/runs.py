@@ -10,23 +10,44 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from maml_cli.config import UserError, load_run_config
+from maml_cli.config import load_run_config
+from maml_cli.errors import UserError
 from maml_cli.data.episodes import TaskSpec
 from maml_cli.run_dir import RUN_DATA
 
 
-def open_run(run_dir, devices: str = "auto") -> DictConfig:
+def open_run(run_dir, devices: str = "auto", trust_code: bool = False) -> DictConfig:
     """The run's saved config (re-checked against the schemas), set to run in this one process on
-    ``devices``, whatever trained it; a clear error if there is no run."""
+    ``devices``, whatever trained it; a clear error if there is no run, or if it names code to
+    import (``model.target``, ``dataset.target``) and ``trust_code`` is false."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run_dir={run_dir} {'is a file' if run_dir.exists() else 'does not exist'}: pass "
                         "the folder maml-train wrote (its hydra.run.dir, or runs/<date>_<time>)")
     cfg = load_run_config(run_dir)
+    targets = code_targets(cfg)
+    if targets and not trust_code:
+        raise UserError(f"{run_dir} names code to import ({', '.join(targets)}); a run directory from elsewhere "
+                        "never runs code on its own: pass trust_code=true if you trust that code")
     cfg.train.devices = devices
     for key in ("coordinator", "num_processes", "process_id"):
         cfg.distributed[key] = None
     return cfg
+
+
+def code_targets(cfg: DictConfig) -> list:
+    """``KEY=VALUE`` of each setting of the config that names Python code to import."""
+    return [f"{section}.target={cfg[section].target}" for section in ("model", "dataset")
+            if cfg[section].get("target")]
+
+
+def preprocessing(dataset: DictConfig) -> dict:
+    """How images are read for a run trained on ``dataset``, by every command that reads images of
+    its own for it (maml-adapt's task, maml-eval's cross-domain folder): Omniglot's PNGs (dark ink
+    on white) are inverted, as the run's own images were; otherwise as its dataset says."""
+    invert = True if dataset.name == "omniglot" else bool(dataset.get("invert", False))
+    resample = dataset.get("resample", "lanczos")
+    return {"invert": invert, "resample": resample if resample in ("lanczos", "bilinear", "nearest") else "lanczos"}
 
 
 def check_trained(run_dir) -> None:

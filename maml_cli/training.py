@@ -19,11 +19,11 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from maml_cli.checkpoints import Checkpointer
-from maml_cli.config import UserError
-from maml_cli.evaluation import diverged, eval_key, run_episodes
+from maml_cli.errors import UserError
+from maml_cli.scoring import diverged, eval_key, run_episodes
 from maml_cli.experiment import build_experiment
 from maml_cli.metrics import MetricWriter, read_jsonl
-from maml_cli.trained_run import ranking_score, selection_key, validation_scores
+from maml_cli.runs import ranking_score, selection_key, validation_scores
 from maml_cli.parallel import initialize, is_writer
 from maml_cli.run_dir import RUN_DATA, RunDirError, RunLock, atomic_write_text, check_resumable, record_session
 
@@ -100,7 +100,7 @@ class Summary:
 def _write_plots(exp, workdir: Path, state=None) -> None:
     """learning_curves.png from metrics.jsonl; with ``state``, adaptation.png for regression."""
     from maml_cli import plots
-    from maml_cli.evaluation import regression_curves
+    from maml_cli.scoring import regression_curves
 
     records = read_jsonl(workdir / "metrics.jsonl")
     state = None if state is None else jax.device_get(state)  # host copies: drawn by this process alone

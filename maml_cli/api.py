@@ -1,0 +1,189 @@
+"""maml-cli from Python: the functions the console scripts stand on.
+
+    import maml_cli as mc
+    cfg = mc.compose("sinusoid_tiny", ["train.steps=200"])   # checked as maml-train checks it
+    run = mc.train(cfg, run_dir="runs/x")                     # trains, or resumes, the run in runs/x
+    run = mc.load_run("runs/x")
+    record = run.evaluate(episodes=200)                       # what maml-eval writes to eval.json
+    learner = run.adapt(support_x, support_y)                 # a model adapted to one task
+    learner.predict(query_x)                                  # -> numpy array
+
+Bad input raises ``maml_cli.UserError`` with the message the commands print.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from omegaconf import DictConfig, OmegaConf
+
+from maml_cli.errors import UserError
+
+TRAIN_GROUPS = ("dataset", "model", "algorithm", "experiment", "launcher", "search")
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # as Hydra writes train.log
+
+
+def compose(experiment: Optional[str] = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """The config of an ``experiment`` preset (None: maml-train's default, the sinusoid) with
+    ``overrides`` (``KEY=VALUE``, ``GROUP=OPTION``), checked with the rules and errors of the
+    command line: unknown keys and options, types, ``validate``. Paths are made absolute."""
+    from maml_cli.composing import App, compose_checked, prepare, split_hydra
+    from maml_cli.config import register_configs
+
+    register_configs()
+    overrides = list(overrides)
+    if isinstance(overrides, str) or any(not isinstance(o, str) for o in overrides):
+        raise UserError("overrides must be a list of strings such as ['train.steps=100']")
+    if experiment is not None:
+        overrides = [f"experiment={experiment}", *overrides]
+    app = App("maml_cli.compose", "train", groups=TRAIN_GROUPS)
+    (full,) = compose_checked(app, overrides)
+    cfg, _ = split_hydra(full)
+    return prepare(cfg)
+
+
+def train(cfg: Union[DictConfig, str, None] = None, overrides: Sequence[str] = (), *,
+          run_dir: Union[str, Path]) -> "Run":
+    """Train the run in ``run_dir`` (resuming it if it holds one of the same config), as maml-train
+    does: the same files, train.log included. ``cfg``: a config from ``compose``, or an experiment
+    name (then ``overrides`` apply). Returns the trained ``Run``."""
+    from maml_cli.composing import prepare
+    from maml_cli.execution import enable_compilation_cache, use_cores_as_devices
+    from maml_cli.run_dir import check_resumable, check_usable
+    from maml_cli.training import train_and_evaluate
+
+    if cfg is None or isinstance(cfg, str):
+        cfg = compose(cfg, overrides)
+    elif overrides:
+        raise UserError("overrides go with an experiment name; apply them to a composed config with compose()")
+    else:
+        cfg = prepare(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))  # edited since compose?
+    run_dir = Path(run_dir)
+    check_usable(run_dir)
+    check_resumable(run_dir, cfg)
+    use_cores_as_devices()  # a no-op once JAX has started
+    enable_compilation_cache()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _log_to(run_dir / "train.log"):
+        summary = train_and_evaluate(cfg, run_dir)
+    run = Run(run_dir, trust_code=True)  # its code, if any, is the caller's own
+    run.summary = summary
+    return run
+
+
+def load_run(run_dir: Union[str, Path], trust_code: bool = False) -> "Run":
+    """A run directory maml-train (or ``train``) wrote. A run whose config names code to import
+    (``model.target``, ``dataset.target``) is refused unless ``trust_code``."""
+    return Run(run_dir, trust_code=trust_code)
+
+
+class Run:
+    """A trained run: its config, its metrics, and what can be done with its checkpoints."""
+
+    def __init__(self, run_dir: Union[str, Path], trust_code: bool = False):
+        from maml_cli.config import register_configs
+        from maml_cli.runs import open_run
+
+        register_configs()
+        self.run_dir = Path(run_dir)
+        self.trust_code = trust_code
+        self.cfg = open_run(self.run_dir, trust_code=trust_code)  # checks it is a run, and the trust
+        self.summary = None  # what training printed, when this Run came from ``train``
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.run_dir)!r})"
+
+    @property
+    def metrics(self) -> list:
+        """The records of metrics.jsonl (train/* and val/* by step)."""
+        from maml_cli.metrics import read_jsonl
+
+        return read_jsonl(self.run_dir / "metrics.jsonl")
+
+    def checkpoints(self) -> list:
+        """The steps of the checkpoints on disk."""
+        from maml_cli.checkpoints import Checkpointer
+
+        checkpointer = Checkpointer(self.run_dir / "checkpoints", read_only=True)
+        try:
+            return list(checkpointer.steps())
+        finally:
+            checkpointer.close()
+
+    def evaluate(self, episodes: Optional[int] = None, *, checkpoint: Optional[Union[int, str]] = None,
+                 split: str = "test", inner_steps: Optional[int] = None, seed: Optional[int] = None,
+                 query_shots: Optional[int] = None, batch_size: Optional[int] = None,
+                 dataset: Optional[dict] = None, transductive: Optional[bool] = None,
+                 devices: str = "auto") -> dict:
+        """Score the run on fresh tasks: the record maml-eval writes to eval.json (``per_step``:
+        mean, ci95, median and diverged tasks after each inner step), the same numbers. Unset
+        values are the run's own. ``dataset``: where its data is now (``{"path": ...}``), or
+        with a ``name``, another dataset's tasks (cross-domain). Nothing is written."""
+        from maml_cli.config.schema import DATASET_SCHEMAS, EvalAppConfig, EvalDatasetOverrides
+        from maml_cli.run_evaluation import evaluate_run
+
+        dataset = dict(dataset or {})
+        schema = DATASET_SCHEMAS.get(dataset.get("name"), EvalDatasetOverrides) if dataset.get("name") \
+            else EvalDatasetOverrides
+        if dataset.get("name") and dataset["name"] not in DATASET_SCHEMAS:
+            raise UserError(f"unknown dataset {dataset['name']!r}; known: {', '.join(sorted(DATASET_SCHEMAS))}")
+        app = OmegaConf.structured(EvalAppConfig(run_dir=str(self.run_dir), split=split, devices=str(devices),
+                                                 progress=False, trust_code=self.trust_code))
+        try:
+            app.dataset = OmegaConf.merge(OmegaConf.structured(schema), dataset)
+            app.checkpoint = None if checkpoint is None else str(checkpoint)
+            app.transductive = transductive
+            for key, value in (("episodes", episodes), ("inner_steps", inner_steps), ("seed", seed),
+                               ("query_shots", query_shots), ("batch_size", batch_size)):
+                app.eval[key] = value
+        except Exception as e:  # omegaconf's type and key errors
+            raise UserError(str(e).splitlines()[0]) from None
+        return evaluate_run(app, given={f"dataset.{k}" for k in dataset}, trust_code=self.trust_code)
+
+    def adapt(self, support_x, support_y, *, inner_steps: Optional[int] = None,
+              checkpoint: Optional[Union[int, str]] = None, seed: int = 0) -> Any:
+        """The run's model adapted to one task's support set (``support_x`` [n, *input_shape],
+        ``support_y`` labels 0..ways-1 or regression targets), as maml-adapt and maml-eval adapt.
+        ``inner_steps``: default the run's eval.inner_steps. Returns a ``Learner``."""
+        import numpy as np
+
+        from maml_cli.execution import enable_compilation_cache
+        from maml_cli.experiment import build_experiment
+        from maml_cli.run_adaptation import adapt
+        from maml_cli.runs import check_trained, checkpoint_steps, parse_checkpoint, restore_state, run_spec
+
+        enable_compilation_cache()
+        cfg = self.cfg.copy()
+        cfg.train.devices = "1"
+        check_trained(self.run_dir)
+        spec = run_spec(self.run_dir, cfg)
+        kind, count = parse_checkpoint(checkpoint)
+        if kind == "best" and count > 1:
+            raise UserError(f"adapt uses one checkpoint: use checkpoint='best', not best:{count}")
+        (step,), _ = checkpoint_steps(self.run_dir, cfg, spec.metric, checkpoint)
+        exp = build_experiment(cfg, training=False, spec=spec)
+        state = restore_state(exp, self.run_dir, step)
+        steps = int(cfg.eval.inner_steps if inner_steps is None else inner_steps)
+        used = int(np.max(support_y)) + 1 if spec.kind == "classification" else None
+        return adapt(exp, state, support_x, support_y, steps, seed=seed, used_classes=used)
+
+
+@contextlib.contextmanager
+def _log_to(path: Path):
+    """maml_cli's log messages appended to ``path`` (the run's train.log), as Hydra does for maml-train."""
+    logger = logging.getLogger("maml_cli")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    previous = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        handler.close()

@@ -1,0 +1,176 @@
+"""What maml-train and maml-eval do with a command line before Hydra takes over.
+
+Hydra creates the run directory before the task function runs and reports its own errors with
+exit code 1; so the command line is checked here first, with Hydra's own parser and Compose API:
+every key and group option must exist (the nearest valid one is named), the composed config must
+pass the schemas and ``validate``, and the data must be there. A bad input then costs one line on
+stderr, exit code 2, and no new folder. ``--help`` is generated from the schemas: the groups that
+apply, every key with its value and one-line meaning, the exit codes.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+from typing import Callable, List, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from maml_cli.config import schema
+from maml_cli.composing import App, Composer, compose_checked, open_keys
+from maml_cli.errors import UserError
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+EXIT_CODES = (
+    "Exit codes: 0 done (or nothing left to do); 2 bad input: one message says what and how to fix\n"
+    "it, and nothing is created; 130 interrupted (a checkpoint was saved: run the same command to\n"
+    "resume); 1 anything else (a bug: please report it with the run's train.log)."
+)
+READER_EXIT_CODES = (
+    "Exit codes: 0 done; 2 bad input: one message says what and how to fix it, and nothing is\n"
+    "written; 130 interrupted (nothing half-written: run it again); 1 anything else (a bug: please\n"
+    "report it with the command line)."
+)
+ENVIRONMENT = (
+    "Environment: MAML_CLI_CPU_DEVICES=auto|N JAX CPU devices to make of the cores (auto: one per\n"
+    "core, at most 8; 1: one device); MAML_CLI_COMPILE_CACHE=DIR|off compiled programs (default\n"
+    "~/.cache/maml-cli/jax); MAML_CLI_CACHE=DIR preprocessed datasets (default ~/.cache/maml-cli)."
+)
+# Hydra's own flags: with these the command line goes to Hydra untouched.
+HYDRA_FLAGS = ("--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--package", "-p",
+               "--resolve", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+               "--version", "--experimental-rerun")
+MULTIRUN_FLAGS = ("-m", "--multirun")
+HELP_FLAGS = ("-h", "--help")
+
+
+def fail(app: App, error: UserError) -> None:
+    print(f"{app.name}: error: {error}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def main(app: App, argv: Optional[Sequence[str]], check: Callable[["CommandLine", List[DictConfig]], bool],
+         job: Callable[[], None]) -> None:
+    """A console script: --help, or the command line composed and checked (every job's config,
+    then the app's own ``check``; False: nothing more to do; a list: Hydra overrides to add), then
+    handed to the Hydra ``job``."""
+    argv = open_keys(sys.argv[1:] if argv is None else argv)
+    line = CommandLine(argv)
+    try:
+        if line.help:
+            print(help_text(app, line.overrides), end="")
+            return
+        if not line.hydra_flags:
+            cfgs = compose_checked(app, line.overrides, multirun=line.multirun)
+            use_cores(cfgs)
+            verdict = check(line, cfgs)
+            if verdict is False:
+                return
+            argv += verdict if isinstance(verdict, list) else []
+    except UserError as e:
+        fail(app, e)
+    except KeyboardInterrupt:
+        print(f"{app.name}: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.argv = [sys.argv[0] if sys.argv else app.name, *argv]
+    job()
+
+
+def use_cores(cfgs: List[DictConfig]) -> None:
+    """One JAX CPU device per core before JAX starts (``execution.use_cores_as_devices``), except in
+    a run over several processes."""
+    from maml_cli.execution import use_cores_as_devices
+    from maml_cli.parallel import wants_distributed
+
+    try:
+        use_cores_as_devices(distributed=any(wants_distributed(c.distributed) for c in cfgs if "distributed" in c))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+class CommandLine:
+    def __init__(self, argv: Sequence[str]):
+        self.argv = list(argv)
+        self.help = any(a in HELP_FLAGS for a in self.argv)
+        self.hydra_flags = any(a.split("=")[0] in HYDRA_FLAGS for a in self.argv)
+        self.multirun = any(a in MULTIRUN_FLAGS for a in self.argv)
+        self.overrides = [a for a in self.argv if not a.startswith("-")]
+
+
+# --- --help --------------------------------------------------------------------------------------
+
+
+def _section_schemas(app: App, cfg: DictConfig) -> dict:
+    if app.config_name == "adapt":
+        return {"": schema.AdaptAppConfig}
+    if app.config_name == "eval":
+        dataset = cfg.get("dataset") or {}
+        return {"": schema.EvalAppConfig, "eval": schema.EvalOverrides,
+                "dataset": schema.DATASET_SCHEMAS.get(dataset.get("name"), schema.EvalDatasetOverrides)}
+    return {"": schema.TrainConfig, "train": schema.TrainLoopConfig, "eval": schema.EvalConfig,
+            "distributed": schema.DistributedConfig,
+            "dataset": schema.DATASET_SCHEMAS.get(cfg.dataset.name, schema.DatasetConfig),
+            "model": schema.MODEL_SCHEMAS.get(cfg.model.name, schema.ModelConfig),
+            "algorithm": schema.ALGORITHM_SCHEMAS.get(cfg.algorithm.name, schema.AlgorithmConfig)}
+
+
+def _show(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def key_table(app: App, cfg: DictConfig) -> List[str]:
+    schemas = _section_schemas(app, cfg)
+    rows = []
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    for section, cls in schemas.items():
+        node = plain if section == "" else plain.get(section, {})
+        for f in fields(cls):
+            if section == "" and f.name in schemas:
+                continue
+            if f.name not in node or isinstance(node[f.name], dict) and section == "":
+                continue
+            key = f.name if section == "" else f"{section}.{f.name}"
+            rows.append((f"{key}={_show(node[f.name])}", schema.help_of(cls, f.name)))
+    width = min(max(len(k) for k, _ in rows) + 2, 40)
+    out = []
+    for key, text in rows:
+        if len(key) >= width:
+            out.append(f"  {key}")
+            key = ""
+        out.append(f"  {key:<{width}}{text}".rstrip())
+    return out
+
+
+def help_text(app: App, overrides: Sequence[str]) -> str:
+    """The --help page for the config the given overrides pick (``algorithm=mamlpp --help`` shows
+    MAML++'s keys)."""
+    groups_on_line = [o for o in overrides if o.split("=")[0] in app.groups]
+    with Composer(app) as composer:
+        try:
+            cfg = composer.compose(groups_on_line)
+        except UserError:
+            cfg = composer.compose([])
+        choices = {g: cfg.get(g, {}).get("name") if g != "experiment" else None for g in app.groups}
+        for o in groups_on_line:
+            g, _, v = o.partition("=")
+            choices[g] = v
+        group_lines = []
+        for g in app.groups:
+            opts = [f"*{o}" if o == choices.get(g) else o for o in composer.options(g)]
+            group_lines.append(f"  {g:<11} {', '.join(opts)}")
+    parts = [app.usage.rstrip()]
+    if group_lines:
+        parts.append("Groups (GROUP=OPTION; * the current choice):\n" + "\n".join(group_lines))
+    parts.append("Keys (KEY=VALUE; shown with the value they take now):\n" + "\n".join(key_table(app, cfg)))
+    parts += [app.exit_codes or EXIT_CODES, ENVIRONMENT]
+    parts.append(f"Hydra's own options: {app.name} --hydra-help")
+    return "\n\n".join(parts) + "\n"

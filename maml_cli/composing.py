@@ -1,0 +1,233 @@
+"""Composing a config from overrides with Hydra's Compose API, checked before anything runs.
+
+Used by the console scripts (before Hydra creates a run directory) and by ``maml_cli.compose``
+in Python alike: every key and group option must exist (the nearest valid one is named), and the
+composed config must pass the schemas; ``validate`` then checks the numbers together.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from typing import List, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from maml_cli.errors import UserError, did_you_mean
+
+CONFIG_MODULE = "maml_cli.configs"
+# Keys set from the path of a run's files; stored absolute so a run can be used from any folder.
+PATH_KEYS = ("path", "data_dir", "cache_dir")
+
+
+class App:
+    """One console command: its config name, the groups it offers, its usage text."""
+
+    def __init__(self, name: str, config_name: str, groups: Sequence[str], usage: str = "",
+                 plugins: Optional[dict] = None, exit_codes: str = ""):
+        self.name, self.config_name, self.groups, self.usage = name, config_name, tuple(groups), usage
+        self.exit_codes = exit_codes  # the --help paragraph on exit codes (commands.shell.EXIT_CODES by default)
+        # "group=option" -> (module, pip package): options that need a Hydra plugin installed.
+        self.plugins = plugins or {}
+
+
+def parse_overrides(overrides: Sequence[str]) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        return OverridesParser.create().parse_overrides(list(overrides))
+    except OverrideParseException as e:
+        first = re.sub(r"^Error parsing override ", "cannot parse ", str(e).splitlines()[0])
+        raise UserError(f"{first}: write KEY=VALUE or GROUP=OPTION (values with spaces or "
+                        "special characters in quotes)") from None
+
+
+def flatten_keys(node, prefix: str = "") -> List[str]:
+    out = []
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out += flatten_keys(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+class Composer:
+    """Hydra's Compose API over the packaged configs."""
+
+    def __init__(self, app: App):
+        self.app = app
+
+    def __enter__(self):
+        from hydra import initialize_config_module
+        from hydra.core.global_hydra import GlobalHydra
+
+        GlobalHydra.instance().clear()
+        self._context = initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3")
+        self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._context.__exit__(*exc)
+
+    def options(self, group: str) -> List[str]:
+        from hydra.core.global_hydra import GlobalHydra
+
+        loader = GlobalHydra.instance().config_loader()
+        return sorted(o for o in loader.get_group_options(group) if not o.startswith("_"))
+
+    def compose(self, overrides: Sequence[str], with_hydra: bool = False) -> DictConfig:
+        from hydra import compose
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            return compose(self.app.config_name, list(overrides), return_hydra_config=with_hydra)
+        except (HydraException, OmegaConfBaseException) as e:
+            cause = e.__cause__ or e
+            text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            text = re.sub(r"Value '(.*)' of type '\w+' could not be converted to (\w+)",
+                          lambda m: f"{m.group(1)!r} is not a valid {m.group(2).lower()}", text)
+            where = re.sub(r"^Error merging override ", "", str(e).splitlines()[0])
+            raise UserError(text if text == where else f"{where}: {text}") from None
+
+
+def _values(override) -> list:
+    from hydra.core.override_parser.types import ValueType
+
+    if override.value_type == ValueType.INTERVAL_SWEEP:  # a search range (search=optuna): check its ends
+        sweep = override.value()
+        return [str(sweep.start), str(sweep.end)]
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    value = override.value()
+    return [value] if isinstance(value, str) or value is None else [str(value)]
+
+
+def check_overrides(composer: Composer, parsed: list) -> None:
+    """Every group option and key on the command line must exist (for every value of a sweep)."""
+    from hydra.core.override_parser.types import OverrideType
+
+    app = composer.app
+    groups = {g: composer.options(g) for g in app.groups}
+    choices = {}
+    for o in parsed:
+        name = o.key_or_group
+        if name in groups:
+            values = [v for v in _values(o) if v not in (None, "null")]
+            for v in values:
+                if v not in groups[name]:
+                    raise UserError(f"unknown {name} option {v!r}{did_you_mean(v, groups[name])}; "
+                                    f"options: {', '.join(groups[name])}")
+                _check_plugin(app, f"{name}={v}")
+            choices[name] = values or [None]
+    # The keys of every configuration the command line can compose.
+    combos = list(itertools.product(*[[(g, v) for v in vs] for g, vs in choices.items()]))[:16]
+    keys = set()
+    for combo in combos:
+        cfg = composer.compose([f"{g}={'null' if v is None else v}" for g, v in combo])
+        keys.update(flatten_keys(OmegaConf.to_container(cfg, resolve=False)))
+    for o in parsed:
+        name = o.key_or_group
+        if name in groups or name == "paper" or name.split(".")[0] == "hydra" or "/" in name:
+            continue
+        if USER_KWARGS.match(name):  # keyword arguments of the user's code: any name (see open_keys)
+            continue
+        if o.type == OverrideType.DEL:
+            continue
+        if name not in keys and not any(k.startswith(name + ".") for k in keys):
+            raise UserError(_unknown_key(composer, name, keys, groups, choices))
+        if o.type == OverrideType.ADD:
+            raise UserError(f"{name} is already a config key: set it with {name}=..., without the +")
+
+
+def _check_plugin(app: App, choice: str) -> None:
+    if choice not in app.plugins:
+        return
+    import importlib.util
+
+    module, package = app.plugins[choice]
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"{choice} needs Hydra's plugin {package}, which is not installed: "
+                        'pip install "maml-cli[cluster]" (or pip install -e ".[cluster]" in a checkout)')
+
+
+def _unknown_key(composer: Composer, name: str, keys: set, groups: dict, choices: dict) -> str:
+    app = composer.app
+    section = name.split(".")[0]
+    if section in groups and section != "experiment":  # a key of another dataset, model or algorithm?
+        current = [v for v in choices.get(section, [None])]
+        owners = [opt for opt in groups[section] if opt not in current
+                  and name in flatten_keys(OmegaConf.to_container(composer.compose([f"{section}={opt}"]),
+                                                                  resolve=False))]
+        if owners:
+            return (f"{name} is a key of {' and '.join(f'{section}={o}' for o in owners)}, not of this "
+                    f"{section}: pick {section}={owners[0]} or drop the key")
+    text = f"{name} is not a {app.name} config key{did_you_mean(name, sorted(keys))}"
+    if app.config_name == "eval" and section in ("train", "model", "algorithm", "seed", "experiment"):
+        return text + ("; maml-eval scores a run as it was trained (its config.yaml): it changes only "
+                       "the keys maml-eval --help lists")
+    return text + f"; {app.name} --help lists every key"
+
+
+def absolute_paths(cfg: DictConfig) -> None:
+    """Store the dataset's paths absolute, so the run can be evaluated from any folder."""
+    d = cfg.get("dataset")
+    if d is None:
+        return
+    with open_dict(d):
+        for key in PATH_KEYS:
+            if d.get(key):
+                d[key] = os.path.abspath(os.path.expanduser(d[key]))
+
+
+MAX_CHECKED_JOBS = 256
+
+
+USER_KWARGS = re.compile(r"^(model|dataset)\.kwargs\.")
+
+
+def open_keys(overrides: Sequence[str]) -> List[str]:
+    """``model.kwargs.NAME=V`` (and ``dataset.kwargs``) as Hydra's add-or-replace ``++``: the keyword
+    arguments of a user's code are free-form, so any name may be set without Hydra's ``+``."""
+    return [f"++{o}" if USER_KWARGS.match(o) else o for o in overrides]
+
+
+def compose_checked(app: App, overrides: Sequence[str], multirun: bool = False) -> List[DictConfig]:
+    """The composed configs (with the Hydra node) of every job the command line asks for: one, or
+    each combination of a sweep's values, after every check that needs no data."""
+    overrides = open_keys(overrides)
+    parsed = parse_overrides(overrides)
+    with Composer(app) as composer:
+        check_overrides(composer, parsed)
+        if not (multirun and any(o.is_sweep_override() for o in parsed)):
+            return [composer.compose(overrides, with_hydra=True)]
+        # A sweep: compose each job now, so a bad combination fails before the first job runs.
+        axes = [[f"{o.input_line.split('=', 1)[0]}={v}" for v in _values(o)] if o.is_sweep_override()
+                else [o.input_line] for o in parsed]
+        jobs = list(itertools.islice(itertools.product(*axes), MAX_CHECKED_JOBS))
+        return [composer.compose(list(job), with_hydra=True) for job in jobs]
+
+
+def split_hydra(cfg: DictConfig):
+    """(the job's config, the hydra node)."""
+    hydra_node = cfg.hydra
+    with open_dict(cfg):
+        job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    return job, hydra_node
+
+
+
+
+def prepare(cfg: DictConfig) -> DictConfig:
+    """The checks every training job's config passes, composed from the shell, inside a sweep or
+    from Python: paths made absolute, ``validate``, the multi-process settings."""
+    from maml_cli.config import validate
+    from maml_cli.parallel import check_distributed
+
+    absolute_paths(cfg)
+    validate(cfg)
+    check_distributed(cfg.distributed)
+    return cfg
