@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from maml_cli.errors import UserError
 
-TRAIN_GROUPS = ("dataset", "model", "algorithm", "experiment", "launcher", "search")
+TRAIN_GROUPS = ("dataset", "model", "algorithm", "experiment", "logger", "launcher", "search")
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # as Hydra writes train.log
 
 

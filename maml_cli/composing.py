@@ -225,9 +225,11 @@ def prepare(cfg: DictConfig) -> DictConfig:
     """The checks every training job's config passes, composed from the shell, inside a sweep or
     from Python: paths made absolute, ``validate``, the multi-process settings."""
     from maml_cli.config import validate
+    from maml_cli.loggers import check_logger
     from maml_cli.parallel import check_distributed
 
     absolute_paths(cfg)
     validate(cfg)
     check_distributed(cfg.distributed)
+    check_logger(cfg.logger)
     return cfg

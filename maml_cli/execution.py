@@ -92,8 +92,6 @@ def use_cores_as_devices(distributed: bool = False) -> int:
     one core, a run over several processes (one device per process there), devices already forced
     with ``XLA_FLAGS=--xla_force_host_platform_device_count``, or JAX already started."""
     global _cores_are_devices
-    from jax._src import xla_bridge
-
     setting = os.environ.get("MAML_CLI_CPU_DEVICES", "auto").strip().lower()
     if setting == "auto":
         count = min(host_cores(), MAX_CPU_DEVICES)
@@ -102,9 +100,12 @@ def use_cores_as_devices(distributed: bool = False) -> int:
     else:
         raise ValueError(f"MAML_CLI_CPU_DEVICES must be auto or a number >= 1 (got {setting!r})")
     forced = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
-    if count <= 1 or distributed or forced or xla_bridge.backends_are_initialized():
+    if count <= 1 or distributed or forced:
         return 0
-    jax.config.update("jax_num_cpu_devices", count)
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # JAX has started (a notebook that computed something first): leave it be
+        return 0
     _cores_are_devices = True
     return count
 

@@ -1,4 +1,5 @@
-"""Metric writers behind one small interface: metrics.jsonl (for scripts) and TensorBoard."""
+"""Metric writers behind one small interface: metrics.jsonl (the run's record, always) and the
+tracker ``logger=`` chose (``maml_cli.loggers``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-from tensorboardX import SummaryWriter
 
 from maml_cli import strict_json
 from maml_cli.run_dir import atomic_write_text
@@ -52,19 +52,21 @@ def _step_of(line: str):
 
 class MetricWriter:
     """``write(step, {"train/query_loss": ...})`` appends one JSON line (one per step: the caller
-    gathers a step's metrics) and one TensorBoard scalar per value. Opened with ``resume_step`` it
+    gathers a step's metrics) and hands the values to the tracker (default: TensorBoard). Opened with ``resume_step`` it
     continues a previous stream from that step. ``elapsed_s`` counts training time over all
     sessions of the run (up to each record)."""
 
-    def __init__(self, run_dir: Path, resume_step: int = 0):
+    def __init__(self, run_dir: Path, resume_step: int = 0, tracker=None):
         self.jsonl_path = Path(run_dir) / "metrics.jsonl"
         kept = truncate_jsonl(self.jsonl_path, resume_step)
         self._elapsed0 = float(kept[-1].get("elapsed_s", 0.0)) if kept else 0.0
         self._t0 = time.perf_counter()
         self._jsonl = self.jsonl_path.open("a")
-        # purge_step tells TensorBoard to discard events at and after it from earlier sessions.
-        self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"),
-                                 purge_step=resume_step + 1 if resume_step else None)
+        if tracker is None:
+            from maml_cli.loggers import TensorBoard
+
+            tracker = TensorBoard(Path(run_dir), resume_step)
+        self._tracker = tracker
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         record = {"step": int(step), "time": round(time.time(), 3),
@@ -76,9 +78,8 @@ class MetricWriter:
             record["nonfinite"] = nonfinite
         self._jsonl.write(strict_json.dumps(record) + "\n")
         self._jsonl.flush()
-        for name, value in metrics.items():
-            self._tb.add_scalar(name, float(value), int(step))
+        self._tracker.log(step, metrics)
 
     def close(self) -> None:
         self._jsonl.close()
-        self._tb.close()
+        self._tracker.close()

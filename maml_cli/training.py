@@ -178,7 +178,11 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
     pending: list = []  # per-call metric arrays since the last log line
     show_bar = bool(t.progress) and sys.stderr.isatty()  # no carriage returns in redirected logs
     try:
-        writer = MetricWriter(workdir, resume_step=start) if writes else None
+        if writes:
+            from maml_cli.loggers import make_tracker
+
+            tracker = make_tracker(cfg.logger, workdir, start, OmegaConf.to_container(cfg, resolve=True))
+            writer = MetricWriter(workdir, resume_step=start, tracker=tracker)
         with stop.installed(), logging_redirect_tqdm(), tqdm(
             total=t.steps, initial=start, unit="step", disable=not show_bar, dynamic_ncols=True,
             desc="meta-train",

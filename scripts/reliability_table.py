@@ -43,7 +43,8 @@ HEADER = """\
 Written by `python scripts/reliability_table.py` ({date}, {machine}). Each row below is a test
 (`tests/test_reliability.py`) that runs the command through the installed console script from a
 folder `<tmp>` holding `run/` (a trained tiny sinusoid run), `omniglot/` (a tiny Omniglot source),
-`notes.txt`, `empty/`, `damaged/` (a run whose newest checkpoint was cut short) and `folders/`
+`notes.txt`, `empty/`, `damaged/` (a run whose newest checkpoint was cut short), `coded/` (a run
+whose config names a model of its own) and `folders/`
 (broken class-per-folder image sets: `tests/image_fakes.py`), and checks exit
 code 2, no traceback, one `TOOL: error:` message equal to the one shown here, and no new file or
 folder.

@@ -5,8 +5,8 @@ is the one the document prints; ``scripts/reliability_table.py`` writes the docu
 
 In a command, ``{tmp}`` is the folder the command runs in; the workspace there holds ``run/`` (a
 trained tiny sinusoid run), ``omniglot/`` (a tiny Omniglot source), ``notes.txt`` (a file),
-``empty/`` (an empty folder), ``damaged/`` (a run whose newest checkpoint is truncated) and
-``folders/`` (broken class-per-folder image sets: tests/image_fakes.py ``write_bad_folders``).
+``empty/`` (an empty folder), ``damaged/`` (a run whose newest checkpoint is truncated),
+``coded/`` (a run whose config names a model of its own to import) and ``folders/`` (broken class-per-folder image sets: tests/image_fakes.py ``write_bad_folders``).
 """
 
 from __future__ import annotations
@@ -99,4 +99,11 @@ BAD_INPUTS = [
     BadInput("maml-adapt support points that do not exist", ("maml-adapt", "run_dir={tmp}/run",
                                                               "support={tmp}/points.csv", "query=-5:5:10"),
              "is not a file"),
+    BadInput("a run from elsewhere that names code to import", ("maml-eval", "run_dir={tmp}/coded"),
+             "pass trust_code=true if you trust that code"),
+    BadInput("your own model without saying which", ("maml-train", "model=custom"),
+             "model=custom needs model.target=module.path:name"),
+    BadInput("your own model from a module that is not there", ("maml-train", "model=custom",
+                                                               "model.target=my_nets:make_net"),
+             "cannot import my_nets"),
 ]

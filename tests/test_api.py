@@ -25,8 +25,11 @@ def test_compose_train_evaluate_adapt_match_the_commands(tmp_path):
     assert record["episodes"] == 30 and record["metric"] == "mse"
     assert not (tmp_path / "run" / "eval.json").exists()  # the library writes nothing
 
-    shell = run_command("maml-eval", f"run_dir={tmp_path / 'run'}", "eval.episodes=30")
+    # Two runs (here the same one twice) in one maml-eval -m: scored in turn, nothing left behind.
+    shell = run_command("maml-eval", "-m", f"run_dir={tmp_path / 'run'},{tmp_path / 'run'}", "eval.episodes=30",
+                        cwd=tmp_path)
     assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.count("wrote ") == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     written = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert written["per_step"] == record["per_step"]  # the same numbers
 

@@ -300,3 +300,22 @@ def test_omniglot_written_as_class_folders_reads_as_omniglot_does(tmp_path):
     classes = {f.name: sorted(f.iterdir()) for f in sorted(folders.iterdir())}
     read = read_classes(classes, image_size=28, channels=1, invert=True, cache_dir=tmp_path / "c2")
     np.testing.assert_array_equal(read.images.reshape(reference.shape), reference)
+
+
+def test_cross_domain_images_are_read_as_maml_adapt_reads_them_for_the_run():
+    """One place (runs.preprocessing) decides how images are read for a run: an Omniglot run's
+    folder of dark-on-white glyphs is inverted by maml-eval's cross-domain scoring as by maml-adapt."""
+    from omegaconf import OmegaConf
+
+    from maml_cli.config.schema import ImageFolderConfig
+    from maml_cli.run_evaluation import cross_domain_dataset
+    from maml_cli.runs import preprocessing
+
+    run = OmegaConf.create({"dataset": {"name": "omniglot", "ways": 5, "shots": 1, "query_shots": 1,
+                                        "resample": "nearest"}})
+    folder = OmegaConf.structured(ImageFolderConfig(path="x"))
+    assert preprocessing(run.dataset) == {"invert": True, "resample": "nearest"}
+    chosen = cross_domain_dataset(folder, run, (28, 28, 1), given=set())
+    assert chosen.invert is True and chosen.resample == "nearest"
+    kept = cross_domain_dataset(folder, run, (28, 28, 1), given={"dataset.invert"})
+    assert kept.invert is False  # what the user gave wins

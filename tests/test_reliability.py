@@ -32,6 +32,10 @@ def make_workspace(root: Path) -> Path:
     for f in (root / "damaged" / "checkpoints" / "20").rglob("*"):
         if f.is_file():
             f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])  # cut short, as by a full disk
+    shutil.copytree(root / "run", root / "coded")  # as if trained with model=custom model.target=...
+    config = (root / "coded" / "config.yaml").read_text()
+    (root / "coded" / "config.yaml").write_text(re.sub(r"(?ms)^model:\n(  .*?\n)+", "model:\n  name: custom\n"
+                                                       "  target: my_nets:make_net\n  kwargs: {}\n", config))
     write_npz(root / "omniglot", fake_sets(background=10, evaluation=8, drawers=4))
     load_omniglot(str(root / "omniglot"), cache_dir=str(root / "cache"))  # reading data is no junk: cache it first
     (root / "notes.txt").write_text("not data\n")

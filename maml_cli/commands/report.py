@@ -25,6 +25,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import yaml
 
+from maml_cli.config.schema import REGRESSION_DATASETS
 from maml_cli.metrics import mean_and_ci95, read_jsonl
 from maml_cli.run_dir import is_being_trained
 
@@ -70,7 +71,7 @@ def read_run(run_dir: Path) -> RunRow:
         return RunRow(run_dir, overrides, "training" if is_being_trained(run_dir) else "failed")
     cfg = yaml.safe_load(config.read_text())
     records = read_jsonl(run_dir / "metrics.jsonl")
-    metric = "mse" if cfg["dataset"]["name"] == "sinusoid" else "accuracy"
+    metric = "mse" if cfg["dataset"]["name"] in REGRESSION_DATASETS else "accuracy"
     curve = {r["step"]: r[f"val/{metric}"] for r in records if f"val/{metric}" in r}
     steps = records[-1]["step"] if records else 0
     train_steps = int(cfg["train"]["steps"])
@@ -140,27 +141,34 @@ def summarize(rows: List[RunRow]) -> List[dict]:
             "test_per_step": [sum(v) / len(v) for v in zip(*[r.test for r in members if r.test])],
             "members": members,
         })
-    best_first = lambda g: (g["val"] is None, -(g["val"] or 0) if g["metric"] == "accuracy" else (g["val"] or 0))  # noqa: E731
+    def best_first(g):
+        return (g["metric"] or "~", g["val"] is None, -(g["val"] or 0) if g["metric"] == "accuracy" else (g["val"] or 0))
+
     return sorted(lines, key=best_first)
 
 
 def markdown(root: Path, groups: List[dict]) -> str:
+    """The report: one table per metric (accuracy and MSE are never ranked together), then the runs."""
     common = [o for o in (groups[0]["members"][0].overrides if groups else [])
               if o in groups[0]["members"][0].common]
-    out = [f"# Sweep report: {root}", "", f"Common to every run: `{' '.join(common) or '(nothing)'}`", "",
-           "| group (overrides but seed) | metric | runs | status | steps | minutes | last validation | "
-           "test, last step: mean +- std over seeds | test, last step: +- 95% CI over tasks | "
-           "test after each inner step (mean over seeds) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for g in groups:
-        test = ", ".join(_fmt(v, g["metric"]) for v in g["test_per_step"]) or "-"
-        flag = f" ! {g['diverged']} diverged task(s)" if g["diverged"] else ""
-        seeds = _fmt(g["test_last_step"], g["metric"], g["test_std_seeds"])
-        if g["test_last_step"] is not None and g["test_std_seeds"] is None:
-            seeds += " (one seed)"
-        tasks = "-" if g["test_ci_tasks"] is None else _fmt(g["test_last_step"], g["metric"], g["test_ci_tasks"])
-        out.append(f"| `{g['group']}` | {g['metric'] or '-'} | {g['runs']} | {g['status']} | {g['steps']} | "
-                   f"{g['minutes']:.1f} | {_fmt(g['val'], g['metric'], g['val_ci'])} | {seeds}{flag} | {tasks} | "
-                   f"{test} |")
+    out = [f"# Sweep report: {root}", "", f"Common to every run: `{' '.join(common) or '(nothing)'}`"]
+    metrics = list(dict.fromkeys(g["metric"] for g in groups))
+    for metric in metrics:
+        name = metric or "no metric yet"
+        if len(metrics) > 1:
+            out += ["", f"## {name}"]
+        out += ["", f"| group (overrides but seed) | runs | status | steps | minutes | last validation {name} | "
+                f"test {name}, last step: mean +- std over seeds | test {name}, last step: +- 95% CI over tasks | "
+                f"test {name} after each inner step (mean over seeds) |", "|---|---|---|---|---|---|---|---|---|"]
+        for g in (g for g in groups if g["metric"] == metric):
+            test = ", ".join(_fmt(v, g["metric"]) for v in g["test_per_step"]) or "-"
+            flag = f" ! {g['diverged']} diverged task(s)" if g["diverged"] else ""
+            seeds = _fmt(g["test_last_step"], g["metric"], g["test_std_seeds"])
+            if g["test_last_step"] is not None and g["test_std_seeds"] is None:
+                seeds += " (one seed)"
+            tasks = "-" if g["test_ci_tasks"] is None else _fmt(g["test_last_step"], g["metric"], g["test_ci_tasks"])
+            out.append(f"| `{g['group']}` | {g['runs']} | {g['status']} | {g['steps']} | {g['minutes']:.1f} | "
+                       f"{_fmt(g['val'], g['metric'], g['val_ci'])} | {seeds}{flag} | {tasks} | {test} |")
     out += ["", "Last validation: the mean over seeds +- the 95% CI over seeds. Test columns: the same mean with "
             "the two +- conventions papers use (MAML++ reports the std over seeds; MAML and Meta-SGD the 95% CI "
             "over test tasks, 1.96 * std / sqrt(tasks))."]
@@ -186,25 +194,27 @@ def write_csv(path: Path, root: Path, groups: List[dict]) -> None:
 
 
 def plot(path: Path, groups: List[dict]) -> None:
+    """The groups' validation curves, one panel per metric."""
     from maml_cli.plots import _pyplot, _save
 
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    metric = None
-    for g in groups:
-        curves = [r.curve for r in g["members"] if r.curve]
-        if not curves:
-            continue
-        metric = g["metric"]
-        steps = sorted(set.intersection(*[set(c) for c in curves]))
-        ax.plot(steps, [sum(c[s] for c in curves) / len(curves) for s in steps], marker="o", markersize=3,
-                label=f"{g['group']} (n={len(curves)})")
-    ax.set_xlabel("outer step")
-    ax.set_ylabel(f"validation {metric or ''} (mean over seeds)")
-    if metric == "mse":
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    metrics = [m for m in dict.fromkeys(g["metric"] for g in groups) if m] or [None]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(8 * len(metrics), 4.5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for g in (g for g in groups if g["metric"] == metric):
+            curves = [r.curve for r in g["members"] if r.curve]
+            if not curves:
+                continue
+            steps = sorted(set.intersection(*[set(c) for c in curves]))
+            ax.plot(steps, [sum(c[s] for c in curves) / len(curves) for s in steps], marker="o", markersize=3,
+                    label=f"{g['group']} (n={len(curves)})")
+        ax.set_xlabel("outer step")
+        ax.set_ylabel(f"validation {metric or ''} (mean over seeds)")
+        if metric == "mse":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
 

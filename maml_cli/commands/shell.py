@@ -52,7 +52,7 @@ def fail(app: App, error: UserError) -> None:
 
 
 def main(app: App, argv: Optional[Sequence[str]], check: Callable[["CommandLine", List[DictConfig]], bool],
-         job: Callable[[], None]) -> None:
+         job: Callable[[], None]) -> "CommandLine":
     """A console script: --help, or the command line composed and checked (every job's config,
     then the app's own ``check``; False: nothing more to do; a list: Hydra overrides to add), then
     handed to the Hydra ``job``."""
@@ -61,13 +61,13 @@ def main(app: App, argv: Optional[Sequence[str]], check: Callable[["CommandLine"
     try:
         if line.help:
             print(help_text(app, line.overrides), end="")
-            return
+            return line
         if not line.hydra_flags:
             cfgs = compose_checked(app, line.overrides, multirun=line.multirun)
             use_cores(cfgs)
             verdict = check(line, cfgs)
             if verdict is False:
-                return
+                return line
             argv += verdict if isinstance(verdict, list) else []
     except UserError as e:
         fail(app, e)
@@ -76,6 +76,7 @@ def main(app: App, argv: Optional[Sequence[str]], check: Callable[["CommandLine"
         sys.exit(EXIT_INTERRUPTED)
     sys.argv = [sys.argv[0] if sys.argv else app.name, *argv]
     job()
+    return line
 
 
 def use_cores(cfgs: List[DictConfig]) -> None:
@@ -100,6 +101,7 @@ class CommandLine:
         self.hydra_flags = any(a.split("=")[0] in HYDRA_FLAGS for a in self.argv)
         self.multirun = any(a in MULTIRUN_FLAGS for a in self.argv)
         self.overrides = [a for a in self.argv if not a.startswith("-")]
+        self.sweep_dir = None  # a sweep's folder, pinned before Hydra starts (maml-train -m)
 
 
 # --- --help --------------------------------------------------------------------------------------
@@ -114,6 +116,7 @@ def _section_schemas(app: App, cfg: DictConfig) -> dict:
                 "dataset": schema.DATASET_SCHEMAS.get(dataset.get("name"), schema.EvalDatasetOverrides)}
     return {"": schema.TrainConfig, "train": schema.TrainLoopConfig, "eval": schema.EvalConfig,
             "distributed": schema.DistributedConfig,
+            "logger": schema.LOGGER_SCHEMAS.get(cfg.logger.name, schema.LoggerConfig),
             "dataset": schema.DATASET_SCHEMAS.get(cfg.dataset.name, schema.DatasetConfig),
             "model": schema.MODEL_SCHEMAS.get(cfg.model.name, schema.ModelConfig),
             "algorithm": schema.ALGORITHM_SCHEMAS.get(cfg.algorithm.name, schema.AlgorithmConfig)}
@@ -159,7 +162,7 @@ def help_text(app: App, overrides: Sequence[str]) -> str:
             cfg = composer.compose(groups_on_line)
         except UserError:
             cfg = composer.compose([])
-        choices = {g: cfg.get(g, {}).get("name") if g != "experiment" else None for g in app.groups}
+        choices = {g: (cfg.get(g) or {}).get("name") if g != "experiment" else None for g in app.groups}
         for o in groups_on_line:
             g, _, v = o.partition("=")
             choices[g] = v

@@ -40,7 +40,7 @@ PLUGINS = {
     "search=optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
 }
 
-APP = cli.App("maml-train", "train", groups=("dataset", "model", "algorithm", "experiment", "launcher", "search"),
+APP = cli.App("maml-train", "train", groups=("dataset", "model", "algorithm", "experiment", "logger", "launcher", "search"),
               plugins=PLUGINS, usage="""\
 maml-train: meta-train MAML and its family; resumable, sweepable (Hydra).
 
@@ -79,8 +79,13 @@ def check_command_line(line: cli.CommandLine, composed: list):
     jobs = [composing.split_hydra(full) for full in composed]
     for cfg, _ in jobs:
         prepare(cfg)
+    pinned = []
+    if line.multirun:  # the sweep's folder, known now so that its table can be printed at the end
+        line.sweep_dir = Path(str(jobs[0][1].sweep.dir))
+        if not any(o.split("=")[0].lstrip("+") == "hydra.sweep.dir" for o in line.overrides):
+            pinned = [f"hydra.sweep.dir={line.sweep_dir}"]
     if len(jobs) > 1:  # a sweep: each job reads its data when it starts
-        return True
+        return pinned or True
     cfg, hydra_node = jobs[0]
     explicit_dir = not line.multirun and any(o.split("=")[0].lstrip("+") == "hydra.run.dir" for o in line.overrides)
     several = parallel.wants_distributed(cfg.distributed)
@@ -104,12 +109,24 @@ def check_command_line(line: cli.CommandLine, composed: list):
         check_usable(run_dir)
         check_resumable(run_dir, cfg)  # before Hydra rewrites the run's .hydra/ record
     if process_id != 0:  # process 0 writes the run's .hydra/ and train.log; the others log to stderr only
-        return ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
-    return True
+        return ["hydra.output_subdir=null", "hydra/job_logging=stdout", *pinned]
+    return pinned or True
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    cli.main(APP, argv, check_command_line, run_job)
+    line = cli.main(APP, argv, check_command_line, run_job)
+    if line.sweep_dir is not None and line.sweep_dir.is_dir():
+        print_sweep_table(line.sweep_dir)
+
+
+def print_sweep_table(sweep_dir: Path) -> None:
+    """At the end of ``-m``: the table maml-report makes of the sweep (and its report files)."""
+    from maml_cli.commands import report
+
+    try:
+        report.main([str(sweep_dir)])
+    except (SystemExit, Exception) as e:  # the sweep itself is done: a report that fails only says so
+        print(f"{APP.name}: no sweep table ({e}); run maml-report {sweep_dir}", file=sys.stderr)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://maml_cli.configs", config_name="train")

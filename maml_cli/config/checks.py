@@ -14,6 +14,7 @@ from maml_cli.config.schema import (
     GRAD_CLIP_SCOPES,
     IMAGE_FOLDER_LAYOUTS,
     IMAGE_RESAMPLE,
+    LOGGER_SCHEMAS,
     MODEL_SCHEMAS,
     TASK_BATCHING,
     TrainConfig,
@@ -40,6 +41,7 @@ def conform(raw: Any, source: str = "config") -> DictConfig:
                 "dataset": _typed(DATASET_SCHEMAS, raw.dataset, "dataset"),
                 "model": _typed(MODEL_SCHEMAS, raw.model, "model"),
                 "algorithm": _typed(ALGORITHM_SCHEMAS, raw.algorithm, "algorithm"),
+                **({"logger": _typed(LOGGER_SCHEMAS, raw.logger, "logger")} if raw.get("logger") else {}),
             },
             raw,
         )

@@ -66,5 +66,5 @@ def resume_conflicts(saved: DictConfig, current: DictConfig) -> List[str]:
     return [
         f"{k}: {a.get(k)!r} -> {b.get(k)!r}{why.get(k, '')}"
         for k in sorted(set(a) | set(b))
-        if a.get(k) != b.get(k) and k not in resumable
+        if a.get(k) != b.get(k) and k not in resumable and not k.startswith("logger.")  # trackers: not the math
     ]

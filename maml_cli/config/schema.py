@@ -265,6 +265,31 @@ class DistributedConfig:
     process_id: Optional[int] = opt(None, "this process's rank, 0..num_processes-1 (null: SLURM's, or 0)")
 
 
+# --- experiment trackers (logger=NAME) -------------------------------------------------------------
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go besides metrics.jsonl (always written): logger=tensorboard|csv|wandb|mlflow|none."""
+
+    name: str = opt("tensorboard", "which tracker (set by logger=NAME)")
+
+
+@dataclass
+class WandbLoggerConfig(LoggerConfig):
+    name: str = "wandb"
+    project: str = opt("maml-cli", "the W&B project")
+    entity: Optional[str] = opt(None, "the W&B team or user (null: your default)")
+    mode: str = opt("offline", "offline (files in RUN_DIR/wandb, wandb sync uploads them) | online | disabled")
+
+
+@dataclass
+class MLflowLoggerConfig(LoggerConfig):
+    name: str = "mlflow"
+    experiment: str = opt("maml-cli", "the MLflow experiment")
+    tracking_uri: Optional[str] = opt(None, "the MLflow tracking URI (null: sqlite:///RUN_DIR/mlflow.db, a local store)")
+
+
 @dataclass
 class TrainConfig:
     dataset: DatasetConfig = MISSING
@@ -273,6 +298,7 @@ class TrainConfig:
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = opt(0, "initialisation and meta-training tasks")
 
 
@@ -339,6 +365,8 @@ DATASET_SCHEMAS = {"sinusoid": SinusoidConfig, "omniglot": OmniglotConfig, "mini
 MODEL_SCHEMAS = {"mlp": MLPConfig, "conv4": Conv4Config, "custom": CustomModelConfig}
 ALGORITHM_SCHEMAS = {"maml": AlgorithmConfig, "fomaml": AlgorithmConfig, "anil": AlgorithmConfig,
                      "metasgd": MetaSGDConfig, "mamlpp": MAMLPlusPlusConfig, "reptile": ReptileConfig}
+LOGGER_SCHEMAS = {"tensorboard": LoggerConfig, "csv": LoggerConfig, "none": LoggerConfig,
+                  "wandb": WandbLoggerConfig, "mlflow": MLflowLoggerConfig}
 TASK_BATCHING = ("auto", "vmap", "map", "unroll")  # auto: see maml_cli/execution.py
 SPLITS = ("train", "val", "test")
 

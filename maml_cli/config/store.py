@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from maml_cli.config.schema import (
     ALGORITHM_SCHEMAS,
     DATASET_SCHEMAS,
+    LOGGER_SCHEMAS,
     MODEL_SCHEMAS,
     AdaptAppConfig,
     EvalAppConfig,
@@ -34,3 +35,5 @@ def register_configs() -> None:
         cs.store(group="model", name=f"_schema_{name}", node=node)
     for name, node in ALGORITHM_SCHEMAS.items():
         cs.store(group="algorithm", name=f"_schema_{name}", node=node)
+    for name, node in LOGGER_SCHEMAS.items():
+        cs.store(group="logger", name=f"_schema_{name}", node=node)

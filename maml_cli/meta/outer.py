@@ -65,7 +65,7 @@ def make_train_step(sample: Callable, algorithm, optimizer: optax.GradientTransf
         new_state = state.replace(step=state.step + 1, meta_params=optax.apply_updates(state.meta_params, updates),
                                   opt_state=opt_state, meta_state=meta_state)
         return new_state, {"train/query_loss": out["query_loss"], f"train/query_{metric_name}": out["query_metric"],
-                           "train/grad_norm": optax.global_norm(grads)}
+                           "train/grad_norm": optax.tree.norm(grads)}
 
     return train_step
 
