@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,7 +27,7 @@ TRAIN_GROUPS = ("dataset", "model", "algorithm", "experiment", "logger", "launch
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # as Hydra writes train.log
 
 
-def compose(experiment: Optional[str] = None, overrides: Sequence[str] = ()) -> DictConfig:
+def compose(experiment: str | None = None, overrides: Sequence[str] = ()) -> DictConfig:
     """The config of an ``experiment`` preset (None: maml-train's default, the sinusoid) with
     ``overrides`` (``KEY=VALUE``, ``GROUP=OPTION``), checked with the rules and errors of the
     command line: unknown keys and options, types, ``validate``. Paths are made absolute."""
@@ -45,8 +46,7 @@ def compose(experiment: Optional[str] = None, overrides: Sequence[str] = ()) -> 
     return prepare(cfg)
 
 
-def train(cfg: Union[DictConfig, str, None] = None, overrides: Sequence[str] = (), *,
-          run_dir: Union[str, Path]) -> "Run":
+def train(cfg: DictConfig | str | None = None, overrides: Sequence[str] = (), *, run_dir: str | Path) -> Run:
     """Train the run in ``run_dir`` (resuming it if it holds one of the same config), as maml-train
     does: the same files, train.log included. ``cfg``: a config from ``compose``, or an experiment
     name (then ``overrides`` apply). Returns the trained ``Run``."""
@@ -74,7 +74,7 @@ def train(cfg: Union[DictConfig, str, None] = None, overrides: Sequence[str] = (
     return run
 
 
-def load_run(run_dir: Union[str, Path], trust_code: bool = False) -> "Run":
+def load_run(run_dir: str | Path, trust_code: bool = False) -> Run:
     """A run directory maml-train (or ``train``) wrote. A run whose config names code to import
     (``model.target``, ``dataset.target``) is refused unless ``trust_code``."""
     return Run(run_dir, trust_code=trust_code)
@@ -83,7 +83,7 @@ def load_run(run_dir: Union[str, Path], trust_code: bool = False) -> "Run":
 class Run:
     """A trained run: its config, its metrics, and what can be done with its checkpoints."""
 
-    def __init__(self, run_dir: Union[str, Path], trust_code: bool = False):
+    def __init__(self, run_dir: str | Path, trust_code: bool = False):
         from maml_cli.config import register_configs
         from maml_cli.runs import open_run
 
@@ -113,11 +113,20 @@ class Run:
         finally:
             checkpointer.close()
 
-    def evaluate(self, episodes: Optional[int] = None, *, checkpoint: Optional[Union[int, str]] = None,
-                 split: str = "test", inner_steps: Optional[int] = None, seed: Optional[int] = None,
-                 query_shots: Optional[int] = None, batch_size: Optional[int] = None,
-                 dataset: Optional[dict] = None, transductive: Optional[bool] = None,
-                 devices: str = "auto") -> dict:
+    def evaluate(
+        self,
+        episodes: int | None = None,
+        *,
+        checkpoint: int | str | None = None,
+        split: str = "test",
+        inner_steps: int | None = None,
+        seed: int | None = None,
+        query_shots: int | None = None,
+        batch_size: int | None = None,
+        dataset: dict | None = None,
+        transductive: bool | None = None,
+        devices: str = "auto",
+    ) -> dict:
         """Score the run on fresh tasks: the record maml-eval writes to eval.json (``per_step``:
         mean, ci95, median and diverged tasks after each inner step), the same numbers. Unset
         values are the run's own. ``dataset``: where its data is now (``{"path": ...}``), or
@@ -126,25 +135,43 @@ class Run:
         from maml_cli.run_evaluation import evaluate_run
 
         dataset = dict(dataset or {})
-        schema = DATASET_SCHEMAS.get(dataset.get("name"), EvalDatasetOverrides) if dataset.get("name") \
+        schema = (
+            DATASET_SCHEMAS.get(dataset.get("name"), EvalDatasetOverrides)
+            if dataset.get("name")
             else EvalDatasetOverrides
+        )
         if dataset.get("name") and dataset["name"] not in DATASET_SCHEMAS:
             raise UserError(f"unknown dataset {dataset['name']!r}; known: {', '.join(sorted(DATASET_SCHEMAS))}")
-        app = OmegaConf.structured(EvalAppConfig(run_dir=str(self.run_dir), split=split, devices=str(devices),
-                                                 progress=False, trust_code=self.trust_code))
+        app = OmegaConf.structured(
+            EvalAppConfig(
+                run_dir=str(self.run_dir), split=split, devices=str(devices), progress=False, trust_code=self.trust_code
+            )
+        )
         try:
             app.dataset = OmegaConf.merge(OmegaConf.structured(schema), dataset)
             app.checkpoint = None if checkpoint is None else str(checkpoint)
             app.transductive = transductive
-            for key, value in (("episodes", episodes), ("inner_steps", inner_steps), ("seed", seed),
-                               ("query_shots", query_shots), ("batch_size", batch_size)):
+            for key, value in (
+                ("episodes", episodes),
+                ("inner_steps", inner_steps),
+                ("seed", seed),
+                ("query_shots", query_shots),
+                ("batch_size", batch_size),
+            ):
                 app.eval[key] = value
         except Exception as e:  # omegaconf's type and key errors
             raise UserError(str(e).splitlines()[0]) from None
         return evaluate_run(app, given={f"dataset.{k}" for k in dataset}, trust_code=self.trust_code)
 
-    def adapt(self, support_x, support_y, *, inner_steps: Optional[int] = None,
-              checkpoint: Optional[Union[int, str]] = None, seed: int = 0) -> Any:
+    def adapt(
+        self,
+        support_x,
+        support_y,
+        *,
+        inner_steps: int | None = None,
+        checkpoint: int | str | None = None,
+        seed: int = 0,
+    ) -> Any:
         """The run's model adapted to one task's support set (``support_x`` [n, *input_shape],
         ``support_y`` labels 0..ways-1 or regression targets), as maml-adapt and maml-eval adapt.
         ``inner_steps``: default the run's eval.inner_steps. Returns a ``Learner``."""

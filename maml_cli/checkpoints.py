@@ -10,7 +10,6 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -32,6 +31,7 @@ def best_of(scores: dict, n: int) -> list:
     """The ``n`` steps of ``scores`` (step -> validation score, higher is better, NaN worst) with the
     best scores, best first; a tie goes to the later step. The trainer keeps these checkpoints and
     ``checkpoint=best:N`` scores them, so both rank by this one function."""
+
     def rank(step):
         value = scores[step]
         return (value if math.isfinite(value) else -math.inf, step)
@@ -54,8 +54,9 @@ class _KeepBest(ocp.checkpoint_managers.PreservationPolicy):
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, keep: int = 3, read_only: bool = False, keep_best: int = 0,
-                 scores: Optional[dict] = None):
+    def __init__(
+        self, directory: Path, keep: int = 3, read_only: bool = False, keep_best: int = 0, scores: dict | None = None
+    ):
         # Orbax wants absolute paths; saves go to a temporary folder renamed on success, so a run
         # killed mid-save leaves the previous checkpoints intact. ``read_only``: a reader (maml-eval)
         # beside a live trainer. It has no CheckpointManager: the manager stats every step folder
@@ -64,10 +65,14 @@ class Checkpointer:
         # (what ``maml-eval checkpoint=best:N`` reads); ``scores``: those of earlier sessions.
         self.directory = Path(directory).absolute()
         self._best = _KeepBest(scores=dict(scores or {}), n=keep_best)
-        policy = ocp.checkpoint_managers.AnyPreservationPolicy(
-            [ocp.checkpoint_managers.LatestN(n=keep), self._best])
-        self._manager = None if read_only else ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(create=True, preservation_policy=policy))
+        policy = ocp.checkpoint_managers.AnyPreservationPolicy([ocp.checkpoint_managers.LatestN(n=keep), self._best])
+        self._manager = (
+            None
+            if read_only
+            else ocp.CheckpointManager(
+                self.directory, options=ocp.CheckpointManagerOptions(create=True, preservation_policy=policy)
+            )
+        )
 
     def forget_scores_after(self, step: int) -> None:
         """Drop the validation scores of steps after ``step`` (recorded by a session that died before
@@ -79,11 +84,11 @@ class Checkpointer:
             return _finished_steps(self.directory)
         return sorted(self._manager.all_steps())
 
-    def latest_step(self) -> Optional[int]:
+    def latest_step(self) -> int | None:
         steps = self.steps()
         return steps[-1] if steps else None
 
-    def save(self, step: int, state, score: Optional[float] = None) -> None:
+    def save(self, step: int, state, score: float | None = None) -> None:
         """Write the checkpoint of ``step`` and wait for it; ``score``: its validation result, higher
         is better (it competes for the best ``keep_best``). A write that fails (disk full, read-only
         folder) is a CheckpointError; the checkpoints already there stay readable."""
@@ -104,9 +109,10 @@ class Checkpointer:
                 f"cannot write checkpoint {step} to {self.directory} ({cause.strerror or cause}); "
                 f"the checkpoints already there ({', '.join(map(str, self.steps())) or 'none'}) are intact. "
                 + ("Free some space" if cause.errno == errno.ENOSPC else "Make the folder writable")
-                + " and run the same command to resume.") from e
+                + " and run the same command to resume."
+            ) from e
 
-    def restore(self, template, step: Optional[int] = None, attempts: int = 5):
+    def restore(self, template, step: int | None = None, attempts: int = 5):
         """Restore into the structure, dtypes and devices of ``template`` (a state or its abstract
         shapes). Raises CheckpointError naming the file and the steps that exist.
 
@@ -120,7 +126,7 @@ class Checkpointer:
                     raise
                 time.sleep(0.2 * (attempt + 1))
 
-    def _restore(self, template, step: Optional[int]):
+    def _restore(self, template, step: int | None):
         steps = self.steps()
         if not steps:
             raise CheckpointError(f"no checkpoints in {self.directory}")

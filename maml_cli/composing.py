@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -24,8 +24,15 @@ PATH_KEYS = ("path", "data_dir", "cache_dir")
 class App:
     """One console command: its config name, the groups it offers, its usage text."""
 
-    def __init__(self, name: str, config_name: str, groups: Sequence[str], usage: str = "",
-                 plugins: Optional[dict] = None, exit_codes: str = ""):
+    def __init__(
+        self,
+        name: str,
+        config_name: str,
+        groups: Sequence[str],
+        usage: str = "",
+        plugins: dict | None = None,
+        exit_codes: str = "",
+    ):
         self.name, self.config_name, self.groups, self.usage = name, config_name, tuple(groups), usage
         self.exit_codes = exit_codes  # the --help paragraph on exit codes (commands.shell.EXIT_CODES by default)
         # "group=option" -> (module, pip package): options that need a Hydra plugin installed.
@@ -40,11 +47,12 @@ def parse_overrides(overrides: Sequence[str]) -> list:
         return OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as e:
         first = re.sub(r"^Error parsing override ", "cannot parse ", str(e).splitlines()[0])
-        raise UserError(f"{first}: write KEY=VALUE or GROUP=OPTION (values with spaces or "
-                        "special characters in quotes)") from None
+        raise UserError(
+            f"{first}: write KEY=VALUE or GROUP=OPTION (values with spaces or special characters in quotes)"
+        ) from None
 
 
-def flatten_keys(node, prefix: str = "") -> List[str]:
+def flatten_keys(node, prefix: str = "") -> list[str]:
     out = []
     for k, v in node.items():
         if isinstance(v, dict):
@@ -72,7 +80,7 @@ class Composer:
     def __exit__(self, *exc):
         self._context.__exit__(*exc)
 
-    def options(self, group: str) -> List[str]:
+    def options(self, group: str) -> list[str]:
         from hydra.core.global_hydra import GlobalHydra
 
         loader = GlobalHydra.instance().config_loader()
@@ -88,8 +96,11 @@ class Composer:
         except (HydraException, OmegaConfBaseException) as e:
             cause = e.__cause__ or e
             text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-            text = re.sub(r"Value '(.*)' of type '\w+' could not be converted to (\w+)",
-                          lambda m: f"{m.group(1)!r} is not a valid {m.group(2).lower()}", text)
+            text = re.sub(
+                r"Value '(.*)' of type '\w+' could not be converted to (\w+)",
+                lambda m: f"{m.group(1)!r} is not a valid {m.group(2).lower()}",
+                text,
+            )
             where = re.sub(r"^Error merging override ", "", str(e).splitlines()[0])
             raise UserError(text if text == where else f"{where}: {text}") from None
 
@@ -119,8 +130,10 @@ def check_overrides(composer: Composer, parsed: list) -> None:
             values = [v for v in _values(o) if v not in (None, "null")]
             for v in values:
                 if v not in groups[name]:
-                    raise UserError(f"unknown {name} option {v!r}{did_you_mean(v, groups[name])}; "
-                                    f"options: {', '.join(groups[name])}")
+                    raise UserError(
+                        f"unknown {name} option {v!r}{did_you_mean(v, groups[name])}; "
+                        f"options: {', '.join(groups[name])}"
+                    )
                 _check_plugin(app, f"{name}={v}")
             choices[name] = values or [None]
     # The keys of every configuration the command line can compose.
@@ -150,25 +163,34 @@ def _check_plugin(app: App, choice: str) -> None:
 
     module, package = app.plugins[choice]
     if importlib.util.find_spec(module) is None:
-        raise UserError(f"{choice} needs Hydra's plugin {package}, which is not installed: "
-                        'pip install "maml-cli[cluster]" (or pip install -e ".[cluster]" in a checkout)')
+        raise UserError(
+            f"{choice} needs Hydra's plugin {package}, which is not installed: "
+            'pip install "maml-cli[cluster]" (or pip install -e ".[cluster]" in a checkout)'
+        )
 
 
 def _unknown_key(composer: Composer, name: str, keys: set, groups: dict, choices: dict) -> str:
     app = composer.app
     section = name.split(".")[0]
     if section in groups and section != "experiment":  # a key of another dataset, model or algorithm?
-        current = [v for v in choices.get(section, [None])]
-        owners = [opt for opt in groups[section] if opt not in current
-                  and name in flatten_keys(OmegaConf.to_container(composer.compose([f"{section}={opt}"]),
-                                                                  resolve=False))]
+        current = list(choices.get(section, [None]))
+        owners = [
+            opt
+            for opt in groups[section]
+            if opt not in current
+            and name in flatten_keys(OmegaConf.to_container(composer.compose([f"{section}={opt}"]), resolve=False))
+        ]
         if owners:
-            return (f"{name} is a key of {' and '.join(f'{section}={o}' for o in owners)}, not of this "
-                    f"{section}: pick {section}={owners[0]} or drop the key")
+            return (
+                f"{name} is a key of {' and '.join(f'{section}={o}' for o in owners)}, not of this "
+                f"{section}: pick {section}={owners[0]} or drop the key"
+            )
     text = f"{name} is not a {app.name} config key{did_you_mean(name, sorted(keys))}"
     if app.config_name == "eval" and section in ("train", "model", "algorithm", "seed", "experiment"):
-        return text + ("; maml-eval scores a run as it was trained (its config.yaml): it changes only "
-                       "the keys maml-eval --help lists")
+        return text + (
+            "; maml-eval scores a run as it was trained (its config.yaml): it changes only "
+            "the keys maml-eval --help lists"
+        )
     return text + f"; {app.name} --help lists every key"
 
 
@@ -189,13 +211,13 @@ MAX_CHECKED_JOBS = 256
 USER_KWARGS = re.compile(r"^(model|dataset)\.kwargs\.")
 
 
-def open_keys(overrides: Sequence[str]) -> List[str]:
+def open_keys(overrides: Sequence[str]) -> list[str]:
     """``model.kwargs.NAME=V`` (and ``dataset.kwargs``) as Hydra's add-or-replace ``++``: the keyword
     arguments of a user's code are free-form, so any name may be set without Hydra's ``+``."""
     return [f"++{o}" if USER_KWARGS.match(o) else o for o in overrides]
 
 
-def compose_checked(app: App, overrides: Sequence[str], multirun: bool = False) -> List[DictConfig]:
+def compose_checked(app: App, overrides: Sequence[str], multirun: bool = False) -> list[DictConfig]:
     """The composed configs (with the Hydra node) of every job the command line asks for: one, or
     each combination of a sweep's values, after every check that needs no data."""
     overrides = open_keys(overrides)
@@ -205,8 +227,10 @@ def compose_checked(app: App, overrides: Sequence[str], multirun: bool = False) 
         if not (multirun and any(o.is_sweep_override() for o in parsed)):
             return [composer.compose(overrides, with_hydra=True)]
         # A sweep: compose each job now, so a bad combination fails before the first job runs.
-        axes = [[f"{o.input_line.split('=', 1)[0]}={v}" for v in _values(o)] if o.is_sweep_override()
-                else [o.input_line] for o in parsed]
+        axes = [
+            [f"{o.input_line.split('=', 1)[0]}={v}" for v in _values(o)] if o.is_sweep_override() else [o.input_line]
+            for o in parsed
+        ]
         jobs = list(itertools.islice(itertools.product(*axes), MAX_CHECKED_JOBS))
         return [composer.compose(list(job), with_hydra=True) for job in jobs]
 
@@ -215,10 +239,8 @@ def split_hydra(cfg: DictConfig):
     """(the job's config, the hydra node)."""
     hydra_node = cfg.hydra
     with open_dict(cfg):
-        job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+        job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     return job, hydra_node
-
-
 
 
 def prepare(cfg: DictConfig) -> DictConfig:

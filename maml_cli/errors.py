@@ -6,14 +6,14 @@ without importing Hydra or OmegaConf."""
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 
 class UserError(Exception):
     """Bad input from the user: reported as one clear message and a non-zero exit, no traceback."""
 
 
-def nearest(word: str, candidates: Iterable[str]) -> Optional[str]:
+def nearest(word: str, candidates: Iterable[str]) -> str | None:
     """The candidate ``word`` was most likely meant to be, or None."""
     candidates = list(candidates)
     leaf = word.rsplit(".", 1)[-1]

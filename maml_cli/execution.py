@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 import jax
 
@@ -44,15 +43,20 @@ _cores_are_devices = False
 class Execution:
     task_batching: str  # vmap | map | unroll
     remat: bool
-    conv_impl: Optional[str]  # im2col | lax; None for models without convolutions
+    conv_impl: str | None  # im2col | lax; None for models without convolutions
 
     def describe(self) -> str:
         conv = f", conv_impl={self.conv_impl}" if self.conv_impl else ""
         return f"task_batching={self.task_batching}, remat={str(self.remat).lower()}{conv}"
 
 
-def plan_execution(model_name: str, task_batching: str = "auto", remat: Optional[bool] = None,
-                   conv_impl: Optional[str] = "auto", backend: Optional[str] = None) -> Execution:
+def plan_execution(
+    model_name: str,
+    task_batching: str = "auto",
+    remat: bool | None = None,
+    conv_impl: str | None = "auto",
+    backend: str | None = None,
+) -> Execution:
     """Resolve the ``auto`` settings of a config for ``backend`` (default: JAX's default backend)."""
     backend = backend or jax.default_backend()
     on_cpu = backend == "cpu"
@@ -115,7 +119,7 @@ def cores_are_devices() -> bool:
     return _cores_are_devices and jax.default_backend() == "cpu"
 
 
-def auto_devices(execution: Execution, available: int, meta_batch_size: Optional[int]) -> int:
+def auto_devices(execution: Execution, available: int, meta_batch_size: int | None) -> int:
     """What ``train.devices=auto`` means: every device, except where the devices are this machine's
     cores, and then only for per-task (``map``) programs, as many as split the meta-batch evenly."""
     if not cores_are_devices():

@@ -5,19 +5,20 @@ from them. Nothing here touches disk beyond what the dataset loader reads."""
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from maml_cli import parallel
 from maml_cli.data import TaskSpec, build_sampler
-from maml_cli.scoring import make_scorer
 from maml_cli.execution import Execution, auto_devices, plan_execution
 from maml_cli.meta.algorithms import Algorithm, build_algorithm
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.meta.outer import TrainState, init_state, make_multi_step, make_train_step
 from maml_cli.models import build_model
+from maml_cli.scoring import make_scorer
 
 
 @dataclass
@@ -55,27 +56,41 @@ class Experiment:
         """What the run was trained on, for ``data.json``: maml-eval and maml-adapt read the input
         shape from it without reading the data."""
         splits = getattr(self.sampler, "splits", None)
-        return {"dataset": self.cfg.dataset.name, "input_shape": list(self.spec.input_shape),
-                "output_dim": self.spec.output_dim, "kind": self.spec.kind, "source": self.sampler.source,
-                **({"classes": {k: len(v) for k, v in splits.items()}} if splits else {})}
+        return {
+            "dataset": self.cfg.dataset.name,
+            "input_shape": list(self.spec.input_shape),
+            "output_dim": self.spec.output_dim,
+            "kind": self.spec.kind,
+            "source": self.sampler.source,
+            **({"classes": {k: len(v) for k, v in splits.items()}} if splits else {}),
+        }
 
     @property
     def network(self):
         return self.algorithm.network
 
-    def init_state(self, seed: Optional[int] = None) -> TrainState:
-        return init_state(self.algorithm, self.spec.input_shape, self.optimizer,
-                          self.cfg.seed if seed is None else seed)
+    def init_state(self, seed: int | None = None) -> TrainState:
+        return init_state(
+            self.algorithm, self.spec.input_shape, self.optimizer, self.cfg.seed if seed is None else seed
+        )
 
     def multi_step(self) -> Callable:
         """The jitted ``(state, data, length, phase) -> (state, metrics)`` outer step."""
-        return make_multi_step(make_train_step(self.sampler.sample, self.algorithm, self.optimizer,
-                                               self.cfg.train.meta_batch_size, self.metric, self.mesh))
+        return make_multi_step(
+            make_train_step(
+                self.sampler.sample,
+                self.algorithm,
+                self.optimizer,
+                self.cfg.train.meta_batch_size,
+                self.metric,
+                self.mesh,
+            )
+        )
 
     def phase_at(self, step: int):
         return self.algorithm.phase(step)
 
-    def next_phase_change(self, step: int) -> Optional[int]:
+    def next_phase_change(self, step: int) -> int | None:
         """The first outer step after ``step`` whose phase differs (None: none)."""
         boundaries = self.algorithm.boundaries()
         i = bisect.bisect_right(boundaries, step)
@@ -85,19 +100,28 @@ class Experiment:
         """One line for the log: the algorithm, where it runs, how, and where the data came from."""
         import jax
 
-        return (f"{self.algorithm.cfg.name} on {jax.default_backend()} ({parallel.describe(self.mesh)}): "
-                f"{self.execution.describe()}; data: {self.sampler.source if self.sampler else 'none read'}")
+        return (
+            f"{self.algorithm.cfg.name} on {jax.default_backend()} ({parallel.describe(self.mesh)}): "
+            f"{self.execution.describe()}; data: {self.sampler.source if self.sampler else 'none read'}"
+        )
 
     def scorer(self, split: str, inner_steps: int, ensemble: bool = False) -> Callable:
-        return make_scorer(self.sampler.sample, self.algorithm, inner_steps=inner_steps, split=split,
-                           task_batching=self.execution.task_batching, query_shots=self.cfg.eval.query_shots,
-                           mesh=self.mesh, ensemble=ensemble)
+        return make_scorer(
+            self.sampler.sample,
+            self.algorithm,
+            inner_steps=inner_steps,
+            split=split,
+            task_batching=self.execution.task_batching,
+            query_shots=self.cfg.eval.query_shots,
+            mesh=self.mesh,
+            ensemble=ensemble,
+        )
 
 
 _LAST_BUILT: dict = {}  # the last config built -> its Experiment (maml-train checks, then trains)
 
 
-def build_experiment(cfg: DictConfig, training: bool = True, spec: Optional[TaskSpec] = None) -> Experiment:
+def build_experiment(cfg: DictConfig, training: bool = True, spec: TaskSpec | None = None) -> Experiment:
     """Everything a config describes, checked before anything is compiled (impossible task shapes
     raise a UserError here). Building the same resolved config again returns the same Experiment,
     so the data that maml-train checks before Hydra starts is read once. ``training=False``
@@ -110,20 +134,21 @@ def build_experiment(cfg: DictConfig, training: bool = True, spec: Optional[Task
     return _LAST_BUILT[key]
 
 
-def _build(cfg: DictConfig, training: bool, spec: Optional[TaskSpec] = None) -> Experiment:
+def _build(cfg: DictConfig, training: bool, spec: TaskSpec | None = None) -> Experiment:
     parallel.initialize(cfg.distributed)  # before JAX's first computation, in a run over several processes
-    execution = plan_execution(cfg.model.name, cfg.train.task_batching, cfg.train.remat,
-                               cfg.model.get("conv_impl"))
+    execution = plan_execution(cfg.model.name, cfg.train.task_batching, cfg.train.remat, cfg.model.get("conv_impl"))
     import jax
 
-    devices = parallel.device_count(cfg.train.devices, auto_devices(
-        execution, jax.device_count(), cfg.train.meta_batch_size if training else None))
+    devices = parallel.device_count(
+        cfg.train.devices, auto_devices(execution, jax.device_count(), cfg.train.meta_batch_size if training else None)
+    )
     if training:
         parallel.check_divisible(cfg.train.meta_batch_size, devices, cfg.train.devices)
     sampler = build_sampler(cfg.dataset) if spec is None else None
     spec = sampler.spec if spec is None else spec
-    network = build_model(cfg.model, spec, execution.conv_impl, inner_steps=cfg.algorithm.inner_steps,
-                          anil=cfg.algorithm.name == "anil")
+    network = build_model(
+        cfg.model, spec, execution.conv_impl, inner_steps=cfg.algorithm.inner_steps, anil=cfg.algorithm.name == "anil"
+    )
     algorithm = build_algorithm(cfg.algorithm, make_task_loss(network, spec.kind), execution, cfg.train)
     if sampler is not None:
         if training and hasattr(sampler, "require"):
@@ -133,5 +158,12 @@ def _build(cfg: DictConfig, training: bool, spec: Optional[TaskSpec] = None) -> 
             sampler.check(shots=algorithm.train_shots, shots_from="algorithm.train_shots + dataset.query_shots")
         if cfg.eval.query_shots is not None:
             sampler.check(query_shots=cfg.eval.query_shots, shots_from="dataset.shots + eval.query_shots")
-    return Experiment(cfg=cfg, sampler=sampler, algorithm=algorithm, optimizer=algorithm.optimizer(),
-                      execution=execution, spec=spec, mesh=parallel.task_mesh(devices))
+    return Experiment(
+        cfg=cfg,
+        sampler=sampler,
+        algorithm=algorithm,
+        optimizer=algorithm.optimizer(),
+        execution=execution,
+        spec=spec,
+        mesh=parallel.task_mesh(devices),
+    )

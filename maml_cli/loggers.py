@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from maml_cli.errors import UserError
 
@@ -74,9 +74,16 @@ def _run_id(run_dir: Path) -> str:
 class WandB(Tracker):
     def __init__(self, run_dir: Path, resume_step: int, settings, config: dict):
         wandb = _need("wandb", "wandb")
-        self.run = wandb.init(project=settings.project, entity=settings.get("entity"), mode=settings.mode,
-                              dir=str(run_dir), id=_run_id(run_dir), resume="allow", config=config,
-                              name=run_dir.name)
+        self.run = wandb.init(
+            project=settings.project,
+            entity=settings.get("entity"),
+            mode=settings.mode,
+            dir=str(run_dir),
+            id=_run_id(run_dir),
+            resume="allow",
+            config=config,
+            name=run_dir.name,
+        )
 
     def log(self, step, metrics):
         self.run.log({k: float(v) for k, v in metrics.items()}, step=int(step))
@@ -123,8 +130,10 @@ def _need(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise UserError(f"logger={extra} needs the {module} package: pip install \"maml-cli[{extra}]\" "
-                        f"(or pip install -e \".[{extra}]\" in a checkout)") from None
+        raise UserError(
+            f'logger={extra} needs the {module} package: pip install "maml-cli[{extra}]" '
+            f'(or pip install -e ".[{extra}]" in a checkout)'
+        ) from None
 
 
 def check_logger(settings) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -30,8 +30,11 @@ def truncate_jsonl(path: Path, last_step: int) -> list:
     recomputes them, so the stream has each step once. Returns the records kept."""
     if not path.exists():
         return []
-    kept = [line for line in path.read_text().splitlines(keepends=True)
-            if line.strip() and _step_of(line) is not None and _step_of(line) <= last_step]
+    kept = [
+        line
+        for line in path.read_text().splitlines(keepends=True)
+        if line.strip() and _step_of(line) is not None and _step_of(line) <= last_step
+    ]
     atomic_write_text(path, "".join(kept))
     return [json.loads(line) for line in kept]
 
@@ -69,8 +72,11 @@ class MetricWriter:
         self._tracker = tracker
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
-        record = {"step": int(step), "time": round(time.time(), 3),
-                  "elapsed_s": round(self._elapsed0 + time.perf_counter() - self._t0, 3)}
+        record = {
+            "step": int(step),
+            "time": round(time.time(), 3),
+            "elapsed_s": round(self._elapsed0 + time.perf_counter() - self._t0, 3),
+        }
         record.update({k: float(v) for k, v in metrics.items()})
         # Strict JSON: a value that is not finite is written as null and named, never as NaN.
         nonfinite = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,7 @@ TASKS = "tasks"  # the mesh axis the tasks of a meta-batch (and evaluation episo
 # --- processes -------------------------------------------------------------------------------------
 
 
-def slurm_processes() -> Optional[int]:
+def slurm_processes() -> int | None:
     """Processes of the SLURM job step this process belongs to (``srun``), or None outside one."""
     value = os.environ.get("SLURM_STEP_NUM_TASKS")
     return int(value) if value and value.isdigit() else None
@@ -67,15 +67,19 @@ def check_distributed(dist_cfg) -> None:
     c = dist_cfg
     if c.coordinator is None:
         if c.num_processes is not None or c.process_id is not None:
-            raise UserError("distributed.num_processes and distributed.process_id need distributed.coordinator="
-                            "HOST:PORT (the address of process 0), or leave all three null under SLURM's srun")
+            raise UserError(
+                "distributed.num_processes and distributed.process_id need distributed.coordinator="
+                "HOST:PORT (the address of process 0), or leave all three null under SLURM's srun"
+            )
         return
     host, _, port = str(c.coordinator).rpartition(":")
     if not host or not port.isdigit():
         raise UserError(f"distributed.coordinator must be HOST:PORT (got {c.coordinator!r})")
     if slurm_processes() is None and (c.num_processes is None or c.process_id is None):
-        raise UserError("distributed.coordinator needs distributed.num_processes and distributed.process_id "
-                        "outside SLURM (each process gets its own process_id, 0..num_processes-1)")
+        raise UserError(
+            "distributed.coordinator needs distributed.num_processes and distributed.process_id "
+            "outside SLURM (each process gets its own process_id, 0..num_processes-1)"
+        )
     if c.num_processes is not None and c.num_processes < 1:
         raise UserError(f"distributed.num_processes must be >= 1 (got {c.num_processes})")
     if c.process_id is not None and c.num_processes is not None and not 0 <= c.process_id < c.num_processes:
@@ -94,8 +98,11 @@ def initialize(dist_cfg) -> None:
     check_distributed(dist_cfg)
     kwargs = {}
     if dist_cfg.coordinator is not None:
-        kwargs = {"coordinator_address": dist_cfg.coordinator, "num_processes": dist_cfg.num_processes,
-                  "process_id": dist_cfg.process_id}
+        kwargs = {
+            "coordinator_address": dist_cfg.coordinator,
+            "num_processes": dist_cfg.num_processes,
+            "process_id": dist_cfg.process_id,
+        }
         kwargs = {k: v for k, v in kwargs.items() if v is not None}  # the rest from SLURM
     log.info("joining %s", dist_cfg.coordinator or "the SLURM job step's processes")
     jax.distributed.initialize(**kwargs)
@@ -110,7 +117,7 @@ def is_writer() -> bool:
 # --- devices ---------------------------------------------------------------------------------------
 
 
-def device_count(setting, auto: Optional[int] = None) -> int:
+def device_count(setting, auto: int | None = None) -> int:
     """How many devices ``train.devices`` (auto | N) asks for, checked against what is here;
     ``auto``: what auto means for this run (default: every device)."""
     available = jax.device_count()
@@ -121,15 +128,20 @@ def device_count(setting, auto: Optional[int] = None) -> int:
     except ValueError:
         raise UserError(f"train.devices must be auto or a number of devices (got {setting!r})") from None
     if not 1 <= n <= available:
-        raise UserError(f"train.devices={n}, but {available} device(s) are available "
-                        f"({jax.default_backend()}{', one per core' if cores_are_devices() else ''}); use train.devices=auto or a number in 1..{available}")
+        raise UserError(
+            f"train.devices={n}, but {available} device(s) are available "
+            f"({jax.default_backend()}{', one per core' if cores_are_devices() else ''}); "
+            f"use train.devices=auto or a number in 1..{available}"
+        )
     if jax.process_count() > 1 and n != available:
-        raise UserError(f"train.devices={n}: a run over {jax.process_count()} processes uses every device of every "
-                        f"process ({available}); use train.devices=auto")
+        raise UserError(
+            f"train.devices={n}: a run over {jax.process_count()} processes uses every device of every "
+            f"process ({available}); use train.devices=auto"
+        )
     return n
 
 
-def task_mesh(devices: int) -> Optional[Mesh]:
+def task_mesh(devices: int) -> Mesh | None:
     """The ``tasks`` mesh over the first ``devices`` devices; None for one device in one process
     (then nothing is sharded and the single-device programs run unchanged)."""
     if devices == 1 and jax.process_count() == 1:
@@ -143,10 +155,11 @@ def check_divisible(meta_batch_size: int, devices: int, setting) -> None:
         raise UserError(
             f"train.meta_batch_size={meta_batch_size} does not split evenly over {devices} devices "
             f"(train.devices={setting}): use a meta-batch that is a multiple of {devices} "
-            f"(e.g. {-(-meta_batch_size // devices) * devices}) or train.devices={lower}")
+            f"(e.g. {-(-meta_batch_size // devices) * devices}) or train.devices={lower}"
+        )
 
 
-def replicate(tree, mesh: Optional[Mesh]):
+def replicate(tree, mesh: Mesh | None):
     """``tree`` as arrays replicated on every device of ``mesh`` (a global array in a run over
     several processes, built from each process's identical copy); unchanged without a mesh."""
     if mesh is None:
@@ -175,14 +188,14 @@ def sharded_meta_gradient(mesh: Mesh, sample: Callable, algorithm, meta_batch_si
 
     def local(meta_params, meta_state, data, task_key, algorithm_key, step):
         index = jax.lax.axis_index(TASKS)
-        episodes = sample(data, task_key, "train", meta_batch_size, shots=algorithm.train_shots,
-                          part=(index, parts))
+        episodes = sample(data, task_key, "train", meta_batch_size, shots=algorithm.train_shots, part=(index, parts))
         # Reptile splits ``algorithm_key`` per task: give each device its own, distinct key.
         algorithm_key = jax.random.fold_in(algorithm_key, index)
         # The meta-state too: Reptile's inner Adam moments start from it and, updated on this
         # device's tasks, come out of the inner scan varying; a scan's carry must keep its type.
-        grads, new_state, out = algorithm.meta_gradient(varying(meta_params), varying(meta_state), episodes,
-                                                        algorithm_key, step, phase)
+        grads, new_state, out = algorithm.meta_gradient(
+            varying(meta_params), varying(meta_state), episodes, algorithm_key, step, phase
+        )
         grads, new_state, out = jax.lax.pmean((grads, new_state, out), TASKS)
         # pmean turns integers (an optimizer's step count, the same on every device) into floats.
         return grads, jax.tree.map(lambda a, b: a.astype(b.dtype), new_state, meta_state), out
@@ -210,7 +223,7 @@ def sharded_over_tasks(fn: Callable, mesh: Mesh) -> Callable:
     return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(), P(TASKS)), out_specs=P())
 
 
-def describe(mesh: Optional[Mesh]) -> str:
+def describe(mesh: Mesh | None) -> str:
     cores = cores_are_devices()
     if mesh is None:
         return f"1 device of {jax.device_count()}, one per core" if cores else "1 device"

@@ -12,8 +12,8 @@ PNG:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Sequence
 
 
 def _pyplot():
@@ -35,21 +35,25 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _series(records: List[dict], key: str):
+def _series(records: list[dict], key: str):
     rows = [r for r in records if key in r]
     return ([r["step"] for r in rows], [r.get("elapsed_s", 0.0) / 60 for r in rows], [r[key] for r in rows])
 
 
-def learning_curves(records: List[dict], metric: str, path: Path, title: str = "") -> Path:
+def learning_curves(records: list[dict], metric: str, path: Path, title: str = "") -> Path:
     """``records``: metrics.jsonl rows; ``metric``: mse or accuracy."""
     plt = _pyplot()
     panels = [
         ("train query loss", [("train/query_loss", "train query loss")]),
         (f"train query {metric}", [(f"train/query_{metric}", f"train query {metric}")]),
-        (f"validation {metric}", [(f"val/{metric}_pre", "before adaptation"),
-                                  (f"val/{metric}", "after the trained inner steps")]
-         + [(k, f"after {k.rsplit('step', 1)[1]} steps") for k in sorted({k for r in records for k in r
-                                                                          if k.startswith(f"val/{metric}_step")})]),
+        (
+            f"validation {metric}",
+            [(f"val/{metric}_pre", "before adaptation"), (f"val/{metric}", "after the trained inner steps")]
+            + [
+                (k, f"after {k.rsplit('step', 1)[1]} steps")
+                for k in sorted({k for r in records for k in r if k.startswith(f"val/{metric}_step")})
+            ],
+        ),
     ]
     fig, axes = plt.subplots(len(panels), 2, figsize=(11, 3.2 * len(panels)), squeeze=False)
     for row, (name, series) in enumerate(panels):
@@ -58,8 +62,13 @@ def learning_curves(records: List[dict], metric: str, path: Path, title: str = "
             for key, label in series:
                 steps, minutes, values = _series(records, key)
                 if values:
-                    ax.plot(steps if col == 0 else minutes, values, marker="o" if len(values) < 30 else None,
-                            markersize=3, label=label)
+                    ax.plot(
+                        steps if col == 0 else minutes,
+                        values,
+                        marker="o" if len(values) < 30 else None,
+                        markersize=3,
+                        label=label,
+                    )
             ax.set_xlabel(xlabel)
             ax.set_ylabel(name)
             if metric == "mse" and "loss" in name or (metric == "mse" and metric in name):
@@ -73,7 +82,7 @@ def learning_curves(records: List[dict], metric: str, path: Path, title: str = "
     return _save(fig, path)
 
 
-def adaptation(curves: Sequence[Dict], steps: Sequence[int], path: Path, title: str = "") -> Path:
+def adaptation(curves: Sequence[dict], steps: Sequence[int], path: Path, title: str = "") -> Path:
     """``curves``: per task {"x", "true" (None: unknown), "support_x", "support_y", "pred": {step: y}}."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
@@ -82,10 +91,17 @@ def adaptation(curves: Sequence[Dict], steps: Sequence[int], path: Path, title: 
             ax.plot(c["x"], c["true"], color="red", linewidth=2, label="ground truth")
         for s, style in zip(steps, (":", "--", "-", "-.")):
             label = "before adaptation" if s == 0 else f"after {s} step{'s' if s > 1 else ''}"
-            ax.plot(c["x"], c["pred"][s], linestyle=style, color="green" if s else "gray", alpha=0.6 + 0.04 * s,
-                    label=label)
-        ax.scatter(c["support_x"], c["support_y"], marker="^", color="purple", zorder=3,
-                   label=f"{len(c['support_x'])} support points")
+            ax.plot(
+                c["x"], c["pred"][s], linestyle=style, color="green" if s else "gray", alpha=0.6 + 0.04 * s, label=label
+            )
+        ax.scatter(
+            c["support_x"],
+            c["support_y"],
+            marker="^",
+            color="purple",
+            zorder=3,
+            label=f"{len(c['support_x'])} support points",
+        )
         ax.set_xlabel("x")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("y")
@@ -112,17 +128,25 @@ def eval_curve(record: dict, path: Path) -> Path:
     mean, ci = [shown(r, "mean") for r in rows], [shown(r, "ci95") for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(steps, mean, marker="o", label="mean")
-    ax.fill_between(steps, [m - c for m, c in zip(mean, ci)], [m + c for m, c in zip(mean, ci)], alpha=0.3,
-                    label="95% CI")
+    ax.fill_between(
+        steps, [m - c for m, c in zip(mean, ci)], [m + c for m, c in zip(mean, ci)], alpha=0.3, label="95% CI"
+    )
     if all(r.get("median") is not None for r in rows):
         ax.plot(steps, [r["median"] * scale for r in rows], linestyle="--", label="median")
     bad = [(r["step"], m, r["diverged"]) for r, m in zip(rows, mean) if r.get("diverged")]
     if bad:
-        ax.scatter([b[0] for b in bad], [b[1] for b in bad], marker="x", color="red", zorder=3,
-                   label="tasks diverged (mean without them)")
+        ax.scatter(
+            [b[0] for b in bad],
+            [b[1] for b in bad],
+            marker="x",
+            color="red",
+            zorder=3,
+            label="tasks diverged (mean without them)",
+        )
         for step, m, n in bad:
-            ax.annotate(str(n), (step, m), textcoords="offset points", xytext=(0, 6), ha="center", color="red",
-                        fontsize=7)
+            ax.annotate(
+                str(n), (step, m), textcoords="offset points", xytext=(0, 6), ha="center", color="red", fontsize=7
+            )
     ax.set_xlabel("inner steps at test time")
     ax.set_xticks(steps if len(steps) <= 12 else steps[:: max(1, len(steps) // 10)])
     ax.set_ylabel(f"{record['split']} {record['metric']}" + (" (%)" if scale == 100 else ""))

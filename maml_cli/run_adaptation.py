@@ -5,7 +5,7 @@ so its predictions on a task are those maml-eval scores on the same task. Nothin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +33,9 @@ class Learner:
         return np.asarray(outputs) + self.bias
 
 
-def adapt(exp, state, support_x, support_y, inner_steps: int, seed: int = 0,
-          used_classes: Optional[int] = None) -> Learner:
+def adapt(
+    exp, state, support_x, support_y, inner_steps: int, seed: int = 0, used_classes: int | None = None
+) -> Learner:
     """``state`` (a run's restored checkpoint) adapted to the support set with ``inner_steps`` steps.
     ``used_classes``: a classification task with fewer classes than the run's ways; the other
     outputs are masked out of the loss and the predictions."""
@@ -51,8 +52,10 @@ def adapt(exp, state, support_x, support_y, inner_steps: int, seed: int = 0,
     if inner_steps < 0:
         raise UserError(f"inner_steps must be >= 0 (got {inner_steps})")
     if support_x.shape[1:] != tuple(spec.input_shape):
-        raise UserError(f"the support examples have shape {support_x.shape[1:]}, but the run's model takes "
-                        f"{tuple(spec.input_shape)}")
+        raise UserError(
+            f"the support examples have shape {support_x.shape[1:]}, but the run's model takes "
+            f"{tuple(spec.input_shape)}"
+        )
     if len(support_x) != len(support_y):
         raise UserError(f"{len(support_x)} support examples but {len(support_y)} labels")
     algorithm, bias = exp.algorithm, np.zeros(spec.output_dim, np.float32)
@@ -61,14 +64,22 @@ def adapt(exp, state, support_x, support_y, inner_steps: int, seed: int = 0,
         if support_y.min() < 0 or support_y.max() >= used:
             raise UserError(f"support labels must be 0..{used - 1} (got {support_y.min()}..{support_y.max()})")
         if used < spec.output_dim:
-            algorithm = build_algorithm(cfg.algorithm, masked_task_loss(exp.network, used, spec.output_dim),
-                                        exp.execution, cfg.train)
+            algorithm = build_algorithm(
+                cfg.algorithm, masked_task_loss(exp.network, used, spec.output_dim), exp.execution, cfg.train
+            )
             bias[used:] = -1e9
     elif support_y.ndim == 1:
         support_y = support_y[:, None]
     episode = Episodes(*(jnp.asarray(a) for a in (support_x, support_y, support_x, support_y)))
     run_adapt = jax.jit(algorithm.adapt_to_task, static_argnums=4)
     params = run_adapt(state.meta_params, state.meta_state, episode, jax.random.PRNGKey(seed), inner_steps)
-    return Learner(params=params, meta_params=state.meta_params["model"], network=exp.network,
-                   forward=algorithm.eval_forward(state.meta_state), kind=spec.kind,
-                   checkpoint_step=int(state.step), inner_steps=inner_steps, bias=bias)
+    return Learner(
+        params=params,
+        meta_params=state.meta_params["model"],
+        network=exp.network,
+        forward=algorithm.eval_forward(state.meta_state),
+        kind=spec.kind,
+        checkpoint_step=int(state.step),
+        inner_steps=inner_steps,
+        bias=bias,
+    )

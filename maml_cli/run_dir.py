@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 from maml_cli.errors import UserError
 
@@ -58,9 +57,9 @@ class RunLock:
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK_NAME
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -68,9 +67,9 @@ class RunLock:
             os.close(fd)
             raise RunDirError(
                 f"{self.path.parent} is being trained by {_holder(self.path)}: wait for it to finish "
-                "(or stop it), or pick another hydra.run.dir") from None
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+                "(or stop it), or pick another hydra.run.dir"
+            ) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)
         os.write(fd, (json.dumps(info) + "\n").encode())
         self._fd = fd
@@ -116,8 +115,10 @@ def check_usable(run_dir: Path) -> None:
         probe.write_text("x")
         probe.unlink()
     except OSError as e:
-        raise RunDirError(f"cannot write to {probe_dir} ({e.strerror}): pick another hydra.run.dir, "
-                          "or make it writable" + (" (free some space)" if e.errno == errno.ENOSPC else "")) from None
+        raise RunDirError(
+            f"cannot write to {probe_dir} ({e.strerror}): pick another hydra.run.dir, "
+            "or make it writable" + (" (free some space)" if e.errno == errno.ENOSPC else "")
+        ) from None
 
 
 def check_resumable(run_dir: Path, cfg) -> None:
@@ -131,8 +132,10 @@ def check_resumable(run_dir: Path, cfg) -> None:
         return  # nothing trained yet: nothing to mix
     conflicts = resume_conflicts(OmegaConf.load(saved), cfg)
     if conflicts:
-        raise UserError(f"{run_dir} holds a run with a different config; resuming would mix two experiments. "
-                        "Use another hydra.run.dir, or the same settings. Differences:\n  " + "\n  ".join(conflicts))
+        raise UserError(
+            f"{run_dir} holds a run with a different config; resuming would mix two experiments. "
+            "Use another hydra.run.dir, or the same settings. Differences:\n  " + "\n  ".join(conflicts)
+        )
 
 
 def remove_if_not_a_run(run_dir: Path) -> bool:
@@ -145,14 +148,17 @@ def remove_if_not_a_run(run_dir: Path) -> bool:
     return True
 
 
-def _git_commit() -> Optional[str]:
+def _git_commit() -> str | None:
     """The commit of the maml_cli source when it runs from a git checkout (``+dirty`` when it has
     uncommitted changes); None for an installed copy."""
     source = Path(__file__).resolve().parent
     try:
+
         def git(*args):
-            return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True,
-                                  timeout=5, check=True).stdout.strip()
+            return subprocess.run(
+                ["git", "-C", str(source), *args], capture_output=True, text=True, timeout=5, check=True
+            ).stdout.strip()
+
         commit = git("rev-parse", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
         return commit + ("+dirty" if dirty else "")

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional
 
 from omegaconf import DictConfig
 
 from maml_cli.config import load_run_config
-from maml_cli.errors import UserError
 from maml_cli.data.episodes import TaskSpec
+from maml_cli.errors import UserError
 from maml_cli.run_dir import RUN_DATA
 
 
@@ -22,13 +21,17 @@ def open_run(run_dir, devices: str = "auto", trust_code: bool = False) -> DictCo
     import (``model.target``, ``dataset.target``) and ``trust_code`` is false."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UserError(f"run_dir={run_dir} {'is a file' if run_dir.exists() else 'does not exist'}: pass "
-                        "the folder maml-train wrote (its hydra.run.dir, or runs/<date>_<time>)")
+        raise UserError(
+            f"run_dir={run_dir} {'is a file' if run_dir.exists() else 'does not exist'}: pass "
+            "the folder maml-train wrote (its hydra.run.dir, or runs/<date>_<time>)"
+        )
     cfg = load_run_config(run_dir)
     targets = code_targets(cfg)
     if targets and not trust_code:
-        raise UserError(f"{run_dir} names code to import ({', '.join(targets)}); a run directory from elsewhere "
-                        "never runs code on its own: pass trust_code=true if you trust that code")
+        raise UserError(
+            f"{run_dir} names code to import ({', '.join(targets)}); a run directory from elsewhere "
+            "never runs code on its own: pass trust_code=true if you trust that code"
+        )
     cfg.train.devices = devices
     for key in ("coordinator", "num_processes", "process_id"):
         cfg.distributed[key] = None
@@ -37,8 +40,7 @@ def open_run(run_dir, devices: str = "auto", trust_code: bool = False) -> DictCo
 
 def code_targets(cfg: DictConfig) -> list:
     """``KEY=VALUE`` of each setting of the config that names Python code to import."""
-    return [f"{section}.target={cfg[section].target}" for section in ("model", "dataset")
-            if cfg[section].get("target")]
+    return [f"{section}.target={cfg[section].target}" for section in ("model", "dataset") if cfg[section].get("target")]
 
 
 def preprocessing(dataset: DictConfig) -> dict:
@@ -65,19 +67,21 @@ def run_spec(run_dir, cfg: DictConfig) -> TaskSpec:
             data = json.loads(record.read_text())
             return TaskSpec(tuple(data["input_shape"]), int(data["output_dim"]), data["kind"])
         except (ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{record} is damaged ({e}); delete it and maml-eval/maml-adapt will use the "
-                            "run's config.yaml") from e
+            raise UserError(
+                f"{record} is damaged ({e}); delete it and maml-eval/maml-adapt will use the run's config.yaml"
+            ) from e
     d = cfg.dataset
     if d.name == "sinusoid":
         return TaskSpec((1,), 1, "regression")
     channels = {"omniglot": 1, "miniimagenet": 3}.get(d.name, d.get("channels"))
     if channels is None:
-        raise UserError(f"{run_dir} has no {RUN_DATA} and its dataset.channels is null: the image shape of its "
-                        "model is unknown")
+        raise UserError(
+            f"{run_dir} has no {RUN_DATA} and its dataset.channels is null: the image shape of its model is unknown"
+        )
     return TaskSpec((d.image_size, d.image_size, int(channels)), int(d.ways), "classification")
 
 
-def restore_state(exp, run_dir, checkpoint: Optional[int] = None):
+def restore_state(exp, run_dir, checkpoint: int | None = None):
     """The run's checkpoint (the latest, or step ``checkpoint``), placed on ``exp``'s devices."""
     from maml_cli.checkpoints import Checkpointer
 
@@ -107,8 +111,11 @@ def validation_scores(run_dir, key: str, metric: str) -> dict:
     """step -> ranking score of every validation in the run's metrics.jsonl."""
     from maml_cli.metrics import read_jsonl
 
-    return {int(r["step"]): ranking_score(r.get(key), metric)
-            for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if key in r}
+    return {
+        int(r["step"]): ranking_score(r.get(key), metric)
+        for r in read_jsonl(Path(run_dir) / "metrics.jsonl")
+        if key in r
+    }
 
 
 def best_steps(run_dir, cfg: DictConfig, metric: str, count: int) -> list:
@@ -120,10 +127,12 @@ def best_steps(run_dir, cfg: DictConfig, metric: str, count: int) -> list:
     available = set(Checkpointer(Path(run_dir) / "checkpoints", read_only=True).steps())
     scores = {s: v for s, v in validation_scores(run_dir, key, metric).items() if s in available}
     if len(scores) < count:
-        raise UserError(f"checkpoint=best:{count} needs {count} checkpoints with a validation ({key} in "
-                        f"metrics.jsonl); {run_dir} has {len(scores)}"
-                        + (f" (steps {', '.join(map(str, sorted(scores)))})" if scores else "")
-                        + ". Train longer, or keep more with train.keep_best")
+        raise UserError(
+            f"checkpoint=best:{count} needs {count} checkpoints with a validation ({key} in "
+            f"metrics.jsonl); {run_dir} has {len(scores)}"
+            + (f" (steps {', '.join(map(str, sorted(scores)))})" if scores else "")
+            + ". Train longer, or keep more with train.keep_best"
+        )
     return best_of(scores, count)
 
 
@@ -148,5 +157,7 @@ def parse_checkpoint(value) -> tuple:
         return "best", 1
     if text.startswith("best:") and text[5:].isdigit() and int(text[5:]) >= 1:
         return "best", int(text[5:])
-    raise UserError(f"checkpoint={value} is not a checkpoint: use a step (checkpoint=5000), latest, best (the best "
-                    "validation) or best:N (an ensemble of the N best)")
+    raise UserError(
+        f"checkpoint={value} is not a checkpoint: use a step (checkpoint=5000), latest, best (the best "
+        "validation) or best:N (an ensemble of the N best)"
+    )

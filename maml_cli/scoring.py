@@ -17,8 +17,8 @@ scored in, so ``eval.batch_size`` changes the speed of an evaluation, never whic
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +28,17 @@ from maml_cli.meta.batching import map_tasks
 from maml_cli.metrics import mean_and_ci95
 
 
-def make_scorer(sample: Callable, algorithm, *, inner_steps: int, split: str, task_batching: str = "vmap",
-                query_shots: Optional[int] = None, mesh=None, ensemble: bool = False) -> Callable:
+def make_scorer(
+    sample: Callable,
+    algorithm,
+    *,
+    inner_steps: int,
+    split: str,
+    task_batching: str = "vmap",
+    query_shots: int | None = None,
+    mesh=None,
+    ensemble: bool = False,
+) -> Callable:
     """``score(meta_params, meta_state, data, keys) -> {"loss", "metric"}``, each
     ``[len(keys), inner_steps + 1]``: the query loss and metric before and after each inner step of
     the task drawn from each key. ``ensemble``: ``meta_params`` and ``meta_state`` hold several
@@ -44,10 +53,14 @@ def make_scorer(sample: Callable, algorithm, *, inner_steps: int, split: str, ta
         def outputs_of(params, state):
             return algorithm.adaptation_outputs(params, state, episode, adapt_key, inner_steps)
 
-        outputs = (jax.vmap(outputs_of)(meta_params, meta_state).mean(axis=0) if ensemble
-                   else outputs_of(meta_params, meta_state))
-        per_step = jax.vmap(lambda out: (task_loss.of_outputs(out, episode.query_y),
-                                         task_loss.metric_of_outputs(out, episode.query_y)))
+        outputs = (
+            jax.vmap(outputs_of)(meta_params, meta_state).mean(axis=0)
+            if ensemble
+            else outputs_of(meta_params, meta_state)
+        )
+        per_step = jax.vmap(
+            lambda out: (task_loss.of_outputs(out, episode.query_y), task_loss.metric_of_outputs(out, episode.query_y))
+        )
         loss, metric = per_step(outputs)
         return {"loss": loss, "metric": metric}
 
@@ -66,8 +79,16 @@ def episode_keys(key: jax.Array, start: int, count: int) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(start, start + count))
 
 
-def run_episodes(score: Callable, meta_params, meta_state, data, key: jax.Array, episodes: int, batch_size: int,
-                 on_batch: Optional[Callable[[int], None]] = None) -> dict:
+def run_episodes(
+    score: Callable,
+    meta_params,
+    meta_state,
+    data,
+    key: jax.Array,
+    episodes: int,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict:
     """Score episodes 0..episodes-1 in batches of ``batch_size`` (the last one padded, so one
     program serves every batch). Returns {"loss", "metric"}, each [episodes, inner_steps + 1]."""
     chunks = []
@@ -81,8 +102,10 @@ def run_episodes(score: Callable, meta_params, meta_state, data, key: jax.Array,
 
 
 DIVERGED_FACTOR = 10.0
-DIVERGED_RULE = (f"a task has diverged at a step when its query loss there is not finite or more than "
-                 f"{DIVERGED_FACTOR:g} times its query loss before adaptation")
+DIVERGED_RULE = (
+    f"a task has diverged at a step when its query loss there is not finite or more than "
+    f"{DIVERGED_FACTOR:g} times its query loss before adaptation"
+)
 
 
 def diverged(losses: np.ndarray) -> np.ndarray:
@@ -108,10 +131,17 @@ def summarize(values: dict) -> list:
     for k in range(metric.shape[1]):
         kept = metric[~bad[:, k], k]
         m, c = mean_and_ci95(kept) if kept.size else (None, None)
-        rows.append({"step": k, "mean": float(means[k]), "ci95": float(ci95[k]), "median": float(medians[k]),
-                     "diverged": int(bad[:, k].sum()),
-                     "mean_without_diverged": None if m is None else float(m),
-                     "ci95_without_diverged": None if c is None else float(c)})
+        rows.append(
+            {
+                "step": k,
+                "mean": float(means[k]),
+                "ci95": float(ci95[k]),
+                "median": float(medians[k]),
+                "diverged": int(bad[:, k].sum()),
+                "mean_without_diverged": None if m is None else float(m),
+                "ci95_without_diverged": None if c is None else float(c),
+            }
+        )
     return rows
 
 
@@ -123,8 +153,9 @@ def eval_key(seed: int, split: str) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), SPLIT_IDS[split])
 
 
-def regression_curves(exp, meta_params, meta_state, key: jax.Array, num_tasks: int = 3,
-                      steps=(0, 1, 10), points: int = 200) -> list:
+def regression_curves(
+    exp, meta_params, meta_state, key: jax.Array, num_tasks: int = 3, steps=(0, 1, 10), points: int = 200
+) -> list:
     """For a sinusoid run: test tasks 0..num_tasks-1 (those maml-eval scores first), each with its
     true curve, support points and the model's prediction after each of ``steps`` inner steps."""
     sampler, algorithm = exp.sampler, exp.algorithm
@@ -141,7 +172,13 @@ def regression_curves(exp, meta_params, meta_state, key: jax.Array, num_tasks: i
         for s in steps:
             params = adapt(meta_params, meta_state, episode, adapt_key, s)
             pred[s] = np.asarray(exp.network.apply(params, x, **forward)[0][:, 0])
-        curves.append({"x": np.asarray(x[:, 0]), "true": amplitude * np.sin(np.asarray(x[:, 0]) - phase),
-                       "support_x": np.asarray(episode.support_x[:, 0]),
-                       "support_y": np.asarray(episode.support_y[:, 0]), "pred": pred})
+        curves.append(
+            {
+                "x": np.asarray(x[:, 0]),
+                "true": amplitude * np.sin(np.asarray(x[:, 0]) - phase),
+                "support_x": np.asarray(episode.support_x[:, 0]),
+                "support_y": np.asarray(episode.support_y[:, 0]),
+                "pred": pred,
+            }
+        )
     return curves

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Tuple
+from typing import Any
 
 import numpy as np
 
 
-def finite_or_none(value: Any) -> Tuple[Any, int]:
+def finite_or_none(value: Any) -> tuple[Any, int]:
     """(``value`` with every non-finite float replaced by None, how many were replaced)."""
     if isinstance(value, (float, np.floating)):
         return (float(value), 0) if math.isfinite(value) else (None, 1)

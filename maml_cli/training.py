@@ -20,12 +20,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from maml_cli.checkpoints import Checkpointer
 from maml_cli.errors import UserError
-from maml_cli.scoring import diverged, eval_key, run_episodes
 from maml_cli.experiment import build_experiment
 from maml_cli.metrics import MetricWriter, read_jsonl
-from maml_cli.runs import ranking_score, selection_key, validation_scores
 from maml_cli.parallel import initialize, is_writer
 from maml_cli.run_dir import RUN_DATA, RunDirError, RunLock, atomic_write_text, check_resumable, record_session
+from maml_cli.runs import ranking_score, selection_key, validation_scores
+from maml_cli.scoring import diverged, eval_key, run_episodes
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,9 @@ class _StopFlag:
             if self.signum is not None:  # second signal: stop now
                 raise KeyboardInterrupt
             self.signum = signum
-            log.warning("received %s: stopping after the current step and saving a checkpoint",
-                        signal.Signals(signum).name)
+            log.warning(
+                "received %s: stopping after the current step and saving a checkpoint", signal.Signals(signum).name
+            )
 
         try:
             previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -84,17 +85,18 @@ class Summary:
 
     def text(self) -> str:
         val = self.last_val.get(f"val/{self.metric}")
-        shown = ("none yet" if val is None else
-                 f"{val * 100:.2f}%" if self.metric == "accuracy" else f"{val:.4g}")
+        shown = "none yet" if val is None else f"{val * 100:.2f}%" if self.metric == "accuracy" else f"{val:.4g}"
         done = "done" if self.step >= self.steps else "stopped early (run the same command to continue)"
-        return "\n".join([
-            f"== maml-train {done}",
-            f"   steps      {self.step} of {self.steps} ({self.step - self.start_step} in this session)",
-            f"   wall time  {self.seconds / 60:.1f} min",
-            f"   val {self.metric:<6} {shown}",
-            f"   run dir    {self.run_dir}",
-            f"   next       maml-eval run_dir={self.run_dir}",
-        ])
+        return "\n".join(
+            [
+                f"== maml-train {done}",
+                f"   steps      {self.step} of {self.steps} ({self.step - self.start_step} in this session)",
+                f"   wall time  {self.seconds / 60:.1f} min",
+                f"   val {self.metric:<6} {shown}",
+                f"   run dir    {self.run_dir}",
+                f"   next       maml-eval run_dir={self.run_dir}",
+            ]
+        )
 
 
 def _write_plots(exp, workdir: Path, state=None) -> None:
@@ -109,10 +111,12 @@ def _write_plots(exp, workdir: Path, state=None) -> None:
         plots.learning_curves(records, exp.metric, workdir / "plots" / "learning_curves.png", title)
     if state is not None and exp.sampler.spec.kind == "regression" and hasattr(exp.sampler, "task_parameters"):
         steps = sorted({0, 1, max(exp.cfg.eval.inner_steps, 1)})
-        curves = regression_curves(exp, state.meta_params, state.meta_state, eval_key(exp.cfg.eval.seed, "test"),
-                                   steps=steps)
-        plots.adaptation(curves, steps, workdir / "plots" / "adaptation.png",
-                         f"{title}, step {int(state.step)}: test tasks")
+        curves = regression_curves(
+            exp, state.meta_params, state.meta_state, eval_key(exp.cfg.eval.seed, "test"), steps=steps
+        )
+        plots.adaptation(
+            curves, steps, workdir / "plots" / "adaptation.png", f"{title}, step {int(state.step)}: test tasks"
+        )
 
 
 def train_and_evaluate(cfg: DictConfig, workdir: Path) -> Summary:
@@ -125,8 +129,10 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> Summary:
         try:
             return _train(cfg, workdir)
         except OSError as e:  # a write that failed outside the checkpointer: full or read-only disk
-            raise RunDirError(f"cannot write to {workdir} ({e.strerror or e}): free some space or make it "
-                              "writable, then run the same command to resume from the last checkpoint") from e
+            raise RunDirError(
+                f"cannot write to {workdir} ({e.strerror or e}): free some space or make it "
+                "writable, then run the same command to resume from the last checkpoint"
+            ) from e
 
 
 def _train(cfg: DictConfig, workdir: Path) -> Summary:
@@ -136,8 +142,12 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
 
     check_resumable(workdir, cfg)  # maml-train checked it too, before Hydra started; a race is caught here
     selection = selection_key(exp.metric, cfg)  # the validation figure that ranks checkpoints
-    checkpointer = Checkpointer(workdir / "checkpoints", keep=t.keep_checkpoints, keep_best=t.keep_best,
-                                scores=validation_scores(workdir, selection, exp.metric))
+    checkpointer = Checkpointer(
+        workdir / "checkpoints",
+        keep=t.keep_checkpoints,
+        keep_best=t.keep_best,
+        scores=validation_scores(workdir, selection, exp.metric),
+    )
     state = exp.init_state()
     start = 0
     if checkpointer.steps():
@@ -161,13 +171,23 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
     val_key = eval_key(cfg.eval.seed, "val")
 
     def validate_now(step: int) -> dict:
-        values = run_episodes(val_score, state.meta_params, state.meta_state, exp.data, val_key,
-                              cfg.eval.val_episodes, exp.eval_batch(min(cfg.eval.batch_size, cfg.eval.val_episodes)))
+        values = run_episodes(
+            val_score,
+            state.meta_params,
+            state.meta_state,
+            exp.data,
+            val_key,
+            cfg.eval.val_episodes,
+            exp.eval_batch(min(cfg.eval.batch_size, cfg.eval.val_episodes)),
+        )
         with np.errstate(invalid="ignore", over="ignore"):
             means = values["metric"].mean(axis=0)
-        return {f"val/{exp.metric}_pre": means[0], f"val/{exp.metric}": means[trained_steps],
-                f"val/{exp.metric}_step{val_steps}": means[val_steps],
-                f"val/diverged_step{val_steps}": int(diverged(values["loss"])[:, val_steps].sum())}
+        return {
+            f"val/{exp.metric}_pre": means[0],
+            f"val/{exp.metric}": means[trained_steps],
+            f"val/{exp.metric}_step{val_steps}": means[val_steps],
+            f"val/diverged_step{val_steps}": int(diverged(values["loss"])[:, val_steps].sum()),
+        }
 
     writer = None
     last_val: dict = {}
@@ -183,18 +203,31 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
 
             tracker = make_tracker(cfg.logger, workdir, start, OmegaConf.to_container(cfg, resolve=True))
             writer = MetricWriter(workdir, resume_step=start, tracker=tracker)
-        with stop.installed(), logging_redirect_tqdm(), tqdm(
-            total=t.steps, initial=start, unit="step", disable=not show_bar, dynamic_ncols=True,
-            desc="meta-train",
-        ) as bar:
+        with (
+            stop.installed(),
+            logging_redirect_tqdm(),
+            tqdm(
+                total=t.steps,
+                initial=start,
+                unit="step",
+                disable=not show_bar,
+                dynamic_ncols=True,
+                desc="meta-train",
+            ) as bar,
+        ):
             if start == 0 and t.steps > 0:
                 log.info("compiling the outer step (first call)")
             last_log, train_seconds = step, 0.0
             deadline = None if t.time_limit_minutes is None else began + 60 * t.time_limit_minutes
             while step < t.steps and stop.signum is None and not out_of_time:
-                end = min(t.steps, step + t.steps_per_call, _next_boundary(step, t.log_every),
-                          _next_boundary(step, t.eval_every), _next_boundary(step, t.checkpoint_every),
-                          exp.next_phase_change(step) or t.steps)
+                end = min(
+                    t.steps,
+                    step + t.steps_per_call,
+                    _next_boundary(step, t.log_every),
+                    _next_boundary(step, t.eval_every),
+                    _next_boundary(step, t.checkpoint_every),
+                    exp.next_phase_change(step) or t.steps,
+                )
                 phase = exp.phase_at(step)
                 if exp.algorithm.boundaries() and phase != last_phase:  # e.g. MAML++'s schedule of switches
                     log.info("from step %d: %s", step, phase)
@@ -209,7 +242,8 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
                     raise NonFiniteLoss(
                         f"meta-training loss is {losses[bad - step - 1]} at step {bad}; last checkpoint: "
                         f"step {checkpointer.latest_step()}. Lower train.outer_lr or algorithm.inner_lr, "
-                        "or set train.grad_clip.")
+                        "or set train.grad_clip."
+                    )
                 pending.append(chunk)
                 bar.update(end - step)
                 step = end
@@ -240,13 +274,18 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
                 if step % t.checkpoint_every == 0 or step == t.steps or out_of_time:
                     checkpointer.save(step, state)
             if out_of_time:
-                log.info("train.time_limit_minutes=%g reached at step %d; checkpoint saved. Run the same "
-                         "command to continue.", t.time_limit_minutes, step)
+                log.info(
+                    "train.time_limit_minutes=%g reached at step %d; checkpoint saved. Run the same "
+                    "command to continue.",
+                    t.time_limit_minutes,
+                    step,
+                )
             if stop.signum is not None:
                 checkpointer.save(step, state)
                 raise TrainingInterrupted(
                     f"stopped at step {step} by {signal.Signals(stop.signum).name}; checkpoint saved. "
-                    "Run the same command with the same hydra.run.dir to resume.")
+                    "Run the same command with the same hydra.run.dir to resume."
+                )
     finally:
         if writer is not None:
             writer.close()
@@ -256,5 +295,12 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
         last_val = {k: v for r in read_jsonl(workdir / "metrics.jsonl") for k, v in r.items() if k.startswith("val/")}
     if writes and t.plots and (step > start or not (workdir / "plots").is_dir()):
         _write_plots(exp, workdir, state)
-    return Summary(run_dir=workdir, start_step=start, step=step, steps=t.steps,
-                   seconds=time.perf_counter() - began, last_val=last_val, metric=exp.metric)
+    return Summary(
+        run_dir=workdir,
+        start_step=start,
+        step=step,
+        steps=t.steps,
+        seconds=time.perf_counter() - began,
+        last_val=last_val,
+        metric=exp.metric,
+    )

@@ -25,8 +25,9 @@ def import_target(target: str, key: str):
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise UserError(f"{key}={text}: cannot import {module_name} ({e}); run from the folder that holds it "
-                        "or install it") from None
+        raise UserError(
+            f"{key}={text}: cannot import {module_name} ({e}); run from the folder that holds it or install it"
+        ) from None
     except Exception as e:  # the module itself failed while loading
         raise UserError(f"{key}={text}: importing {module_name} failed: {type(e).__name__}: {e}") from None
     try:

@@ -26,8 +26,7 @@ def machine() -> str:
     import jax
 
     devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
-    return (f"{cpu()}, jax {jax.__version__} on {jax.default_backend()} "
-            f"({devices}), Python {platform.python_version()}")
+    return f"{cpu()}, jax {jax.__version__} on {jax.default_backend()} ({devices}), Python {platform.python_version()}"
 
 
 def today() -> str:

@@ -28,16 +28,20 @@ def main(run_dir: str) -> dict:
     # 3. Score it on 100 fresh test tasks: the record maml-eval writes to eval.json.
     record = mc.load_run(run_dir).evaluate(episodes=100)
     for row in record["per_step"]:
-        print(f"after {row['step']} inner steps: MSE {row['mean']:.3f} +- {row['ci95']:.3f} "
-              f"(median {row['median']:.3f}, {row['diverged']} diverged)")
+        print(
+            f"after {row['step']} inner steps: MSE {row['mean']:.3f} +- {row['ci95']:.3f} "
+            f"(median {row['median']:.3f}, {row['diverged']} diverged)"
+        )
 
     # 4. A task of your own: five points of y = 2 sin(x - 1); adapt, then predict anywhere.
     x = np.linspace(-4, 4, 5, dtype=np.float32)[:, None]
     learner = run.adapt(x, 2 * np.sin(x - 1))
     query = np.linspace(-5, 5, 11, dtype=np.float32)[:, None]
     error = np.mean((learner.predict(query) - 2 * np.sin(query - 1)) ** 2)
-    print(f"adapted to 5 points: MSE {error:.3f} on 11 new ones "
-          f"({np.mean((learner.predict(query, adapted=False) - 2 * np.sin(query - 1)) ** 2):.3f} before)")
+    print(
+        f"adapted to 5 points: MSE {error:.3f} on 11 new ones "
+        f"({np.mean((learner.predict(query, adapted=False) - 2 * np.sin(query - 1)) ** 2):.3f} before)"
+    )
     return record
 
 

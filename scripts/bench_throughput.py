@@ -12,8 +12,8 @@ them (``maml_cli/execution.py``; ``MAML_CLI_CPU_DEVICES=1`` for one device). Per
 ``tasks_per_s`` (meta_batch_size / median step time), ``gflops_per_s`` (the step's matmul and
 convolution FLOPs / median time; counted on the step's jaxpr with every loop multiplied out, because
 XLA's cost analysis, reported as ``xla_cost_analysis_gflop``, counts a loop body once: the inner
-``lax.scan`` and a ``lax.map`` over tasks would be undercounted), ``ceiling_gflops_per_s`` (a 2048^3 f32 matmul timed in the
-same process), ``compile_s`` (lowering + compiling the step, persistent cache off),
+``lax.scan`` and a ``lax.map`` over tasks would be undercounted), ``ceiling_gflops_per_s`` (a 2048^3
+f32 matmul timed in the same process), ``compile_s`` (lowering + compiling the step, persistent cache off),
 ``peak_rss_mb``, ``step_ms_median``, ``outside_step_share`` (the share of the training loop's
 wall time spent outside the jitted step: 1 - loop rate / pure step rate, measured with the real
 ``train_and_evaluate``; measured for the plain presets, not the algorithm lines, since it is a
@@ -42,7 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 PRESETS = ["sinusoid_paper", "omniglot_5w1s", "omniglot_20w1s", "miniimagenet_5w1s"]
 ALGORITHM_LINES = [f"omniglot_5w1s algorithm={name}" for name in ("fomaml", "anil", "metasgd", "mamlpp", "reptile")] + [
-    "omniglot_5w1s algorithm=mamlpp algorithm.multi_step_loss=false"]
+    "omniglot_5w1s algorithm=mamlpp algorithm.multi_step_loss=false"
+]
 LINES = PRESETS + ALGORITHM_LINES
 OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
 
@@ -183,10 +184,18 @@ def bench_one(line: str, measure_steps: int) -> dict:
     if not overrides:  # the real loop, for the share of time spent outside the step
         loop_steps = max(4, t.steps_per_call) * 4
         with tempfile.TemporaryDirectory() as run_dir:
-            loop_cfg = _compose(preset, f"train.steps={loop_steps}", f"train.log_every={loop_steps // 4}",
-                                f"train.steps_per_call={loop_steps // 4}", f"train.eval_every={loop_steps}",
-                                f"train.checkpoint_every={loop_steps}", "train.progress=false", "train.plots=false",
-                                "eval.val_episodes=1", "eval.batch_size=1")
+            loop_cfg = _compose(
+                preset,
+                f"train.steps={loop_steps}",
+                f"train.log_every={loop_steps // 4}",
+                f"train.steps_per_call={loop_steps // 4}",
+                f"train.eval_every={loop_steps}",
+                f"train.checkpoint_every={loop_steps}",
+                "train.progress=false",
+                "train.plots=false",
+                "eval.val_episodes=1",
+                "eval.batch_size=1",
+            )
             train_and_evaluate(loop_cfg, Path(run_dir))
             rows = [json.loads(r) for r in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
         # Wall time between records, so everything the loop does counts (steps/s: meta-batch 1).
@@ -223,8 +232,9 @@ def window_rates(rows: list, meta_batch: int) -> list:
     """Tasks/s between consecutive records of a run's metrics.jsonl (wall clock, ``elapsed_s``). The
     first record's window holds the compilation and the last one the end-of-run validation and
     checkpoint: only the windows between them are kept."""
-    return [(b["step"] - a["step"]) * meta_batch / (b["elapsed_s"] - a["elapsed_s"])
-            for a, b in zip(rows, rows[1:])][:-1]
+    return [(b["step"] - a["step"]) * meta_batch / (b["elapsed_s"] - a["elapsed_s"]) for a, b in zip(rows, rows[1:])][
+        :-1
+    ]
 
 
 def interleaved(lines: list, rounds: int) -> list:
@@ -254,18 +264,28 @@ def interleaved(lines: list, rounds: int) -> list:
         def step():
             program[3], _ = program[2](program[3], program[4])
             jax.block_until_ready(program[3])
+
         return step
 
     for program, times in zip(programs, round_robin([step_of(p) for p in programs], rounds)):
         program[5].extend(times)
     first = float(np.median(programs[0][5]))
-    return [{"preset": line, "algorithm": cfg.algorithm.name, "meta_batch_size": int(cfg.train.meta_batch_size),
-             "step_ms_median": round(1e3 * float(np.median(times)), 1),
-             "step_ms_quartiles": [round(1e3 * float(q), 1) for q in np.percentile(times, [25, 75])],
-             "tasks_per_s": round(cfg.train.meta_batch_size / float(np.median(times)), 2),
-             "step_time_vs_first": round(float(np.median(times)) / first, 3), "rounds": rounds,
-             "devices": devices, "backend": jax.default_backend(), "jax": jax.__version__}
-            for line, cfg, _, _, _, times, devices in programs]
+    return [
+        {
+            "preset": line,
+            "algorithm": cfg.algorithm.name,
+            "meta_batch_size": int(cfg.train.meta_batch_size),
+            "step_ms_median": round(1e3 * float(np.median(times)), 1),
+            "step_ms_quartiles": [round(1e3 * float(q), 1) for q in np.percentile(times, [25, 75])],
+            "tasks_per_s": round(cfg.train.meta_batch_size / float(np.median(times)), 2),
+            "step_time_vs_first": round(float(np.median(times)) / first, 3),
+            "rounds": rounds,
+            "devices": devices,
+            "backend": jax.default_backend(),
+            "jax": jax.__version__,
+        }
+        for line, cfg, _, _, _, times, devices in programs
+    ]
 
 
 def round_robin(steps: list, rounds: int) -> list:
@@ -291,10 +311,14 @@ def memory_one(preset: str, inner_steps: int, remat: bool) -> dict:
     state = exp.init_state()
     compiled = exp.multi_step().lower(state, exp.sampler.data, 1, exp.phase_at(0)).compile()
     mem = compiled.memory_analysis()
-    return {"preset": preset, "inner_steps": inner_steps, "remat": remat,
-            "task_batching": exp.execution.task_batching,
-            "temp_mb": round(mem.temp_size_in_bytes / 2**20, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    return {
+        "preset": preset,
+        "inner_steps": inner_steps,
+        "remat": remat,
+        "task_batching": exp.execution.task_batching,
+        "temp_mb": round(mem.temp_size_in_bytes / 2**20, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
 
 
 def _child(args: list, devices: int = 0) -> dict:
@@ -309,18 +333,29 @@ def _child(args: list, devices: int = 0) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--presets", nargs="+", default=LINES,
-                    help="lines to time: a preset, optionally followed by overrides in the same argument")
+    ap.add_argument(
+        "--presets",
+        nargs="+",
+        default=LINES,
+        help="lines to time: a preset, optionally followed by overrides in the same argument",
+    )
     ap.add_argument("--steps", type=int, default=20, help="timed steps per preset")
     ap.add_argument("--memory", action="store_true", help="peak memory against inner steps, with and without remat")
     ap.add_argument("--memory-preset", default="omniglot_20w1s")
     ap.add_argument("--write-docs", action="store_true", help="write the figures into docs/performance.md")
     ap.add_argument("--section", help="the docs/performance.md section to write (default: from the lines)")
-    ap.add_argument("--interleave", action="store_true",
-                    help="time the lines side by side in one process, round-robin (for ratios between lines)")
-    ap.add_argument("--devices", type=int, nargs="+",
-                    help="time each line with train.devices=N for each N; on CPU, N simulated devices of the same "
-                         "cores (this shows the sharding's overhead, not a speed-up)")
+    ap.add_argument(
+        "--interleave",
+        action="store_true",
+        help="time the lines side by side in one process, round-robin (for ratios between lines)",
+    )
+    ap.add_argument(
+        "--devices",
+        type=int,
+        nargs="+",
+        help="time each line with train.devices=N for each N; on CPU, N simulated devices of the same "
+        "cores (this shows the sharding's overhead, not a speed-up)",
+    )
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -335,7 +370,9 @@ def main() -> None:
         if kind == "interleave":
             print(json.dumps(interleaved(json.loads(preset), int(rest[0]))))
             return
-        result = bench_one(preset, int(rest[0])) if kind == "bench" else memory_one(preset, int(rest[0]), rest[1] == "1")
+        result = (
+            bench_one(preset, int(rest[0])) if kind == "bench" else memory_one(preset, int(rest[0]), rest[1] == "1")
+        )
         print(json.dumps(result))
         return
     if args.interleave:
@@ -366,24 +403,32 @@ def main() -> None:
                 memory.append(_child(["--child", "memory", args.memory_preset, str(steps), "1" if remat else "0"]))
                 print(json.dumps(memory[-1]), flush=True)
     if args.write_docs:
-        section = args.section or ("throughput" if args.presets == LINES else "throughput-" + "-".join(
-            line.split()[0] for line in args.presets))
+        section = args.section or (
+            "throughput"
+            if args.presets == LINES
+            else "throughput-" + "-".join(line.split()[0] for line in args.presets)
+        )
         _write_docs(results, memory, shlex.join(sys.argv[1:]), section)
 
 
 def _write_interleaved_docs(results: list, argv: str, section: str) -> None:
     from _report import machine, replace_section, today
 
-    lines = [f"Measured {today()} on {machine()} with `python scripts/bench_throughput.py {argv}`: every line's "
-             f"compiled outer step in one process, called round-robin {results[0]['rounds']} times (each timed "
-             "call after an untimed one of the same line), so that the machine's drift hits all alike; median "
-             "step time, its interquartile range, and the ratio to the first line's median.", "",
-             "| line | algorithm | meta-batch | devices | step (ms), median [IQR] | tasks/s | step time / first line's |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Measured {today()} on {machine()} with `python scripts/bench_throughput.py {argv}`: every line's "
+        f"compiled outer step in one process, called round-robin {results[0]['rounds']} times (each timed "
+        "call after an untimed one of the same line), so that the machine's drift hits all alike; median "
+        "step time, its interquartile range, and the ratio to the first line's median.",
+        "",
+        "| line | algorithm | meta-batch | devices | step (ms), median [IQR] | tasks/s | step time / first line's |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         q = r["step_ms_quartiles"]
-        lines.append(f"| `{r['preset']}` | {r['algorithm']} | {r['meta_batch_size']} | {r.get('devices', '1 device')} | "
-                     f"{r['step_ms_median']} [{q[0]}-{q[1]}] | {r['tasks_per_s']} | {r['step_time_vs_first']:.2f} |")
+        lines.append(
+            f"| `{r['preset']}` | {r['algorithm']} | {r['meta_batch_size']} | {r.get('devices', '1 device')} | "
+            f"{r['step_ms_median']} [{q[0]}-{q[1]}] | {r['tasks_per_s']} | {r['step_time_vs_first']:.2f} |"
+        )
     lines += ["", "Raw output:", "", "```", *[json.dumps(r) for r in results], "```"]
     replace_section(REPO / "docs" / "performance.md", section, "\n".join(lines))
 
@@ -391,19 +436,25 @@ def _write_interleaved_docs(results: list, argv: str, section: str) -> None:
 def _write_devices_docs(results: list, argv: str, section: str) -> None:
     from _report import machine, replace_section, today
 
-    lines = [f"Measured {today()} on {machine()} with `python scripts/bench_throughput.py {argv}`: the meta-batch "
-             "split over N devices (`train.devices=N`); on CPU these are simulated devices "
-             "(`--xla_force_host_platform_device_count`) sharing the same 2 cores. Each simulated device runs "
-             "its share on its own thread: a convolutional step that one device runs mostly on one core then uses "
-             "both (a CPU-only gain, not a multi-device one), while a tiny step only pays for the collectives. "
-             "Real devices: see the GPU section when one was lent.", "",
-             "| line | devices | tasks/s | step (ms) | step time / 1 device's | compile (s) |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"Measured {today()} on {machine()} with `python scripts/bench_throughput.py {argv}`: the meta-batch "
+        "split over N devices (`train.devices=N`); on CPU these are simulated devices "
+        "(`--xla_force_host_platform_device_count`) sharing the same 2 cores. Each simulated device runs "
+        "its share on its own thread: a convolutional step that one device runs mostly on one core then uses "
+        "both (a CPU-only gain, not a multi-device one), while a tiny step only pays for the collectives. "
+        "Real devices: see the GPU section when one was lent.",
+        "",
+        "| line | devices | tasks/s | step (ms) | step time / 1 device's | compile (s) |",
+        "|---|---|---|---|---|---|",
+    ]
     base = {}
     for r in results:
         line = r["preset"].rsplit(" train.devices=", 1)[0]
         base.setdefault(line, r["step_ms_median"])
-        lines.append(f"| `{line}` | {r['devices']} | {r['tasks_per_s']} | {r['step_ms_median']} | "
-                     f"{r['step_ms_median'] / base[line]:.2f} | {r['compile_s']} |")
+        lines.append(
+            f"| `{line}` | {r['devices']} | {r['tasks_per_s']} | {r['step_ms_median']} | "
+            f"{r['step_ms_median'] / base[line]:.2f} | {r['compile_s']} |"
+        )
     lines += ["", "Raw output:", "", "```", *[json.dumps(r) for r in results], "```"]
     replace_section(REPO / "docs" / "performance.md", section, "\n".join(lines))
 
@@ -420,18 +471,30 @@ def _execution(r: dict) -> str:
 def _write_docs(results: list, memory: list, argv: str, section: str) -> None:
     from _report import machine, replace_section, today
 
-    lines = [f"Measured {today()} on {machine()} with `python scripts/bench_throughput.py {argv}`.", "",
-             "| preset | tasks/s | step (ms) | GFLOP/s | matmul ceiling (GFLOP/s) | fraction | compile (s) "
-             "| peak RSS (MB) | outside the step | execution |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Measured {today()} on {machine()} with `python scripts/bench_throughput.py {argv}`.",
+        "",
+        "| preset | tasks/s | step (ms) | GFLOP/s | matmul ceiling (GFLOP/s) | fraction | compile (s) "
+        "| peak RSS (MB) | outside the step | execution |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        lines.append(f"| {r['preset']} | {r['tasks_per_s']} | {r['step_ms_median']} | {r['gflops_per_s']} | "
-                     f"{r['ceiling_gflops_per_s']} | {r['fraction_of_ceiling']:.0%} | {r['compile_s']} | "
-                     f"{r['peak_rss_mb']} | {_share(r['outside_step_share'])} | {_execution(r)} |")
+        lines.append(
+            f"| {r['preset']} | {r['tasks_per_s']} | {r['step_ms_median']} | {r['gflops_per_s']} | "
+            f"{r['ceiling_gflops_per_s']} | {r['fraction_of_ceiling']:.0%} | {r['compile_s']} | "
+            f"{r['peak_rss_mb']} | {_share(r['outside_step_share'])} | {_execution(r)} |"
+        )
     lines += ["", "Raw output:", "", "```", *[json.dumps(r) for r in results], "```"]
     if memory:
-        lines += ["", f"Peak temporary memory of the compiled step ({memory[0]['preset']}, "
-                  f"task_batching={memory[0]['task_batching']}, XLA's memory analysis) "
-                  "against inner steps:", "", "| inner steps | without remat (MB) | with remat (MB) |", "|---|---|---|"]
+        lines += [
+            "",
+            f"Peak temporary memory of the compiled step ({memory[0]['preset']}, "
+            f"task_batching={memory[0]['task_batching']}, XLA's memory analysis) "
+            "against inner steps:",
+            "",
+            "| inner steps | without remat (MB) | with remat (MB) |",
+            "|---|---|---|",
+        ]
         by = {(m["inner_steps"], m["remat"]): m["temp_mb"] for m in memory}
         for steps in sorted({m["inner_steps"] for m in memory}):
             lines.append(f"| {steps} | {by.get((steps, False))} | {by.get((steps, True))} |")

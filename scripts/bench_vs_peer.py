@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 from bench_throughput import window_rates  # noqa: E402
+
 SHARED = REPO.parent / "shared"
 OMNIGLOT = SHARED / "data" / "omniglot"
 PEER_SCRIPT = SHARED / "peers" / "l2l_speed.py"
@@ -53,22 +54,47 @@ def ours(workload: str, data: Path, extra: list, python: str) -> dict:
     every = w["log_every"]
     steps = every * (w["windows"] + 2)
     with tempfile.TemporaryDirectory() as run_dir:
-        cmd = [str(Path(python).with_name("maml-train")), f"experiment={workload}",
-               f"dataset.path={data}", f"train.steps={steps}", f"train.log_every={every}",
-               f"train.steps_per_call={every}", f"train.eval_every={steps}", f"train.checkpoint_every={steps}",
-               "train.progress=false", "train.plots=false", "eval.val_episodes=1", "eval.batch_size=1",
-               f"hydra.run.dir={run_dir}", *extra]
+        cmd = [
+            str(Path(python).with_name("maml-train")),
+            f"experiment={workload}",
+            f"dataset.path={data}",
+            f"train.steps={steps}",
+            f"train.log_every={every}",
+            f"train.steps_per_call={every}",
+            f"train.eval_every={steps}",
+            f"train.checkpoint_every={steps}",
+            "train.progress=false",
+            "train.plots=false",
+            "eval.val_episodes=1",
+            "eval.batch_size=1",
+            f"hydra.run.dir={run_dir}",
+            *extra,
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"maml-train failed ({shlex.join(cmd)}):\n{out.stderr[-3000:]}")
         rows = [json.loads(r) for r in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
         env = json.loads((Path(run_dir) / "environment.json").read_text())["sessions"][-1]
-        plan = next((line.split(" - ", 1)[1] for line in (Path(run_dir) / "train.log").read_text().splitlines()
-                     if " on " in line and "task_batching=" in line), "")
+        plan = next(
+            (
+                line.split(" - ", 1)[1]
+                for line in (Path(run_dir) / "train.log").read_text().splitlines()
+                if " on " in line and "task_batching=" in line
+            ),
+            "",
+        )
     rates = window_rates(rows, meta_batch=w["peer"][2])
-    return {"tool": "maml-cli", "workload": workload, "tasks_per_s": round(statistics.median(rates), 2),
-            "windows": [round(r, 1) for r in rates], "jax": env["versions"]["jax"], "python": env["python"],
-            "devices": len(env["devices"]), "plan": plan.split(";")[0], "overrides": extra}
+    return {
+        "tool": "maml-cli",
+        "workload": workload,
+        "tasks_per_s": round(statistics.median(rates), 2),
+        "windows": [round(r, 1) for r in rates],
+        "jax": env["versions"]["jax"],
+        "python": env["python"],
+        "devices": len(env["devices"]),
+        "plan": plan.split(";")[0],
+        "overrides": extra,
+    }
 
 
 def peer(workload: str, python: str, data: Path) -> dict:
@@ -87,11 +113,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of (maml-cli, learn2learn) per workload")
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--data", type=Path, default=OMNIGLOT, help="the Omniglot folder (images_*.npz)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="extra maml-train overrides for our side (the default plan when none)")
-    ap.add_argument("--ours-python", nargs="+", default=[sys.executable], metavar="PYTHON",
-                    help="the Python of each maml-cli install to time (another JAX, say; maml-train beside it); "
-                         "the ratio is the first one's, the others are extra columns")
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra maml-train overrides for our side (the default plan when none)",
+    )
+    ap.add_argument(
+        "--ours-python",
+        nargs="+",
+        default=[sys.executable],
+        metavar="PYTHON",
+        help="the Python of each maml-cli install to time (another JAX, say; maml-train beside it); "
+        "the ratio is the first one's, the others are extra columns",
+    )
     ap.add_argument("--write-docs", action="store_true", help="write the table into docs/performance.md")
     ap.add_argument("--section", default="vs-peer")
     args = ap.parse_args()
@@ -100,26 +136,43 @@ def main() -> None:
     if not PEER_SCRIPT.is_file():
         raise SystemExit(f"the peer's script is missing: {PEER_SCRIPT} (see ../shared/peers/README.md)")
     if not Path(args.peer_python).is_file():
-        raise SystemExit(f"--peer-python {args.peer_python}: no such file; make the peer's virtualenv first:\n"
-                         "  python3 -m venv /tmp/l2l && /tmp/l2l/bin/pip install torch==2.13.0 numpy pillow scipy")
+        raise SystemExit(
+            f"--peer-python {args.peer_python}: no such file; make the peer's virtualenv first:\n"
+            "  python3 -m venv /tmp/l2l && /tmp/l2l/bin/pip install torch==2.13.0 numpy pillow scipy"
+        )
 
     results = []
     for round_ in range(1, args.rounds + 1):
         for workload in args.workloads:
-            measures = [lambda py=py: ours(workload, args.data, args.set, py) for py in args.ours_python]
-            for measure in [*measures, lambda: peer(workload, args.peer_python, args.data)]:
+            measures = [
+                lambda py=py, workload=workload: ours(workload, args.data, args.set, py) for py in args.ours_python
+            ]
+            for measure in [*measures, lambda workload=workload: peer(workload, args.peer_python, args.data)]:
                 results.append({"round": round_, **measure()})
                 print(json.dumps(results[-1]), flush=True)
     summary = []
     for workload in args.workloads:
         theirs = [r["tasks_per_s"] for r in results if r["workload"] == workload and r["tool"] != "maml-cli"]
         for i, install in enumerate(_installs(results)):
-            mine = [r["tasks_per_s"] for r in results if r["workload"] == workload and r["tool"] == "maml-cli"
-                    and _install(r) == install]
+            mine = [
+                r["tasks_per_s"]
+                for r in results
+                if r["workload"] == workload and r["tool"] == "maml-cli" and _install(r) == install
+            ]
             ratio = statistics.median(mine) / statistics.median(theirs)
-            summary.append({"workload": workload, "maml_cli": mine, "install": install, "learn2learn": theirs,
-                            "maml_cli_median": statistics.median(mine), "learn2learn_median": statistics.median(theirs),
-                            "ratio_of_medians": round(ratio, 2), "target": TARGETS[workload], "headline": i == 0})
+            summary.append(
+                {
+                    "workload": workload,
+                    "maml_cli": mine,
+                    "install": install,
+                    "learn2learn": theirs,
+                    "maml_cli_median": statistics.median(mine),
+                    "learn2learn_median": statistics.median(theirs),
+                    "ratio_of_medians": round(ratio, 2),
+                    "target": TARGETS[workload],
+                    "headline": i == 0,
+                }
+            )
             print(json.dumps(summary[-1]), flush=True)
     if args.write_docs:
         write_docs(results, summary, shlex.join(sys.argv[1:]), args.section)
@@ -138,18 +191,24 @@ def write_docs(results: list, summary: list, argv: str, section: str) -> None:
 
     first = next(r for r in results if r["tool"] == "maml-cli")
     torch = next(r for r in results if r["tool"] != "maml-cli")
-    lines = [f"Measured {today()} on {cpu()}, with `python scripts/bench_vs_peer.py {argv}`: "
-             f"maml-cli (`{first['plan']}`) and learn2learn (torch {torch['torch']}, {torch['threads']} threads), "
-             "alternating, each measurement its own process. With several maml-cli installs (`--ours-python`), "
-             "each ran in the same rounds; the ratio in bold is the first one's.",
-             "", "| workload | maml-cli install | maml-cli tasks/s (rounds) | learn2learn tasks/s (rounds) | "
-             "ratio of medians | target |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"Measured {today()} on {cpu()}, with `python scripts/bench_vs_peer.py {argv}`: "
+        f"maml-cli (`{first['plan']}`) and learn2learn (torch {torch['torch']}, {torch['threads']} threads), "
+        "alternating, each measurement its own process. With several maml-cli installs (`--ours-python`), "
+        "each ran in the same rounds; the ratio in bold is the first one's.",
+        "",
+        "| workload | maml-cli install | maml-cli tasks/s (rounds) | learn2learn tasks/s (rounds) | "
+        "ratio of medians | target |",
+        "|---|---|---|---|---|---|",
+    ]
     for s in summary:
         mark = "met" if s["ratio_of_medians"] >= s["target"] else "short"
         ratio = f"**{s['ratio_of_medians']:.2f}x**" if s["headline"] else f"{s['ratio_of_medians']:.2f}x"
-        lines.append(f"| {s['workload']} | {s['install']} | {', '.join(f'{v:.1f}' for v in s['maml_cli'])} | "
-                     f"{', '.join(f'{v:.1f}' for v in s['learn2learn'])} | {ratio} | "
-                     f">= {s['target']:.1f}x ({mark}) |")
+        lines.append(
+            f"| {s['workload']} | {s['install']} | {', '.join(f'{v:.1f}' for v in s['maml_cli'])} | "
+            f"{', '.join(f'{v:.1f}' for v in s['learn2learn'])} | {ratio} | "
+            f">= {s['target']:.1f}x ({mark}) |"
+        )
     lines += ["", "Raw output:", "", "```", *[json.dumps(r) for r in results + summary], "```"]
     replace_section(REPO / "docs" / "performance.md", section, "\n".join(lines))
 

@@ -32,13 +32,15 @@ def main() -> None:
 
     from maml_cli.checkpoints import Checkpointer
     from maml_cli.config import UserError, load_run_config, register_configs
-    from maml_cli.scoring import eval_key, run_episodes, summarize
     from maml_cli.experiment import build_experiment
+    from maml_cli.scoring import eval_key, run_episodes, summarize
 
     register_configs()
     cfg = load_run_config(args.run_dir)
     if cfg.model.get("batch_norm") != "per_step":
-        raise SystemExit(f"{args.run_dir} was trained with model.batch_norm={cfg.model.get('batch_norm')}, not per_step")
+        raise SystemExit(
+            f"{args.run_dir} was trained with model.batch_norm={cfg.model.get('batch_norm')}, not per_step"
+        )
     results = {"run_dir": str(args.run_dir), "episodes": args.episodes}
     for mode in ("running", "batch"):
         cfg.model.bn_eval_stats = mode
@@ -47,13 +49,20 @@ def main() -> None:
         try:
             state = checkpointer.restore(exp.init_state(), args.step)
         except UserError as e:
-            raise SystemExit(str(e))
+            raise SystemExit(str(e)) from None
         finally:
             checkpointer.close()
         results["checkpoint_step"] = int(state.step)
         score = exp.scorer("test", cfg.eval.inner_steps)
-        values = run_episodes(score, state.meta_params, state.meta_state, exp.sampler.data, eval_key(cfg.eval.seed, "test"),
-                              args.episodes, min(args.episodes, cfg.eval.batch_size))
+        values = run_episodes(
+            score,
+            state.meta_params,
+            state.meta_state,
+            exp.sampler.data,
+            eval_key(cfg.eval.seed, "test"),
+            args.episodes,
+            min(args.episodes, cfg.eval.batch_size),
+        )
         results[f"test_accuracy_{mode}"] = [round(r["mean"], 4) for r in summarize(values)]
 
     # The running statistics of inner step 0 against the mean over training tasks of the support
@@ -63,10 +72,18 @@ def main() -> None:
     batch = jax.jit(jax.vmap(lambda x: network.apply(model, x, step=0)[1]))(episodes.support_x)
     running = state.meta_state["batch_stats"]
     results["step0_running_vs_task_mean_of_batch_stats"] = {
-        f"{layer}/{stat}": {"relative_difference": round(float(
-            np.linalg.norm(np.asarray(running[layer][stat][0]) - np.asarray(batch[layer][stat]).mean(0))
-            / np.linalg.norm(np.asarray(batch[layer][stat]).mean(0))), 3)}
-        for layer in sorted(batch) for stat in ("mean", "var")}
+        f"{layer}/{stat}": {
+            "relative_difference": round(
+                float(
+                    np.linalg.norm(np.asarray(running[layer][stat][0]) - np.asarray(batch[layer][stat]).mean(0))
+                    / np.linalg.norm(np.asarray(batch[layer][stat]).mean(0))
+                ),
+                3,
+            )
+        }
+        for layer in sorted(batch)
+        for stat in ("mean", "var")
+    }
     print(json.dumps(results, indent=1))
 
 

@@ -37,25 +37,53 @@ from reproduce_omniglot import wall_clock_at  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "mamlpp", "reptile")
-NAMES = {"maml": "MAML", "fomaml": "FOMAML", "anil": "ANIL", "metasgd": "Meta-SGD", "mamlpp": "MAML++",
-         "reptile": "Reptile"}
+NAMES = {
+    "maml": "MAML",
+    "fomaml": "FOMAML",
+    "anil": "ANIL",
+    "metasgd": "Meta-SGD",
+    "mamlpp": "MAML++",
+    "reptile": "Reptile",
+}
 # Published test accuracy (%) as we read each paper: MAML and FOMAML (Finn et al. 2017, table 1),
 # Meta-SGD (Li et al. 2017), MAML++ (Antoniou et al. 2019), ANIL (Raghu et al. 2020: 20-way 1-shot
 # only), Reptile (Nichol et al. 2018, transductive).
 PAPER = {
-    "omniglot_5w1s": {"maml": "98.7 +- 0.4", "fomaml": "98.3 +- 0.5", "anil": "-", "metasgd": "99.53 +- 0.26",
-                      "mamlpp": "99.47", "reptile": "97.68 +- 0.04"},
-    "omniglot_20w1s": {"maml": "95.8 +- 0.3", "fomaml": "89.4 +- 0.5", "anil": "96.2 +- 0.5",
-                       "metasgd": "95.93 +- 0.38", "mamlpp": "97.65 +- 0.05", "reptile": "89.43 +- 0.14"},
+    "omniglot_5w1s": {
+        "maml": "98.7 +- 0.4",
+        "fomaml": "98.3 +- 0.5",
+        "anil": "-",
+        "metasgd": "99.53 +- 0.26",
+        "mamlpp": "99.47",
+        "reptile": "97.68 +- 0.04",
+    },
+    "omniglot_20w1s": {
+        "maml": "95.8 +- 0.3",
+        "fomaml": "89.4 +- 0.5",
+        "anil": "96.2 +- 0.5",
+        "metasgd": "95.93 +- 0.38",
+        "mamlpp": "97.65 +- 0.05",
+        "reptile": "89.43 +- 0.14",
+    },
 }
 THRESHOLDS = (0.95, 0.98)
 
 
 def train(preset: str, algorithm: str, data: Path, run_dir: Path, minutes: float, every: int) -> None:
-    cmd = [str(BIN / "maml-train"), f"experiment={preset}", f"algorithm={algorithm}",
-           f"dataset.path={data.absolute()}", f"train.time_limit_minutes={minutes}",
-           f"train.checkpoint_every={every}", "train.keep_checkpoints=100000", "train.eval_every=100000000",
-           "train.log_every=10", "train.steps_per_call=10", "train.progress=false", f"hydra.run.dir={run_dir}"]
+    cmd = [
+        str(BIN / "maml-train"),
+        f"experiment={preset}",
+        f"algorithm={algorithm}",
+        f"dataset.path={data.absolute()}",
+        f"train.time_limit_minutes={minutes}",
+        f"train.checkpoint_every={every}",
+        "train.keep_checkpoints=100000",
+        "train.eval_every=100000000",
+        "train.log_every=10",
+        "train.steps_per_call=10",
+        "train.progress=false",
+        f"hydra.run.dir={run_dir}",
+    ]
     env = dict(os.environ, MAML_CLI_COMPILE_CACHE="off")
     tic = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
@@ -65,8 +93,17 @@ def train(preset: str, algorithm: str, data: Path, run_dir: Path, minutes: float
 def evaluate(run_dir: Path, step: int, episodes: int) -> dict:
     out = run_dir / f"eval_step{step}.json"
     if not out.is_file():
-        subprocess.run([str(BIN / "maml-eval"), f"run_dir={run_dir}", f"checkpoint={step}",
-                        f"eval.episodes={episodes}", "progress=false"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(BIN / "maml-eval"),
+                f"run_dir={run_dir}",
+                f"checkpoint={step}",
+                f"eval.episodes={episodes}",
+                "progress=false",
+            ],
+            check=True,
+            capture_output=True,
+        )
         out.write_text((run_dir / "eval.json").read_text())
     return json.loads(out.read_text())
 
@@ -131,13 +168,28 @@ def main() -> None:
         for step in points_to_score(steps, times, args.eval_minutes):
             record = evaluate(run_dir, step, args.episodes)
             final = record["per_step"][-1]
-            curve.append({"step": step, "seconds": times.get(step), "mean": final["mean"], "ci95": final["ci95"],
-                          "inner_steps": record["inner_steps"], "batch_norm": record.get("batch_norm", "?")})
-            print(f"{algorithm} step {step} ({times.get(step, 0) / 60:.1f} min): "
-                  f"{100 * final['mean']:.2f} +- {100 * final['ci95']:.2f}%", flush=True)
+            curve.append(
+                {
+                    "step": step,
+                    "seconds": times.get(step),
+                    "mean": final["mean"],
+                    "ci95": final["ci95"],
+                    "inner_steps": record["inner_steps"],
+                    "batch_norm": record.get("batch_norm", "?"),
+                }
+            )
+            print(
+                f"{algorithm} step {step} ({times.get(step, 0) / 60:.1f} min): "
+                f"{100 * final['mean']:.2f} +- {100 * final['ci95']:.2f}%",
+                flush=True,
+            )
         cfg_text = (run_dir / "config.yaml").read_text()
-        results[algorithm] = {"curve": curve, "steps": steps[-1], "seconds": times.get(steps[-1]),
-                              "meta_batch": _yaml_value(cfg_text, "meta_batch_size")}
+        results[algorithm] = {
+            "curve": curve,
+            "steps": steps[-1],
+            "seconds": times.get(steps[-1]),
+            "meta_batch": _yaml_value(cfg_text, "meta_batch_size"),
+        }
     replace_section(args.results, f"family-{args.preset}", _report(args, results))
     print(f"wrote section family-{args.preset} of {args.results}")
 
@@ -173,41 +225,76 @@ def _report(args, results: dict) -> str:
     for algorithm, r in results.items():
         last = r["curve"][-1]
         first = {t: next((p for p in r["curve"] if p["mean"] >= t), None) for t in THRESHOLDS}
-        reached = [f"{first[t]['seconds'] / 60:.1f} min (step {first[t]['step']})" if first[t] else "not reached"
-                   for t in THRESHOLDS]
+        reached = [
+            f"{first[t]['seconds'] / 60:.1f} min (step {first[t]['step']})" if first[t] else "not reached"
+            for t in THRESHOLDS
+        ]
         rate = f"{r['steps'] * float(r['meta_batch']) / r['seconds']:.1f} ({r['meta_batch']})" if r["seconds"] else "?"
-        lines.append(f"| {NAMES.get(algorithm, algorithm)} | {r['steps']} | {rate} | {_pct(last)} "
-                     f"(after {last['inner_steps']} step{'s' if last['inner_steps'] != 1 else ''}) | {reached[0]} | "
-                     f"{reached[1]} | {last['batch_norm']} | {paper.get(algorithm, '?')} |")
+        lines.append(
+            f"| {NAMES.get(algorithm, algorithm)} | {r['steps']} | {rate} | {_pct(last)} "
+            f"(after {last['inner_steps']} step{'s' if last['inner_steps'] != 1 else ''}) | {reached[0]} | "
+            f"{reached[1]} | {last['batch_norm']} | {paper.get(algorithm, '?')} |"
+        )
     best_name, best = max(((a, r["curve"][-1]) for a, r in results.items()), key=lambda x: x[1]["mean"])
     same = [NAMES.get(a, a) for a, r in results.items() if a != best_name and inside_ci(r["curve"][-1], best)]
     apart = [NAMES.get(a, a) for a, r in results.items() if a != best_name and not inside_ci(r["curve"][-1], best)]
+
     def listing(names: list) -> str:
         return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
-    verdicts = [f"{listing(same)} {'is' if len(same) == 1 else 'are'} within the 95% CI of the difference "
-                "(|difference| <= sqrt(ci1^2 + ci2^2)), so not distinguishable from it here" if same else "",
-                f"{listing(apart)} {'is' if len(apart) == 1 else 'are'} below it by more than the 95% CI of "
-                "the difference" if apart else ""]
+    verdicts = [
+        f"{listing(same)} {'is' if len(same) == 1 else 'are'} within the 95% CI of the difference "
+        "(|difference| <= sqrt(ci1^2 + ci2^2)), so not distinguishable from it here"
+        if same
+        else "",
+        f"{listing(apart)} {'is' if len(apart) == 1 else 'are'} below it by more than the 95% CI of the difference"
+        if apart
+        else "",
+    ]
     names = list(results)
-    close = [f"{NAMES.get(a, a)} and {NAMES.get(b, b)} ({100 * abs(results[a]['curve'][-1]['mean'] - results[b]['curve'][-1]['mean']):.2f} "
-             f"points apart, CI of the difference {100 * math.hypot(results[a]['curve'][-1]['ci95'], results[b]['curve'][-1]['ci95']):.2f})"
-             for i, a in enumerate(names) for b in names[i + 1:] if inside_ci(results[a]["curve"][-1], results[b]["curve"][-1])]
-    lines += ["", f"At the budget, {NAMES.get(best_name, best_name)} scored highest; "
-              + "; ".join(v for v in verdicts if v) + ". "
-              + (f"Pairs whose difference is inside the 95% CI of the difference: {'; '.join(close)}; every other "
-                 "pair differs by more." if close else "No two algorithms are within the 95% CI of their difference."),
-              "", "Accuracy against training time (the checkpoint closest to each time point):", ""]
-    grid = sorted({round(p["seconds"] / 60 / args.eval_minutes) * args.eval_minutes for r in results.values()
-                   for p in r["curve"] if p["seconds"]})
-    lines += ["| training time | " + " | ".join(NAMES.get(a, a) for a in results) + " |",
-              "|---" * (len(results) + 1) + "|"]
+    close = [
+        f"{NAMES.get(a, a)} and {NAMES.get(b, b)} ({100 * abs(results[a]['curve'][-1]['mean'] - results[b]['curve'][-1]['mean']):.2f} "
+        f"points apart, CI of the difference {100 * math.hypot(results[a]['curve'][-1]['ci95'], results[b]['curve'][-1]['ci95']):.2f})"
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        if inside_ci(results[a]["curve"][-1], results[b]["curve"][-1])
+    ]
+    lines += [
+        "",
+        f"At the budget, {NAMES.get(best_name, best_name)} scored highest; "
+        + "; ".join(v for v in verdicts if v)
+        + ". "
+        + (
+            f"Pairs whose difference is inside the 95% CI of the difference: {'; '.join(close)}; every other "
+            "pair differs by more."
+            if close
+            else "No two algorithms are within the 95% CI of their difference."
+        ),
+        "",
+        "Accuracy against training time (the checkpoint closest to each time point):",
+        "",
+    ]
+    grid = sorted(
+        {
+            round(p["seconds"] / 60 / args.eval_minutes) * args.eval_minutes
+            for r in results.values()
+            for p in r["curve"]
+            if p["seconds"]
+        }
+    )
+    lines += [
+        "| training time | " + " | ".join(NAMES.get(a, a) for a in results) + " |",
+        "|---" * (len(results) + 1) + "|",
+    ]
     for minute in grid:
         cells = []
         for r in results.values():
             near = min(r["curve"], key=lambda p: abs((p["seconds"] or 0) / 60 - minute))
-            cells.append(f"{100 * near['mean']:.1f}% (step {near['step']})"
-                         if abs((near["seconds"] or 0) / 60 - minute) <= args.eval_minutes / 2 else "")
+            cells.append(
+                f"{100 * near['mean']:.1f}% (step {near['step']})"
+                if abs((near["seconds"] or 0) / 60 - minute) <= args.eval_minutes / 2
+                else ""
+            )
         lines.append(f"| {minute:g} min | " + " | ".join(cells) + " |")
     if args.note:
         lines += ["", args.note]

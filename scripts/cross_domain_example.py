@@ -51,20 +51,59 @@ def main() -> None:
     a = p.parse_args()
     glyphs, task = a.work / "glyphs", a.work / "task"
     if not glyphs.is_dir():
-        subprocess.run([sys.executable, str(REPO / "scripts" / "make_image_folder.py"), "glyphs", str(glyphs),
-                        "--classes", "100", "--per-class", "20"], check=True)
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_image_folder.py"), "task", str(glyphs), str(task),
-                    "--ways", "5", "--shots", "1", "--query", "5", "--seed", "0"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "scripts" / "make_image_folder.py"),
+                "glyphs",
+                str(glyphs),
+                "--classes",
+                "100",
+                "--per-class",
+                "20",
+            ],
+            check=True,
+        )
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "make_image_folder.py"),
+            "task",
+            str(glyphs),
+            str(task),
+            "--ways",
+            "5",
+            "--shots",
+            "1",
+            "--query",
+            "5",
+            "--seed",
+            "0",
+        ],
+        check=True,
+    )
     episodes = f"eval.episodes={a.episodes}"
     results = {}
     run("maml-eval", f"run_dir={a.run}", episodes, f"output={a.work / 'omniglot.json'}")
     results["omniglot"] = json.loads((a.work / "omniglot.json").read_text())
     for invert in ("true", "false"):
-        run("maml-eval", f"run_dir={a.run}", "dataset=image_folder", f"dataset.path={glyphs}", f"dataset.invert={invert}",
-            episodes, f"output={a.work / f'glyphs_invert_{invert}.json'}")
+        run(
+            "maml-eval",
+            f"run_dir={a.run}",
+            "dataset=image_folder",
+            f"dataset.path={glyphs}",
+            f"dataset.invert={invert}",
+            episodes,
+            f"output={a.work / f'glyphs_invert_{invert}.json'}",
+        )
         results[invert] = json.loads((a.work / f"glyphs_invert_{invert}.json").read_text())
-    printed = run("maml-adapt", f"run_dir={a.run}", f"support={task / 'support'}", f"query={task / 'query'}",
-                  f"out_dir={a.work / 'adapt'}")
+    printed = run(
+        "maml-adapt",
+        f"run_dir={a.run}",
+        f"support={task / 'support'}",
+        f"query={task / 'query'}",
+        f"out_dir={a.work / 'adapt'}",
+    )
     adapted = json.loads((a.work / "adapt" / "predictions.json").read_text())
     print(printed)
 
@@ -97,8 +136,8 @@ the folder it read (`data.source`, `data.cross_domain: true`).
 One glyph task through `maml-adapt` (`python scripts/make_image_folder.py task DIR TASK --ways 5
 --shots 1 --query 5`: one support image and five labelled query images per class), with
 `maml-adapt run_dir=RUN support=TASK/support query=TASK/query` (Omniglot runs invert by default)
-got {100 * adapted['accuracy']:.0f}% of its {adapted['labelled_query_examples']} query images right after {adapted['inner_steps']} inner steps,
-{100 * adapted['accuracy_before_adaptation']:.0f}% before adaptation (one task, so no CI; the {adapted['query_examples']} query images were normalised
+got {100 * adapted["accuracy"]:.0f}% of its {adapted["labelled_query_examples"]} query images right after {adapted["inner_steps"]} inner steps,
+{100 * adapted["accuracy_before_adaptation"]:.0f}% before adaptation (one task, so no CI; the {adapted["query_examples"]} query images were normalised
 together, transductive batch norm).
 """
     print(body)

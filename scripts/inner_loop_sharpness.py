@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from maml_cli.config import validate
-from maml_cli.scoring import diverged, eval_key, run_episodes
 from maml_cli.experiment import build_experiment
 from maml_cli.runs import open_run, restore_state
+from maml_cli.scoring import diverged, eval_key, run_episodes
 
 
 def main() -> None:
@@ -39,8 +39,9 @@ def main() -> None:
     exp = build_experiment(cfg, training=False)
     state = restore_state(exp, args.run_dir)
     key, steps, lr = eval_key(cfg.eval.seed, "test"), int(cfg.eval.inner_steps), float(cfg.algorithm.inner_lr)
-    values = run_episodes(exp.scorer("test", steps), state.meta_params, state.meta_state, exp.data, key,
-                          args.episodes, 100)
+    values = run_episodes(
+        exp.scorer("test", steps), state.meta_params, state.meta_state, exp.data, key, args.episodes, 100
+    )
     bad = np.flatnonzero(diverged(values["loss"])[:, steps])
 
     params = state.meta_params["model"]
@@ -60,11 +61,15 @@ def main() -> None:
 
     top = np.array([eigen(i) for i in range(args.tasks)])
     print(f"{args.run_dir}: step {int(state.step)}, inner_lr {lr:g} (2/inner_lr = {2 / lr:g})")
-    print(f"largest Hessian eigenvalue of the support loss at the initialisation, test tasks 0..{args.tasks - 1}: "
-          f"min {top.min():.0f}, median {np.median(top):.0f}, max {top.max():.0f}; "
-          f"{int((top > 2 / lr).sum())} of {args.tasks} above 2/inner_lr")
-    print(f"tasks diverged after {steps} inner steps (of {args.episodes}): {len(bad)}"
-          + (f": {', '.join(f'task {i} (eigenvalue {eigen(i):.0f})' for i in bad[:10])}" if len(bad) else ""))
+    print(
+        f"largest Hessian eigenvalue of the support loss at the initialisation, test tasks 0..{args.tasks - 1}: "
+        f"min {top.min():.0f}, median {np.median(top):.0f}, max {top.max():.0f}; "
+        f"{int((top > 2 / lr).sum())} of {args.tasks} above 2/inner_lr"
+    )
+    print(
+        f"tasks diverged after {steps} inner steps (of {args.episodes}): {len(bad)}"
+        + (f": {', '.join(f'task {i} (eigenvalue {eigen(i):.0f})' for i in bad[:10])}" if len(bad) else "")
+    )
 
 
 if __name__ == "__main__":

@@ -44,14 +44,28 @@ def main() -> None:
     sine, omniglot = args.runs / "sinusoid", args.runs / "omniglot_5w1s"
     run(["maml-train", f"hydra.run.dir={sine}"], log)
     run(["maml-eval", f"run_dir={sine}"], log)
-    run(["maml-train", "experiment=omniglot_5w1s", f"dataset.path={args.omniglot.resolve()}",
-         f"train.time_limit_minutes={args.omniglot_minutes}", "train.eval_every=250", "train.log_every=50",
-         "train.checkpoint_every=250", "train.steps_per_call=50", f"hydra.run.dir={omniglot}"], log)
+    run(
+        [
+            "maml-train",
+            "experiment=omniglot_5w1s",
+            f"dataset.path={args.omniglot.resolve()}",
+            f"train.time_limit_minutes={args.omniglot_minutes}",
+            "train.eval_every=250",
+            "train.log_every=50",
+            "train.checkpoint_every=250",
+            "train.steps_per_call=50",
+            f"hydra.run.dir={omniglot}",
+        ],
+        log,
+    )
     run(["maml-eval", f"run_dir={omniglot}"], log)
     made = []
     for run_dir in (sine, omniglot):
-        for source in (run_dir / "plots" / "learning_curves.png", run_dir / "plots" / "adaptation.png",
-                       run_dir / "eval.png"):
+        for source in (
+            run_dir / "plots" / "learning_curves.png",
+            run_dir / "plots" / "adaptation.png",
+            run_dir / "eval.png",
+        ):
             if source.exists():
                 target = args.out / f"{run_dir.name}_{source.stem}.png"
                 shutil.copy(source, target)
@@ -61,7 +75,10 @@ def main() -> None:
         "# Figures\n\nMade by `python scripts/make_figures.py --omniglot DIR` on "
         f"{time.strftime('%Y-%m-%d')} ({machine}, CPU); the runs it trained:\n\n```\n"
         + "\n".join(log).replace(str(REPO) + "/", "").replace(str(args.omniglot.resolve()), "DIR")
-        + "\n```\n\n" + "\n".join(f"- `{m}`" for m in made) + "\n")
+        + "\n```\n\n"
+        + "\n".join(f"- `{m}`" for m in made)
+        + "\n"
+    )
     print("wrote", ", ".join(made), file=sys.stderr)
 
 

@@ -25,10 +25,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-GLYPHS = ("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghijkmnqrtуфяжшщэюбгдлпцчъыΓΔΘΛΞΠΣΦΨΩαβγδεζηθλμξπρσφψω"
-          "ЖЗИЙЛПФЦЧШЩЪЫЭЮЯ§¶&@#%?!∂∑∏√∞≈≠≤≥∫")
-FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerif.ttf",
-         "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf")
+GLYPHS = (
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghijkmnqrtуфяжшщэюбгдлпцчъыΓΔΘΛΞΠΣΦΨΩαβγδεζηθλμξπρσφψω"
+    "ЖЗИЙЛПФЦЧШЩЪЫЭЮЯ§¶&@#%?!∂∑∏√∞≈≠≤≥∫"
+)
+FONTS = (
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+)
 
 
 def _place(out: Path, layout: str, names, rng) -> dict:
@@ -73,10 +83,19 @@ def glyph(char: str, font_path: str, rng: np.random.RandomState, size: int) -> I
     draw = ImageDraw.Draw(img)
     draw.text((canvas / 2, canvas / 2), char, fill=0, font=font, anchor="mm")
     shear = rng.uniform(-0.3, 0.3)
-    img = img.transform(img.size, Image.Transform.AFFINE, (1, shear, -shear * canvas / 2, 0, 1, 0),
-                        resample=Image.Resampling.BILINEAR, fillcolor=255)
-    img = img.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR, fillcolor=255,
-                     translate=tuple(rng.uniform(-0.08, 0.08, 2) * size))
+    img = img.transform(
+        img.size,
+        Image.Transform.AFFINE,
+        (1, shear, -shear * canvas / 2, 0, 1, 0),
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=255,
+    )
+    img = img.rotate(
+        rng.uniform(-15, 15),
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=255,
+        translate=tuple(rng.uniform(-0.08, 0.08, 2) * size),
+    )
     width = rng.randint(0, 3)
     if width:
         img = img.filter(ImageFilter.MinFilter(2 * width + 1))  # thicker strokes

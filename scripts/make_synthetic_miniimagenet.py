@@ -68,7 +68,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=84)
     args = ap.parse_args()
     make(args.out, args.layout, args.images_per_class, args.size)
-    print(f"wrote a synthetic MiniImageNet ({args.layout} layout, {args.images_per_class} images per class) to {args.out}")
+    print(
+        f"wrote a synthetic MiniImageNet ({args.layout} layout, {args.images_per_class} images per class) to {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,8 @@ def _hlo_ops(hlo_text: str) -> dict:
 
 def profile_preset(preset: str, overrides: list, calls: int) -> dict:
     import jax
-
     from bench_throughput import _compose
+
     from maml_cli.experiment import build_experiment
 
     cfg = _compose(preset, *overrides)
@@ -75,7 +75,8 @@ def profile_preset(preset: str, overrides: list, calls: int) -> dict:
                 state, _ = compiled(state, exp.sampler.data)
             jax.block_until_ready(state)
         wall = (time.perf_counter() - tic) / calls
-        events = json.load(gzip.open(glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True)[0]))["traceEvents"]
+        with gzip.open(glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True)[0]) as trace:
+            events = json.load(trace)["traceEvents"]
     per_op = collections.defaultdict(float)
     for e in events:
         if "dur" in e and e["name"] in ops and ops[e["name"]] not in CONTAINERS:
@@ -100,13 +101,15 @@ def bandwidth() -> dict:
     """GB/s (bytes read + written) of ``x * 2 + 1`` on f32 arrays of growing size."""
     import jax
     import jax.numpy as jnp
-
     from bench_throughput import median_seconds
 
     op = jax.jit(lambda x: x * 2 + 1)
-    out = {f"{mb}MB": round(2 * mb * 2**20 / median_seconds(op, jnp.ones((mb * 2**20 // 4,), jnp.float32),
-                                                            repeats=20) / 1e9, 1)
-           for mb in (2, 8, 16, 32, 64, 128)}
+    out = {
+        f"{mb}MB": round(
+            2 * mb * 2**20 / median_seconds(op, jnp.ones((mb * 2**20 // 4,), jnp.float32), repeats=20) / 1e9, 1
+        )
+        for mb in (2, 8, 16, 32, 64, 128)
+    }
     return {"elementwise_gb_per_s": out}
 
 
@@ -136,21 +139,41 @@ def _write_docs(results: list, argv: str) -> None:
 
     *profiles, bw = results
     kinds = ["matmul", "data movement", "elementwise/reduce", "loop stacking", "fill"]
-    lines = [f"Measured {today()} on {machine()} with `python scripts/profile_step.py {argv}`.", "",
-             "Milliseconds per outer step in each kind of XLA operation (share of the summed op time):", "",
-             "| preset | execution | summed op time (ms) | wall while traced (ms) | " + " | ".join(kinds) + " |",
-             "|---|---|---|---|" + "---|" * len(kinds)]
+    lines = [
+        f"Measured {today()} on {machine()} with `python scripts/profile_step.py {argv}`.",
+        "",
+        "Milliseconds per outer step in each kind of XLA operation (share of the summed op time):",
+        "",
+        "| preset | execution | summed op time (ms) | wall while traced (ms) | " + " | ".join(kinds) + " |",
+        "|---|---|---|---|" + "---|" * len(kinds),
+    ]
     for p in profiles:
         cells = [f"{p['by_kind_ms'].get(k, 0.0)} ({p['by_kind_share'].get(k, 0.0):.0%})" for k in kinds]
-        lines.append(f"| {p['preset']} | {p['execution']} | {p['op_ms_total']} | {p['step_ms_traced']} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", "Tracing adds a cost per operation: a program of many small ops (`map`, one task at a time) "
-              "runs slower while traced than `scripts/bench_throughput.py` times it, so read the shares, "
-              "not the absolute times."]
-    lines += ["", "Elementwise `x * 2 + 1` on one f32 array, GB/s (read + written):", "",
-              "| " + " | ".join(bw["elementwise_gb_per_s"]) + " |", "|" + "---|" * len(bw["elementwise_gb_per_s"]),
-              "| " + " | ".join(str(v) for v in bw["elementwise_gb_per_s"].values()) + " |",
-              "", "Raw output:", "", "```", *[json.dumps(r) for r in results], "```"]
+        lines.append(
+            f"| {p['preset']} | {p['execution']} | {p['op_ms_total']} | {p['step_ms_traced']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines += [
+        "",
+        "Tracing adds a cost per operation: a program of many small ops (`map`, one task at a time) "
+        "runs slower while traced than `scripts/bench_throughput.py` times it, so read the shares, "
+        "not the absolute times.",
+    ]
+    lines += [
+        "",
+        "Elementwise `x * 2 + 1` on one f32 array, GB/s (read + written):",
+        "",
+        "| " + " | ".join(bw["elementwise_gb_per_s"]) + " |",
+        "|" + "---|" * len(bw["elementwise_gb_per_s"]),
+        "| " + " | ".join(str(v) for v in bw["elementwise_gb_per_s"].values()) + " |",
+        "",
+        "Raw output:",
+        "",
+        "```",
+        *[json.dumps(r) for r in results],
+        "```",
+    ]
     section = "profile-" + "-".join(sorted({p["preset"] for p in profiles}))
     if profiles and profiles[0]["overrides"]:
         section += "-" + "-".join(re.sub(r"[^\w]+", "_", o) for o in profiles[0]["overrides"])

@@ -62,9 +62,16 @@ def main() -> None:
     sections = []
     for preset in args.presets:
         run_dir = (args.runs / preset).absolute()
-        cmd = [str(BIN / "maml-train"), f"experiment={preset}", f"dataset.path={args.data.absolute()}",
-               f"train.steps={args.steps}", f"train.checkpoint_every={args.every}", "train.keep_checkpoints=1000",
-               "train.progress=false", f"hydra.run.dir={run_dir}"]
+        cmd = [
+            str(BIN / "maml-train"),
+            f"experiment={preset}",
+            f"dataset.path={args.data.absolute()}",
+            f"train.steps={args.steps}",
+            f"train.checkpoint_every={args.every}",
+            "train.keep_checkpoints=1000",
+            "train.progress=false",
+            f"hydra.run.dir={run_dir}",
+        ]
         tic = time.perf_counter()
         subprocess.run(cmd, check=True)
         print(f"{preset}: maml-train returned after {time.perf_counter() - tic:.0f} s", flush=True)
@@ -72,8 +79,17 @@ def main() -> None:
         wall = wall_clock_at(run_dir)
         rows = []
         for step in steps:
-            subprocess.run([str(BIN / "maml-eval"), f"run_dir={run_dir}", f"checkpoint={step}",
-                            f"eval.episodes={args.episodes}", "progress=false"], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    str(BIN / "maml-eval"),
+                    f"run_dir={run_dir}",
+                    f"checkpoint={step}",
+                    f"eval.episodes={args.episodes}",
+                    "progress=false",
+                ],
+                check=True,
+                capture_output=True,
+            )
             record = json.loads((run_dir / "eval.json").read_text())
             (run_dir / f"eval_step{step}.json").write_text(json.dumps(record, indent=2))
             final = record["per_step"][-1]
@@ -94,25 +110,30 @@ def main() -> None:
         ]
         for step, secs, pre, final, _ in rows:
             t = f"{secs / 60:.1f} min" if secs is not None else "?"
-            lines.append(f"| {step} | {t} | {100 * pre['mean']:.1f}% | "
-                         f"{100 * final['mean']:.2f} +- {100 * final['ci95']:.2f}% |")
+            lines.append(
+                f"| {step} | {t} | {100 * pre['mean']:.1f}% | {100 * final['mean']:.2f} +- {100 * final['ci95']:.2f}% |"
+            )
         if reached:
-            lines += ["", f"First reached the paper's {target}% at step {reached[0]} "
-                      f"({reached[1] / 60:.1f} min of training)."]
+            lines += [
+                "",
+                f"First reached the paper's {target}% at step {reached[0]} ({reached[1] / 60:.1f} min of training).",
+            ]
         elif rows and target:
             lines += ["", f"Did not reach the paper's {target}% within {rows[-1][0]} steps."]
         if rows and rows[-1][0] < 60000:
             lines += [f"Stopped at {rows[-1][0]} of the paper's 60,000 steps (time budget of the session)."]
         sections.append("\n".join(lines))
 
-    body = "\n\n".join([
-        f"## Omniglot {', '.join(args.presets)} (MAML paper, table 1)",
-        f"Measured {today()} on {machine()}, on the full Omniglot in `../shared/data/omniglot` "
-        "(1623 characters, paper split with seed 1: 1100 train / 100 val / 423 test characters, "
-        "random 90-degree rotations per class).",
-        *sections,
-        *([args.note] if args.note else []),
-    ])
+    body = "\n\n".join(
+        [
+            f"## Omniglot {', '.join(args.presets)} (MAML paper, table 1)",
+            f"Measured {today()} on {machine()}, on the full Omniglot in `../shared/data/omniglot` "
+            "(1623 characters, paper split with seed 1: 1100 train / 100 val / 423 test characters, "
+            "random 90-degree rotations per class).",
+            *sections,
+            *([args.note] if args.note else []),
+        ]
+    )
     name = "omniglot-" + "-".join(p.replace("omniglot_", "") for p in args.presets)
     replace_section(args.results, name, body)
     print(f"wrote section {name} of {args.results}")

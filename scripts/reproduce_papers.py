@@ -25,7 +25,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, replace_section, today  # noqa: E402
@@ -41,14 +40,14 @@ DATA = REPO.parent / "shared" / "data" / "omniglot"
 class Row:
     name: str
     label: str  # what the table calls it
-    train: List[str]  # maml-train overrides
+    train: list[str]  # maml-train overrides
     paper: str  # the paper's figure with its +-
     source: str  # paper, table, row
     paper_pm: str  # what the paper's +- is
-    evaluate: List[str] = field(default_factory=list)  # maml-eval overrides
-    report_step: Optional[int] = None  # the inner step whose metric is the paper's (None: the last)
+    evaluate: list[str] = field(default_factory=list)  # maml-eval overrides
+    report_step: int | None = None  # the inner step whose metric is the paper's (None: the last)
     output: str = "eval.json"
-    trained_by: Optional[str] = None  # another row's run (same training, other scoring)
+    trained_by: str | None = None  # another row's run (same training, other scoring)
     paper_steps: int = 0
     needs_data: bool = False
 
@@ -56,35 +55,98 @@ class Row:
 SINE_SRC = "Li et al. 2017 (Meta-SGD), table 1"
 CI_TASKS = "95% CI over test tasks"
 ROWS = [
-    *[Row(f"sinusoid_{a}_k{k}", f"Sinusoid K={k}, {n}",
-          ["experiment=sinusoid_paper", f"algorithm={a}", f"dataset.shots={k}"], fig, f"{SINE_SRC}, row \"{n}\"",
-          CI_TASKS, report_step=1, paper_steps=70000)
-      for a, n, figs in (("maml", "MAML", ("1.13 +- 0.18", "0.77 +- 0.11", "0.48 +- 0.08")),
-                         ("metasgd", "Meta-SGD", ("0.90 +- 0.16", "0.53 +- 0.09", "0.31 +- 0.05")))
-      for k, fig in zip((5, 10, 20), figs)],
-    Row("omniglot_5w1s_maml", "Omniglot 5w1s, MAML", ["experiment=omniglot_5w1s"], "98.7 +- 0.4%",
-        "Finn et al. 2017, table 1, row \"MAML\"", CI_TASKS, paper_steps=60000, needs_data=True),
-    Row("omniglot_5w1s_fomaml", "Omniglot 5w1s, first-order MAML", ["experiment=omniglot_5w1s", "algorithm=fomaml"],
-        "98.3 +- 0.5%", "Finn et al. 2017, table 1, row \"first order approx.\"", CI_TASKS, paper_steps=60000,
-        needs_data=True),
-    Row("omniglot_5w1s_anil", "Omniglot 5w1s, ANIL", ["experiment=omniglot_5w1s", "algorithm=anil"],
-        "none (98.7 +- 0.4% is MAML's)", "Raghu et al. 2020 report Omniglot 20-way only; MAML's row shown",
-        CI_TASKS, paper_steps=60000, needs_data=True),
-    Row("omniglot_5w1s_metasgd", "Omniglot 5w1s, Meta-SGD", ["experiment=omniglot_5w1s", "algorithm=metasgd"],
-        "99.53 +- 0.26%", "Li et al. 2017, classification table, row \"Meta-SGD\"", CI_TASKS, paper_steps=60000,
-        needs_data=True),
-    Row("omniglot_5w1s_reptile", "Omniglot 5w1s, Reptile (transductive)",
-        ["experiment=omniglot_5w1s", "algorithm=reptile"], "97.68 +- 0.04%",
-        "Nichol et al. 2018, Omniglot table, row \"Reptile + Transduction\"", "95% CI (paper; over what, unstated)",
-        evaluate=["eval.episodes=1000"], paper_steps=100000, needs_data=True),
-    Row("omniglot_5w1s_reptile_nt", "Omniglot 5w1s, Reptile (not transductive)", [], "95.39 +- 0.09%",
-        "Nichol et al. 2018, Omniglot table, row \"Reptile\"", "95% CI (paper; over what, unstated)",
-        evaluate=["eval.episodes=1000", "transductive=false"], output="eval_not_transductive.json",
-        trained_by="omniglot_5w1s_reptile", paper_steps=100000, needs_data=True),
-    Row("omniglot_5w1s_mamlpp", "Omniglot 5w1s, MAML++ (best:5 ensemble)",
+    *[
+        Row(
+            f"sinusoid_{a}_k{k}",
+            f"Sinusoid K={k}, {n}",
+            ["experiment=sinusoid_paper", f"algorithm={a}", f"dataset.shots={k}"],
+            fig,
+            f'{SINE_SRC}, row "{n}"',
+            CI_TASKS,
+            report_step=1,
+            paper_steps=70000,
+        )
+        for a, n, figs in (
+            ("maml", "MAML", ("1.13 +- 0.18", "0.77 +- 0.11", "0.48 +- 0.08")),
+            ("metasgd", "Meta-SGD", ("0.90 +- 0.16", "0.53 +- 0.09", "0.31 +- 0.05")),
+        )
+        for k, fig in zip((5, 10, 20), figs)
+    ],
+    Row(
+        "omniglot_5w1s_maml",
+        "Omniglot 5w1s, MAML",
+        ["experiment=omniglot_5w1s"],
+        "98.7 +- 0.4%",
+        'Finn et al. 2017, table 1, row "MAML"',
+        CI_TASKS,
+        paper_steps=60000,
+        needs_data=True,
+    ),
+    Row(
+        "omniglot_5w1s_fomaml",
+        "Omniglot 5w1s, first-order MAML",
+        ["experiment=omniglot_5w1s", "algorithm=fomaml"],
+        "98.3 +- 0.5%",
+        'Finn et al. 2017, table 1, row "first order approx."',
+        CI_TASKS,
+        paper_steps=60000,
+        needs_data=True,
+    ),
+    Row(
+        "omniglot_5w1s_anil",
+        "Omniglot 5w1s, ANIL",
+        ["experiment=omniglot_5w1s", "algorithm=anil"],
+        "none (98.7 +- 0.4% is MAML's)",
+        "Raghu et al. 2020 report Omniglot 20-way only; MAML's row shown",
+        CI_TASKS,
+        paper_steps=60000,
+        needs_data=True,
+    ),
+    Row(
+        "omniglot_5w1s_metasgd",
+        "Omniglot 5w1s, Meta-SGD",
+        ["experiment=omniglot_5w1s", "algorithm=metasgd"],
+        "99.53 +- 0.26%",
+        'Li et al. 2017, classification table, row "Meta-SGD"',
+        CI_TASKS,
+        paper_steps=60000,
+        needs_data=True,
+    ),
+    Row(
+        "omniglot_5w1s_reptile",
+        "Omniglot 5w1s, Reptile (transductive)",
+        ["experiment=omniglot_5w1s", "algorithm=reptile"],
+        "97.68 +- 0.04%",
+        'Nichol et al. 2018, Omniglot table, row "Reptile + Transduction"',
+        "95% CI (paper; over what, unstated)",
+        evaluate=["eval.episodes=1000"],
+        paper_steps=100000,
+        needs_data=True,
+    ),
+    Row(
+        "omniglot_5w1s_reptile_nt",
+        "Omniglot 5w1s, Reptile (not transductive)",
+        [],
+        "95.39 +- 0.09%",
+        'Nichol et al. 2018, Omniglot table, row "Reptile"',
+        "95% CI (paper; over what, unstated)",
+        evaluate=["eval.episodes=1000", "transductive=false"],
+        output="eval_not_transductive.json",
+        trained_by="omniglot_5w1s_reptile",
+        paper_steps=100000,
+        needs_data=True,
+    ),
+    Row(
+        "omniglot_5w1s_mamlpp",
+        "Omniglot 5w1s, MAML++ (best:5 ensemble)",
         ["experiment=omniglot_5w1s", "algorithm=mamlpp", "train.eval_every=25", "train.checkpoint_every=25"],
-        "99.47 +- 0.05%", "Antoniou et al. 2019, Omniglot table, row \"MAML++\"", "std over 3 seeds",
-        evaluate=["checkpoint=best:5"], paper_steps=50000, needs_data=True),
+        "99.47 +- 0.05%",
+        'Antoniou et al. 2019, Omniglot table, row "MAML++"',
+        "std over 3 seeds",
+        evaluate=["checkpoint=best:5"],
+        paper_steps=50000,
+        needs_data=True,
+    ),
 ]
 
 
@@ -112,7 +174,7 @@ def trained_steps(run_dir: Path) -> int:
     return records[-1]["step"] if records else 0
 
 
-def result(row: Row, runs: Path, minutes: float) -> Optional[dict]:
+def result(row: Row, runs: Path, minutes: float) -> dict | None:
     run_dir = (runs / (row.trained_by or row.name)).absolute()
     record_file = run_dir / row.output
     if not record_file.exists():
@@ -128,17 +190,29 @@ def result(row: Row, runs: Path, minutes: float) -> Optional[dict]:
     metric = record["metric"]
     curve = [(x["step"], x[f"val/{metric}"]) for x in records if x.get(f"val/{metric}") is not None]
     half = next((c for c in curve if c[0] >= curve[-1][0] / 2), None) if curve else None
-    return {"row": row, "record": record, "step": per[k], "k": k, "seed": seed,
-            "steps": records[-1]["step"] if records else 0, "minutes": elapsed / 60, "run_dir": run_dir,
-            "sessions": sessions, "curve": curve,
-            "trend": None if half is None or half == curve[-1] else (half, curve[-1])}
+    return {
+        "row": row,
+        "record": record,
+        "step": per[k],
+        "k": k,
+        "seed": seed,
+        "steps": records[-1]["step"] if records else 0,
+        "minutes": elapsed / 60,
+        "run_dir": run_dir,
+        "sessions": sessions,
+        "curve": curve,
+        "trend": None if half is None or half == curve[-1] else (half, curve[-1]),
+    }
 
 
 def fmt(r: dict) -> str:
     scale, unit = (100, "%") if r["record"]["metric"] == "accuracy" else (1, "")
     s = r["step"]
-    text = f"{s['mean'] * scale:.3f}{unit} +- {s['ci95'] * scale:.3f}{unit}" if unit == "" else \
-        f"{s['mean'] * scale:.2f} +- {s['ci95'] * scale:.2f}{unit}"
+    text = (
+        f"{s['mean'] * scale:.3f}{unit} +- {s['ci95'] * scale:.3f}{unit}"
+        if unit == ""
+        else f"{s['mean'] * scale:.2f} +- {s['ci95'] * scale:.2f}{unit}"
+    )
     if s.get("diverged"):
         text += f" (! {s['diverged']} diverged; without them {s['mean_without_diverged'] * scale:.3f})"
     return text
@@ -154,7 +228,7 @@ def trend(r: dict) -> str:
     return f"{v0:.3f} (step {s0:,}) -> {v1:.3f} (step {s1:,})"
 
 
-def write(results: List[dict], args) -> None:
+def write(results: list[dict], args) -> None:
     lines = [
         "## Paper vs here: the family's paper rows",
         "",
@@ -180,19 +254,24 @@ def write(results: List[dict], args) -> None:
         if not row.name.startswith("sinusoid"):
             commands += f" (stopped by `train.time_limit_minutes`, {r['sessions']} session(s))"
         commands += f"; `{' '.join(eval_cmd(row, run_dir))}`"
-        lines.append(f"| {row.label} | {row.paper} ({row.source}) | {row.paper_pm} | {fmt(r)} | "
-                     f"{r['steps']:,} / {row.paper_steps:,} | {r['minutes']:.1f} min | {trend(r)} | {r['seed']} | "
-                     f"{commands} |")
+        lines.append(
+            f"| {row.label} | {row.paper} ({row.source}) | {row.paper_pm} | {fmt(r)} | "
+            f"{r['steps']:,} / {row.paper_steps:,} | {r['minutes']:.1f} min | {trend(r)} | {r['seed']} | "
+            f"{commands} |"
+        )
     figure = curves(results, args.results.parent / "figures" / "paper_rows_omniglot_5w1s.png")
     if figure:
-        lines += ["", f"Learning curves of the Omniglot rows (validation accuracy after the trained inner steps, 200 "
-                  f"tasks; the legend says how far each run is from its paper's length): "
-                  f"![curves](figures/{figure.name})"]
+        lines += [
+            "",
+            f"Learning curves of the Omniglot rows (validation accuracy after the trained inner steps, 200 "
+            f"tasks; the legend says how far each run is from its paper's length): "
+            f"![curves](figures/{figure.name})",
+        ]
     replace_section(args.results, "paper-vs-here", "\n".join(lines))
     print(f"wrote section paper-vs-here of {args.results}")
 
 
-def curves(results: List[dict], path: Path) -> Optional[Path]:
+def curves(results: list[dict], path: Path) -> Path | None:
     """The validation curve of every Omniglot row's run (one line per run)."""
     import matplotlib
 
@@ -210,8 +289,12 @@ def curves(results: List[dict], path: Path) -> Optional[Path]:
         points = r["curve"]  # validation accuracy after the trained inner steps
         if points:
             row = r["row"]
-            ax.plot(*zip(*points), marker="o", markersize=2,
-                    label=f"{row.label.split(', ', 1)[1]}: {r['steps']:,} of {row.paper_steps:,} steps")
+            ax.plot(
+                *zip(*points),
+                marker="o",
+                markersize=2,
+                label=f"{row.label.split(', ', 1)[1]}: {r['steps']:,} of {row.paper_steps:,} steps",
+            )
     ax.set_xlabel("outer step")
     ax.set_ylabel("validation accuracy")
     ax.grid(alpha=0.3)
@@ -231,8 +314,11 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=REPO / "docs" / "results.md")
     ap.add_argument("--write-only", action="store_true")
     ap.add_argument("--note", default="", help="how the runs were made, for the table's first line")
-    ap.add_argument("--extend", action="store_true",
-                    help="train rows already scored for another --minutes too (and score them again)")
+    ap.add_argument(
+        "--extend",
+        action="store_true",
+        help="train rows already scored for another --minutes too (and score them again)",
+    )
     args = ap.parse_args()
     rows = [r for r in ROWS if r.name in args.rows]
     if not args.write_only:

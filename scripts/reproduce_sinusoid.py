@@ -27,8 +27,10 @@ from _report import machine, replace_section, today  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # Meta-SGD's table 1 (Li et al. 2017), MSE after one step, as we read it: K -> figure.
-REFERENCE = {"maml": {5: "1.13 +- 0.18", 10: "0.77 +- 0.11", 20: "0.48 +- 0.08"},
-             "metasgd": {5: "0.90 +- 0.16", 10: "0.53 +- 0.09", 20: "0.31 +- 0.05"}}
+REFERENCE = {
+    "maml": {5: "1.13 +- 0.18", 10: "0.77 +- 0.11", 20: "0.48 +- 0.08"},
+    "metasgd": {5: "0.90 +- 0.16", 10: "0.53 +- 0.09", 20: "0.31 +- 0.05"},
+}
 NAMES = {"maml": "MAML", "metasgd": "Meta-SGD"}
 
 
@@ -46,8 +48,15 @@ def main() -> None:
         name = f"sinusoid_k{k}" if args.algorithm == "maml" else f"sinusoid_{args.algorithm}_k{k}"
         run_dir = (args.runs / name).absolute()
         shutil.rmtree(run_dir, ignore_errors=True)
-        train_cmd = ["maml-train", "experiment=sinusoid_paper", f"algorithm={args.algorithm}", f"dataset.shots={k}",
-                     f"train.steps={args.steps}", "train.progress=false", f"hydra.run.dir={run_dir}"]
+        train_cmd = [
+            "maml-train",
+            "experiment=sinusoid_paper",
+            f"algorithm={args.algorithm}",
+            f"dataset.shots={k}",
+            f"train.steps={args.steps}",
+            "train.progress=false",
+            f"hydra.run.dir={run_dir}",
+        ]
         tic = time.perf_counter()
         subprocess.run([str(BIN / train_cmd[0]), *train_cmd[1:]], check=True)
         train_s = time.perf_counter() - tic
@@ -55,8 +64,11 @@ def main() -> None:
         record = json.loads((run_dir / "eval.json").read_text())
         per_step = record["per_step"]
         rows.append((k, train_s, per_step[0], per_step[1], per_step[-1], record["episodes"]))
-        print(f"K={k}: trained {args.steps} steps in {train_s:.0f} s; MSE pre {per_step[0]['mean']:.3f}, "
-              f"1 step {per_step[1]['mean']:.3f} +- {per_step[1]['ci95']:.3f}", flush=True)
+        print(
+            f"K={k}: trained {args.steps} steps in {train_s:.0f} s; MSE pre {per_step[0]['mean']:.3f}, "
+            f"1 step {per_step[1]['mean']:.3f} +- {per_step[1]['ci95']:.3f}",
+            flush=True,
+        )
 
     fmt = lambda r: f"{r['mean']:.3f} +- {r['ci95']:.3f}"  # noqa: E731
     alg, name = args.algorithm, NAMES[args.algorithm]
@@ -75,10 +87,15 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for k, train_s, pre, one, last, _ in rows:
-        lines.append(f"| {k} | {train_s:.0f} s | {fmt(pre)} | {fmt(one)} | {fmt(last)} | {REFERENCE[alg].get(k, '-')} |")
-    lines += ["", "The MAML paper reports no sinusoid MSE table; the reference column is Meta-SGD's table 1 "
-              "(Li et al. 2017) as we read it, whose protocol (training length, test points) may differ from the "
-              "MAML paper's."]
+        lines.append(
+            f"| {k} | {train_s:.0f} s | {fmt(pre)} | {fmt(one)} | {fmt(last)} | {REFERENCE[alg].get(k, '-')} |"
+        )
+    lines += [
+        "",
+        "The MAML paper reports no sinusoid MSE table; the reference column is Meta-SGD's table 1 "
+        "(Li et al. 2017) as we read it, whose protocol (training length, test points) may differ from the "
+        "MAML paper's.",
+    ]
     section = "sinusoid" if alg == "maml" else f"sinusoid-{alg}"
     replace_section(args.results, section, "\n".join(lines))
     print(f"wrote the {section} section of {args.results}")

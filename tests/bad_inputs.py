@@ -6,35 +6,51 @@ is the one the document prints; ``scripts/reliability_table.py`` writes the docu
 In a command, ``{tmp}`` is the folder the command runs in; the workspace there holds ``run/`` (a
 trained tiny sinusoid run), ``omniglot/`` (a tiny Omniglot source), ``notes.txt`` (a file),
 ``empty/`` (an empty folder), ``damaged/`` (a run whose newest checkpoint is truncated),
-``coded/`` (a run whose config names a model of its own to import) and ``folders/`` (broken class-per-folder image sets: tests/image_fakes.py ``write_bad_folders``).
+``coded/`` (a run whose config names a model of its own to import) and ``folders/`` (broken
+class-per-folder image sets: tests/image_fakes.py ``write_bad_folders``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
 
-OMNIGLOT = ("experiment=omniglot_tiny", "dataset.path={tmp}/omniglot", "dataset.cache_dir={tmp}/cache",
-            "dataset.train_classes=12", "dataset.val_classes=4")
+OMNIGLOT = (
+    "experiment=omniglot_tiny",
+    "dataset.path={tmp}/omniglot",
+    "dataset.cache_dir={tmp}/cache",
+    "dataset.train_classes=12",
+    "dataset.val_classes=4",
+)
 
-FOLDER = ("dataset=image_folder", "model=conv4", "dataset.image_size=8", "dataset.cache_dir={tmp}/cache",
-          "dataset.ways=2", "dataset.train_classes=2", "dataset.val_classes=2")
+FOLDER = (
+    "dataset=image_folder",
+    "model=conv4",
+    "dataset.image_size=8",
+    "dataset.cache_dir={tmp}/cache",
+    "dataset.ways=2",
+    "dataset.train_classes=2",
+    "dataset.val_classes=2",
+)
 
 
 @dataclass(frozen=True)
 class BadInput:
     what: str  # the mistake, in the words of the person who made it
-    command: Tuple[str, ...]  # the console script and its arguments
+    command: tuple[str, ...]  # the console script and its arguments
     says: str  # a fragment the message must contain
 
 
 BAD_INPUTS = [
     BadInput("misspelt key", ("maml-train", "train.stepz=100"), "did you mean train.steps?"),
-    BadInput("misspelt key, with the + Hydra's own message suggests", ("maml-train", "+train.stepz=100"),
-             "did you mean train.steps?"),
+    BadInput(
+        "misspelt key, with the + Hydra's own message suggests",
+        ("maml-train", "+train.stepz=100"),
+        "did you mean train.steps?",
+    ),
     BadInput("key without its section", ("maml-train", "inner_lr=0.1"), "did you mean algorithm.inner_lr?"),
-    BadInput("key of another algorithm", ("maml-train", "algorithm.multi_step_loss=false"),
-             "is a key of algorithm=mamlpp"),
+    BadInput(
+        "key of another algorithm", ("maml-train", "algorithm.multi_step_loss=false"), "is a key of algorithm=mamlpp"
+    ),
     BadInput("misspelt dataset", ("maml-train", "dataset=omniglott"), "did you mean omniglot?"),
     BadInput("misspelt algorithm", ("maml-train", "algorithm=mamlplus"), "did you mean mamlpp?"),
     BadInput("misspelt experiment preset", ("maml-train", "experiment=omniglot_5w1"), "did you mean omniglot_5w1s?"),
@@ -43,67 +59,131 @@ BAD_INPUTS = [
     BadInput("broken override syntax", ("maml-train", "train.steps==5"), "write KEY=VALUE"),
     BadInput("negative steps", ("maml-train", "train.steps=-5"), "train.steps must be >= 0"),
     BadInput("zero outer learning rate", ("maml-train", "train.outer_lr=0"), "train.outer_lr must be > 0"),
-    BadInput("negative inner learning rate", ("maml-train", "algorithm.inner_lr=-0.01"),
-             "algorithm.inner_lr must be >= 0"),
+    BadInput(
+        "negative inner learning rate", ("maml-train", "algorithm.inner_lr=-0.01"), "algorithm.inner_lr must be >= 0"
+    ),
     BadInput("empty meta-batch", ("maml-train", "train.meta_batch_size=0"), "train.meta_batch_size must be >= 1"),
     BadInput("misspelt choice of a string key", ("maml-train", "train.task_batching=vmpa"), "did you mean vmap?"),
-    BadInput("more devices than the machine has", ("maml-train", "train.devices=64"),
-             "train.devices=64, but"),
-    BadInput("a coordinator address without a port", ("maml-train", "distributed.coordinator=node01"),
-             "distributed.coordinator must be HOST:PORT"),
+    BadInput("more devices than the machine has", ("maml-train", "train.devices=64"), "train.devices=64, but"),
+    BadInput(
+        "a coordinator address without a port",
+        ("maml-train", "distributed.coordinator=node01"),
+        "distributed.coordinator must be HOST:PORT",
+    ),
     BadInput("misspelt launcher", ("maml-train", "-m", "launcher=slrum", "seed=0,1"), "did you mean slurm?"),
     BadInput("ways on a regression dataset", ("maml-train", "dataset.ways=5"), "dataset.ways must be 1"),
-    BadInput("more ways than the split has classes", ("maml-train", *OMNIGLOT, "dataset.ways=20"),
-             "fewer than dataset.ways=20"),
-    BadInput("more shots than a class has examples", ("maml-train", *OMNIGLOT, "dataset.shots=4"),
-             "dataset.shots + dataset.query_shots"),
-    BadInput("data folder that does not exist", ("maml-train", "experiment=omniglot_5w1s", "dataset.path={tmp}/omniglot_data"),
-             "does not exist"),
-    BadInput("a file where the data folder goes", ("maml-train", "experiment=omniglot_5w1s", "dataset.path={tmp}/notes.txt"),
-             "notes.txt"),
-    BadInput("MiniImageNet without its images", ("maml-train", "experiment=miniimagenet_5w1s"),
-             "dataset=miniimagenet needs dataset.path"),
+    BadInput(
+        "more ways than the split has classes",
+        ("maml-train", *OMNIGLOT, "dataset.ways=20"),
+        "fewer than dataset.ways=20",
+    ),
+    BadInput(
+        "more shots than a class has examples",
+        ("maml-train", *OMNIGLOT, "dataset.shots=4"),
+        "dataset.shots + dataset.query_shots",
+    ),
+    BadInput(
+        "data folder that does not exist",
+        ("maml-train", "experiment=omniglot_5w1s", "dataset.path={tmp}/omniglot_data"),
+        "does not exist",
+    ),
+    BadInput(
+        "a file where the data folder goes",
+        ("maml-train", "experiment=omniglot_5w1s", "dataset.path={tmp}/notes.txt"),
+        "notes.txt",
+    ),
+    BadInput(
+        "MiniImageNet without its images",
+        ("maml-train", "experiment=miniimagenet_5w1s"),
+        "dataset=miniimagenet needs dataset.path",
+    ),
     BadInput("a file as the run directory", ("maml-train", "hydra.run.dir={tmp}/notes.txt"), "is a file"),
-    BadInput("resuming a run with another config", ("maml-train", "experiment=sinusoid_tiny", "hydra.run.dir={tmp}/run",
-                                                    "algorithm.inner_lr=0.5"), "holds a run with a different config"),
+    BadInput(
+        "resuming a run with another config",
+        ("maml-train", "experiment=sinusoid_tiny", "hydra.run.dir={tmp}/run", "algorithm.inner_lr=0.5"),
+        "holds a run with a different config",
+    ),
     BadInput("maml-eval without a run", ("maml-eval",), "pass run_dir=PATH"),
     BadInput("maml-eval on a folder that does not exist", ("maml-eval", "run_dir={tmp}/runs/nope"), "does not exist"),
-    BadInput("maml-eval on a folder that is not a run", ("maml-eval", "run_dir={tmp}/empty"),
-             "not a maml-train run directory"),
-    BadInput("maml-eval on a checkpoint step that does not exist", ("maml-eval", "run_dir={tmp}/run", "checkpoint=15"),
-             "available: 10, 20"),
+    BadInput(
+        "maml-eval on a folder that is not a run",
+        ("maml-eval", "run_dir={tmp}/empty"),
+        "not a maml-train run directory",
+    ),
+    BadInput(
+        "maml-eval on a checkpoint step that does not exist",
+        ("maml-eval", "run_dir={tmp}/run", "checkpoint=15"),
+        "available: 10, 20",
+    ),
     BadInput("maml-eval on a damaged checkpoint", ("maml-eval", "run_dir={tmp}/damaged"), "cannot be read"),
-    BadInput("a checkpoint that is neither a step nor best", ("maml-eval", "run_dir={tmp}/run", "checkpoint=worst"),
-             "is not a checkpoint"),
-    BadInput("an ensemble of more checkpoints than the run kept", ("maml-eval", "run_dir={tmp}/run", "checkpoint=best:9"),
-             "needs 9 checkpoints with a validation"),
-    BadInput("Reptile's transductive switch on another algorithm", ("maml-eval", "run_dir={tmp}/run", "transductive=false"),
-             "transductive= is Reptile's evaluation switch"),
+    BadInput(
+        "a checkpoint that is neither a step nor best",
+        ("maml-eval", "run_dir={tmp}/run", "checkpoint=worst"),
+        "is not a checkpoint",
+    ),
+    BadInput(
+        "an ensemble of more checkpoints than the run kept",
+        ("maml-eval", "run_dir={tmp}/run", "checkpoint=best:9"),
+        "needs 9 checkpoints with a validation",
+    ),
+    BadInput(
+        "Reptile's transductive switch on another algorithm",
+        ("maml-eval", "run_dir={tmp}/run", "transductive=false"),
+        "transductive= is Reptile's evaluation switch",
+    ),
     BadInput("misspelt split", ("maml-eval", "run_dir={tmp}/run", "split=tset"), "did you mean test?"),
-    BadInput("misspelt maml-eval key", ("maml-eval", "run_dir={tmp}/run", "eval.episode=10"),
-             "did you mean eval.episodes?"),
-    BadInput("a training key given to maml-eval", ("maml-eval", "run_dir={tmp}/run", "train.steps=10"),
-             "not a maml-eval config key"),
-    BadInput("image folder that does not exist", ("maml-train", *FOLDER, "dataset.path={tmp}/folders/nowhere"),
-             "does not exist"),
-    BadInput("image class with fewer images than a task needs", ("maml-train", *FOLDER, "dataset.path={tmp}/folders/few"),
-             "class02 (1)"),
-    BadInput("empty class folder", ("maml-train", *FOLDER, "dataset.path={tmp}/folders/empty_class"),
-             "no PNG or JPEG images: class03"),
-    BadInput("unreadable image file", ("maml-train", *FOLDER, "dataset.path={tmp}/folders/broken"),
-             "03.png is not a readable image"),
-    BadInput("grey and colour images mixed", ("maml-train", *FOLDER, "dataset.path={tmp}/folders/mixed"),
-             "set dataset.channels=1 or 3"),
-    BadInput("maml-adapt without a support set", ("maml-adapt", "run_dir={tmp}/run", "query=-5:5:10"),
-             "pass support="),
-    BadInput("maml-adapt support points that do not exist", ("maml-adapt", "run_dir={tmp}/run",
-                                                              "support={tmp}/points.csv", "query=-5:5:10"),
-             "is not a file"),
-    BadInput("a run from elsewhere that names code to import", ("maml-eval", "run_dir={tmp}/coded"),
-             "pass trust_code=true if you trust that code"),
-    BadInput("your own model without saying which", ("maml-train", "model=custom"),
-             "model=custom needs model.target=module.path:name"),
-    BadInput("your own model from a module that is not there", ("maml-train", "model=custom",
-                                                               "model.target=my_nets:make_net"),
-             "cannot import my_nets"),
+    BadInput(
+        "misspelt maml-eval key", ("maml-eval", "run_dir={tmp}/run", "eval.episode=10"), "did you mean eval.episodes?"
+    ),
+    BadInput(
+        "a training key given to maml-eval",
+        ("maml-eval", "run_dir={tmp}/run", "train.steps=10"),
+        "not a maml-eval config key",
+    ),
+    BadInput(
+        "image folder that does not exist",
+        ("maml-train", *FOLDER, "dataset.path={tmp}/folders/nowhere"),
+        "does not exist",
+    ),
+    BadInput(
+        "image class with fewer images than a task needs",
+        ("maml-train", *FOLDER, "dataset.path={tmp}/folders/few"),
+        "class02 (1)",
+    ),
+    BadInput(
+        "empty class folder",
+        ("maml-train", *FOLDER, "dataset.path={tmp}/folders/empty_class"),
+        "no PNG or JPEG images: class03",
+    ),
+    BadInput(
+        "unreadable image file",
+        ("maml-train", *FOLDER, "dataset.path={tmp}/folders/broken"),
+        "03.png is not a readable image",
+    ),
+    BadInput(
+        "grey and colour images mixed",
+        ("maml-train", *FOLDER, "dataset.path={tmp}/folders/mixed"),
+        "set dataset.channels=1 or 3",
+    ),
+    BadInput("maml-adapt without a support set", ("maml-adapt", "run_dir={tmp}/run", "query=-5:5:10"), "pass support="),
+    BadInput(
+        "maml-adapt support points that do not exist",
+        ("maml-adapt", "run_dir={tmp}/run", "support={tmp}/points.csv", "query=-5:5:10"),
+        "is not a file",
+    ),
+    BadInput(
+        "a run from elsewhere that names code to import",
+        ("maml-eval", "run_dir={tmp}/coded"),
+        "pass trust_code=true if you trust that code",
+    ),
+    BadInput(
+        "your own model without saying which",
+        ("maml-train", "model=custom"),
+        "model=custom needs model.target=module.path:name",
+    ),
+    BadInput(
+        "your own model from a module that is not there",
+        ("maml-train", "model=custom", "model.target=my_nets:make_net"),
+        "cannot import my_nets",
+    ),
 ]

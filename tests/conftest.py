@@ -3,10 +3,13 @@ scripts."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 import tempfile
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -49,5 +52,32 @@ def _quiet_env(monkeypatch):
 
 def run_command(name: str, *args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """One of our console scripts, as a user runs it (output captured as text)."""
-    return subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          **kwargs)
+    return subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def run_in_process(name: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
+    """A console script's ``main`` run in this process, seen as a shell sees it: exit code, stdout,
+    stderr (an uncaught exception prints its traceback and exits 1, as Python does). For checks of
+    what a command says, where starting a process would only cost time."""
+    from maml_cli.commands import adapt, evaluate, report, train
+
+    main = {"maml-train": train.main, "maml-eval": evaluate.main, "maml-adapt": adapt.main, "maml-report": report.main}[
+        name
+    ]
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    previous, argv = os.getcwd(), sys.argv
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main([str(a) for a in args])
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(previous)
+        sys.argv = argv
+    return subprocess.CompletedProcess([name, *args], code, out.getvalue(), err.getvalue())

@@ -14,12 +14,19 @@ from maml_cli.models.mlp import MLP
 from tests.conftest import make_cfg
 
 
-def algorithm_for(name: str = "maml", *overrides: str, task_batching: str = "vmap", remat: bool = False,
-                  network: Network | None = None, kind: str = "regression"):
+def algorithm_for(
+    name: str = "maml",
+    *overrides: str,
+    task_batching: str = "vmap",
+    remat: bool = False,
+    network: Network | None = None,
+    kind: str = "regression",
+):
     cfg = make_cfg(f"algorithm={name}", "algorithm.inner_lr=0.1", "algorithm.inner_steps=2", *overrides)
     network = network or Network(MLP(hidden_sizes=(8,), output_dim=1, activation="tanh"))
-    return build_algorithm(cfg.algorithm, make_task_loss(network, kind), Execution(task_batching, remat, None),
-                           cfg.train)
+    return build_algorithm(
+        cfg.algorithm, make_task_loss(network, kind), Execution(task_batching, remat, None), cfg.train
+    )
 
 
 def episodes_for(num_tasks=3, dtype=jnp.float32, seed=0, shots=4):

@@ -20,7 +20,7 @@ def fake_sets(background=10, evaluation=8, drawers=4, seed=0):
         for c in range(count):
             for d in range(drawers):
                 r, k = rng.randint(10, 80, size=2)
-                paper[c, d, r:r + 15, k:k + 4 + c % 7] = False  # a stroke
+                paper[c, d, r : r + 15, k : k + 4 + c % 7] = False  # a stroke
                 paper[c, d, 5 + d, 5:20] = False
         out[name] = paper
     return out

@@ -14,16 +14,21 @@ import jax
 import numpy as np
 
 from maml_cli import parallel
-from maml_cli.scoring import eval_key, run_episodes
 from maml_cli.experiment import build_experiment
+from maml_cli.scoring import eval_key, run_episodes
 from tests.conftest import TINY, make_cfg
 
 STEPS = 3
 
 
 def gap(a, b) -> float:
-    return max((float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))), default=0.0)
+    return max(
+        (
+            float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+        ),
+        default=0.0,
+    )
 
 
 def outcome(overrides, devices):
@@ -35,13 +40,18 @@ def outcome(overrides, devices):
     sample, meta_batch = exp.sampler.sample, exp.cfg.train.meta_batch_size
     if exp.mesh is None:
         episodes = sample(exp.data, rng[0], "train", meta_batch, shots=exp.algorithm.train_shots)
-        gradient = jax.jit(lambda: exp.algorithm.meta_gradient(state.meta_params, state.meta_state, episodes,
-                                                               rng[1], state.step, phase))()
+        gradient = jax.jit(
+            lambda: exp.algorithm.meta_gradient(
+                state.meta_params, state.meta_state, episodes, rng[1], state.step, phase
+            )
+        )()
     else:
         gradient = jax.jit(parallel.sharded_meta_gradient(exp.mesh, sample, exp.algorithm, meta_batch, phase))(
-            state.meta_params, state.meta_state, exp.data, rng[0], rng[1], state.step)
-    scores = run_episodes(exp.scorer("val", 2), state.meta_params, state.meta_state, exp.data,
-                          eval_key(0, "val"), 10, exp.eval_batch(10))
+            state.meta_params, state.meta_state, exp.data, rng[0], rng[1], state.step
+        )
+    scores = run_episodes(
+        exp.scorer("val", 2), state.meta_params, state.meta_state, exp.data, eval_key(0, "val"), 10, exp.eval_batch(10)
+    )
     after, metrics = exp.multi_step()(state, exp.data, STEPS, phase)
     return jax.device_get((gradient, after.meta_params, after.meta_state, metrics, scores))
 
@@ -54,34 +64,49 @@ def main() -> None:
         # Reptile draws its mini-batch orders from one key per device; with a mini-batch of the
         # whole support set (5 shots) the order does not matter, so the numbers must agree. Its
         # meta-state (the inner Adam moments) is carried through the inner scan on each device.
-        "reptile": [*TINY, "algorithm=reptile", "train.meta_batch_size=8", "algorithm.inner_batch_size=5",
-                    "algorithm.eval_inner_batch_size=5"],
+        "reptile": [
+            *TINY,
+            "algorithm=reptile",
+            "train.meta_batch_size=8",
+            "algorithm.inner_batch_size=5",
+            "algorithm.eval_inner_batch_size=5",
+        ],
     }
     if omniglot:  # conv4 with per-step batch norm: running statistics are averaged over devices too
-        cases["mamlpp_conv4"] = ["experiment=omniglot_tiny", "algorithm=mamlpp", f"dataset.path={omniglot}",
-                                 "train.meta_batch_size=4", "train.task_batching=vmap", "model.conv_impl=lax",
-                                 "train.remat=false"]
+        cases["mamlpp_conv4"] = [
+            "experiment=omniglot_tiny",
+            "algorithm=mamlpp",
+            f"dataset.path={omniglot}",
+            "train.meta_batch_size=4",
+            "train.task_batching=vmap",
+            "model.conv_impl=lax",
+            "train.remat=false",
+        ]
     out = {"device_count": jax.device_count()}
     singles = {}
     for name, overrides in cases.items():
         single = singles[name] = outcome(overrides, 1)
         for devices in (2, 4) if name == "maml" else (2,):
             sharded = outcome(overrides, devices)
-            out[f"{name}/{devices}"] = {part: gap(a, b) for part, a, b in
-                                        zip(("gradient", "params", "meta_state", "metrics", "scores"), single, sharded)}
+            out[f"{name}/{devices}"] = {
+                part: gap(a, b)
+                for part, a, b in zip(("gradient", "params", "meta_state", "metrics", "scores"), single, sharded)
+            }
             if name == "mamlpp_conv4":
                 # A convolution's bias before batch norm has a true gradient of zero, so Adam turns
                 # its float noise into steps of the learning rate's size: compared apart.
                 biases = [k for k in single[1]["model"] if k.startswith("convs_")]
                 out[f"{name}/{devices}"]["params"] = gap(
-                    {k: v for k, v in single[1]["model"].items() if k not in biases} |
-                    {k: v["kernel"] for k, v in single[1]["model"].items() if k in biases},
-                    {k: v for k, v in sharded[1]["model"].items() if k not in biases} |
-                    {k: v["kernel"] for k, v in sharded[1]["model"].items() if k in biases})
+                    {k: v for k, v in single[1]["model"].items() if k not in biases}
+                    | {k: v["kernel"] for k, v in single[1]["model"].items() if k in biases},
+                    {k: v for k, v in sharded[1]["model"].items() if k not in biases}
+                    | {k: v["kernel"] for k, v in sharded[1]["model"].items() if k in biases},
+                )
                 # Those biases shift the running means by as much; the running variances do not see them.
                 out[f"{name}/{devices}"]["meta_state"] = gap(
                     {k: v["var"] for k, v in single[2]["batch_stats"].items()},
-                    {k: v["var"] for k, v in sharded[2]["batch_stats"].items()})
+                    {k: v["var"] for k, v in sharded[2]["batch_stats"].items()},
+                )
     # The trap the module docstring warns of: without marking the parameters as varying, the inner
     # gradients would be summed over devices (so this must differ).
     parallel.varying = lambda tree: tree

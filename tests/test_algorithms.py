@@ -58,6 +58,7 @@ def test_anil_meta_gradient_equals_maml_with_a_frozen_body():
                     g = jax.grad(with_head)(head, task.support_x, task.support_y)
                     head = jax.tree.map(lambda w, d: w - 0.1 * d, head, g)
                 return with_head(head, task.query_x, task.query_y)
+
             return jnp.mean(jax.vmap(one)(episodes))
 
         got = jax.jit(jax.grad(loss_fn(algorithm, episodes)))(meta_params)["model"]
@@ -118,8 +119,9 @@ def test_mamlpp_multi_step_weights_sum_to_one_and_anneal_to_the_last_step(inner_
 
 
 def test_mamlpp_derivative_order_annealing_switches_at_the_configured_step():
-    algorithm = algorithm_for("mamlpp", "algorithm.first_order_steps=5", "algorithm.multi_step_loss=false",
-                              "algorithm.learn_inner_lr=false")
+    algorithm = algorithm_for(
+        "mamlpp", "algorithm.first_order_steps=5", "algorithm.multi_step_loss=false", "algorithm.learn_inner_lr=false"
+    )
     assert [algorithm.phase(s).first_order for s in (0, 4, 5, 100)] == [True, True, False, False]
     assert 5 in algorithm.boundaries()
     episodes = episodes_for()
@@ -129,10 +131,12 @@ def test_mamlpp_derivative_order_annealing_switches_at_the_configured_step():
         return flat(meta_gradient(algorithm, meta_params, meta_state, episodes, step=step)[0]["model"])
 
     fomaml, maml = algorithm_for("fomaml"), algorithm_for("maml")  # same inner loop, fixed step sizes
-    np.testing.assert_allclose(grads_at(4), flat(jax.grad(loss_fn(fomaml, episodes))(meta_params)["model"]),
-                               rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(grads_at(5), flat(jax.grad(loss_fn(maml, episodes))(meta_params)["model"]),
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        grads_at(4), flat(jax.grad(loss_fn(fomaml, episodes))(meta_params)["model"]), rtol=1e-5, atol=1e-7
+    )
+    np.testing.assert_allclose(
+        grads_at(5), flat(jax.grad(loss_fn(maml, episodes))(meta_params)["model"]), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_mamlpp_learned_rates_are_per_tensor_and_per_step():
@@ -144,14 +148,23 @@ def test_mamlpp_learned_rates_are_per_tensor_and_per_step():
 
 
 def _conv_mamlpp(*overrides):
-    cfg = make_cfg("experiment=omniglot_tiny", "algorithm=mamlpp", "model.filters=4", "algorithm.inner_steps=1",
-                   "algorithm.multi_step_loss=false", "model.bn_momentum=1.0", *overrides)
+    cfg = make_cfg(
+        "experiment=omniglot_tiny",
+        "algorithm=mamlpp",
+        "model.filters=4",
+        "algorithm.inner_steps=1",
+        "algorithm.multi_step_loss=false",
+        "model.bn_momentum=1.0",
+        *overrides,
+    )
     network = build_model(cfg.model, TaskSpec((8, 8, 1), 3, "classification"), "lax", inner_steps=1)
-    algorithm = build_algorithm(cfg.algorithm, make_task_loss(network, "classification"),
-                                Execution("vmap", False, "lax"), cfg.train)
+    algorithm = build_algorithm(
+        cfg.algorithm, make_task_loss(network, "classification"), Execution("vmap", False, "lax"), cfg.train
+    )
     images = (jax.random.uniform(jax.random.PRNGKey(0), (10, 6, 8, 8, 1)) * 255).astype(jnp.uint8)
-    episodes = sample_classification_episodes(images, jnp.arange(10), jax.random.PRNGKey(1), 2, ways=3, shots=2,
-                                              query_shots=2)
+    episodes = sample_classification_episodes(
+        images, jnp.arange(10), jax.random.PRNGKey(1), 2, ways=3, shots=2, query_shots=2
+    )
     return algorithm, episodes
 
 
@@ -165,8 +178,10 @@ def test_per_step_batch_norm_accumulates_the_statistics_of_training():
 
     def expected_for(task):
         grads = jax.grad(lambda p: loss.loss(p, task.support_x, task.support_y, step=0)[0])(params)
-        adapted = {k: v if k.startswith("norms_") else jax.tree.map(lambda w, g: w - 0.4 * g, v, grads[k])
-                   for k, v in params.items()}  # batch norm is not adapted (adapt_batch_norm=false)
+        adapted = {
+            k: v if k.startswith("norms_") else jax.tree.map(lambda w, g: w - 0.4 * g, v, grads[k])
+            for k, v in params.items()
+        }  # batch norm is not adapted (adapt_batch_norm=false)
         support = net.apply(params, task.support_x, step=0)[1]
         query = net.apply(adapted, task.query_x, step=0)[1]
         return jax.tree.map(lambda s, q: (s + q) / 2, support, query)
@@ -174,8 +189,9 @@ def test_per_step_batch_norm_accumulates_the_statistics_of_training():
     expected = jax.tree.map(lambda a: a.mean(0), jax.jit(jax.vmap(expected_for))(episodes))
     for layer in ("norms_0", "norms_3"):
         for stat in ("mean", "var"):
-            np.testing.assert_allclose(new_state["batch_stats"][layer][stat][0], expected[layer][stat], rtol=1e-4,
-                                       atol=1e-6)
+            np.testing.assert_allclose(
+                new_state["batch_stats"][layer][stat][0], expected[layer][stat], rtol=1e-4, atol=1e-6
+            )
     assert not np.allclose(new_state["batch_stats"]["norms_0"]["var"], meta_state["batch_stats"]["norms_0"]["var"])
 
 
@@ -189,13 +205,15 @@ def test_per_step_batch_norm_evaluates_with_the_running_statistics(eval_stats):
     traces = [trace(s) for s in (meta_state, trained_state)]
     # Running statistics: the result depends on them, and a query image's prediction does not
     # depend on the other images it is scored with. Batch statistics: the reverse.
-    predict = jax.jit(lambda state, x: algorithm.network.apply(meta_params["model"], x,
-                                                                **algorithm.eval_forward(state))[0])
+    predict = jax.jit(
+        lambda state, x: algorithm.network.apply(meta_params["model"], x, **algorithm.eval_forward(state))[0]
+    )
     alone = predict(trained_state, task.query_x[:1])
     together = predict(trained_state, task.query_x)[:1]
     if eval_stats == "running":
-        assert not np.allclose(traces[0], traces[1]) or not np.allclose(predict(meta_state, task.query_x),
-                                                                        predict(trained_state, task.query_x))
+        assert not np.allclose(traces[0], traces[1]) or not np.allclose(
+            predict(meta_state, task.query_x), predict(trained_state, task.query_x)
+        )
         np.testing.assert_allclose(alone, together, rtol=1e-5, atol=1e-6)
     else:
         np.testing.assert_allclose(traces[0], traces[1])
@@ -206,9 +224,14 @@ def test_per_step_batch_norm_evaluates_with_the_running_statistics(eval_stats):
 
 
 def test_reptile_outer_update_is_step_size_times_mean_of_adapted_minus_initial():
-    algorithm = algorithm_for("reptile", "algorithm.inner_steps=3", "algorithm.inner_batch_size=3",
-                              "algorithm.eval_inner_batch_size=3", "algorithm.outer_step_size=0.5",
-                              "train.steps=4")
+    algorithm = algorithm_for(
+        "reptile",
+        "algorithm.inner_steps=3",
+        "algorithm.inner_batch_size=3",
+        "algorithm.eval_inner_batch_size=3",
+        "algorithm.outer_step_size=0.5",
+        "train.steps=4",
+    )
     episodes = episodes_for(num_tasks=4)
     meta_params, meta_state = init(algorithm)
     key = jax.random.PRNGKey(3)
@@ -220,7 +243,7 @@ def test_reptile_outer_update_is_step_size_times_mean_of_adapted_minus_initial()
     assert float(jnp.abs(flat(step)).max()) > 1e-4  # the tasks did move the weights
     optimizer = algorithm.optimizer()
     opt_state = optimizer.init(meta_params)
-    for t, fraction in enumerate((1.0, 0.75, 0.5, 0.25)):  # annealed linearly to 0 over train.steps
+    for _t, fraction in enumerate((1.0, 0.75, 0.5, 0.25)):  # annealed linearly to 0 over train.steps
         updates, opt_state = optimizer.update(grads, opt_state, meta_params)
         np.testing.assert_allclose(flat(updates["model"]), 0.5 * fraction * flat(step), rtol=1e-5, atol=1e-8)
     # The inner Adam moments are carried on: every task took 3 steps from the same state.
@@ -228,8 +251,9 @@ def test_reptile_outer_update_is_step_size_times_mean_of_adapted_minus_initial()
 
 
 def test_reptile_inner_loop_is_adam_on_minibatches():
-    algorithm = algorithm_for("reptile", "algorithm.inner_steps=2", "algorithm.eval_inner_batch_size=2",
-                              "algorithm.inner_lr=0.01")
+    algorithm = algorithm_for(
+        "reptile", "algorithm.inner_steps=2", "algorithm.eval_inner_batch_size=2", "algorithm.inner_lr=0.01"
+    )
     episodes = episodes_for(num_tasks=1, shots=4)
     meta_params, meta_state = init(algorithm)
     task = jax.tree.map(lambda a: a[0], episodes)
@@ -239,7 +263,7 @@ def test_reptile_inner_loop_is_adam_on_minibatches():
     params, adam = meta_params["model"], optax.chain(optax.scale_by_adam(b1=0.0), optax.scale(-0.01))
     state = adam.init(params)
     for s in range(2):
-        idx = order[2 * s:2 * s + 2]
+        idx = order[2 * s : 2 * s + 2]
         g = jax.grad(lambda p: algorithm.task_loss.loss(p, task.support_x[idx], task.support_y[idx])[0])(params)
         updates, state = adam.update(g, state)
         params = optax.apply_updates(params, updates)
@@ -250,19 +274,32 @@ def test_reptile_inner_loop_is_adam_on_minibatches():
 def test_reptile_scores_queries_together_or_each_with_the_support_set(transductive):
     """The paper's two evaluations: transductive, the query images normalised together; otherwise
     each query image in one batch with the support set (their _test_predictions)."""
-    cfg = make_cfg("experiment=omniglot_tiny", "algorithm=reptile", "model.filters=4",
-                   f"algorithm.transductive={str(transductive).lower()}")
+    cfg = make_cfg(
+        "experiment=omniglot_tiny",
+        "algorithm=reptile",
+        "model.filters=4",
+        f"algorithm.transductive={str(transductive).lower()}",
+    )
     network = build_model(cfg.model, TaskSpec((8, 8, 1), 3, "classification"), "lax")
-    algorithm = build_algorithm(cfg.algorithm, make_task_loss(network, "classification"),
-                                Execution("vmap", False, "lax"), cfg.train)
+    algorithm = build_algorithm(
+        cfg.algorithm, make_task_loss(network, "classification"), Execution("vmap", False, "lax"), cfg.train
+    )
     images = (jax.random.uniform(jax.random.PRNGKey(0), (10, 6, 8, 8, 1)) * 255).astype(jnp.uint8)
-    task = jax.tree.map(lambda a: a[0], sample_classification_episodes(
-        images, jnp.arange(10), jax.random.PRNGKey(1), 1, ways=3, shots=2, query_shots=2))
+    task = jax.tree.map(
+        lambda a: a[0],
+        sample_classification_episodes(
+            images, jnp.arange(10), jax.random.PRNGKey(1), 1, ways=3, shots=2, query_shots=2
+        ),
+    )
     meta_params, meta_state = init(algorithm, input_shape=(8, 8, 1))
     params = meta_params["model"]
     got = algorithm.adaptation_outputs(meta_params, meta_state, task, jax.random.PRNGKey(2), 0)[0]
     together = network.apply(params, task.query_x)[0]
-    each = jnp.stack([network.apply(params, jnp.concatenate([task.support_x, task.query_x[i:i + 1]]))[0][-1]
-                      for i in range(task.query_x.shape[0])])
+    each = jnp.stack(
+        [
+            network.apply(params, jnp.concatenate([task.support_x, task.query_x[i : i + 1]]))[0][-1]
+            for i in range(task.query_x.shape[0])
+        ]
+    )
     np.testing.assert_allclose(got, together if transductive else each, rtol=1e-5, atol=1e-6)
     assert not np.allclose(together, each, atol=1e-3)  # the two differ: batch norm sees other images

@@ -26,8 +26,9 @@ def test_compose_train_evaluate_adapt_match_the_commands(tmp_path):
     assert not (tmp_path / "run" / "eval.json").exists()  # the library writes nothing
 
     # Two runs (here the same one twice) in one maml-eval -m: scored in turn, nothing left behind.
-    shell = run_command("maml-eval", "-m", f"run_dir={tmp_path / 'run'},{tmp_path / 'run'}", "eval.episodes=30",
-                        cwd=tmp_path)
+    shell = run_command(
+        "maml-eval", "-m", f"run_dir={tmp_path / 'run'},{tmp_path / 'run'}", "eval.episodes=30", cwd=tmp_path
+    )
     assert shell.returncode == 0, shell.stderr
     assert shell.stdout.count("wrote ") == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     written = json.loads((tmp_path / "run" / "eval.json").read_text())
@@ -39,8 +40,13 @@ def test_compose_train_evaluate_adapt_match_the_commands(tmp_path):
     query = np.linspace(-3, 3, 7, dtype=np.float32)[:, None]
     predicted = learner.predict(query)[:, 0]
     (tmp_path / "support.csv").write_text("\n".join(f"{x},{y}" for x, y in support) + "\n")
-    shell = run_command("maml-adapt", f"run_dir={tmp_path / 'run'}", f"support={tmp_path / 'support.csv'}",
-                        "query=-3:3:7", f"out_dir={tmp_path / 'out'}")
+    shell = run_command(
+        "maml-adapt",
+        f"run_dir={tmp_path / 'run'}",
+        f"support={tmp_path / 'support.csv'}",
+        "query=-3:3:7",
+        f"out_dir={tmp_path / 'out'}",
+    )
     assert shell.returncode == 0, shell.stderr
     from_shell = [p["y"] for p in json.loads((tmp_path / "out" / "predictions.json").read_text())["predictions"]]
     np.testing.assert_allclose(predicted, from_shell, rtol=1e-5, atol=1e-6)
@@ -53,7 +59,9 @@ def test_train_by_name_resumes_and_bad_input_raises_the_commands_errors(tmp_path
     assert (run.summary.start_step, run.summary.step) == (10, 20)
     with pytest.raises(mc.UserError, match="resuming would mix two experiments"):
         mc.train("sinusoid_tiny", [*TINY, "algorithm.inner_lr=0.5"], run_dir=tmp_path)
-    with pytest.raises(mc.UserError, match=r"train.stepz is not a maml_cli.compose config key \(did you mean train.steps"):
+    with pytest.raises(
+        mc.UserError, match=r"train.stepz is not a maml_cli.compose config key \(did you mean train.steps"
+    ):
         mc.compose("sinusoid_tiny", ["train.stepz=3"])
     with pytest.raises(mc.UserError, match="unknown experiment option 'sinusoid_tiy'"):
         mc.compose("sinusoid_tiy")

@@ -42,9 +42,12 @@ def test_flops_inside_shard_map_count_every_device():
 def test_loop_timing_keeps_only_the_windows_between_compilation_and_validation():
     from bench_throughput import window_rates
 
-    rows = [{"step": 10, "elapsed_s": 30.0},  # compilation
-            {"step": 20, "elapsed_s": 32.0}, {"step": 30, "elapsed_s": 36.0},
-            {"step": 40, "elapsed_s": 50.0}]  # validation and checkpoint at the end
+    rows = [
+        {"step": 10, "elapsed_s": 30.0},  # compilation
+        {"step": 20, "elapsed_s": 32.0},
+        {"step": 30, "elapsed_s": 36.0},
+        {"step": 40, "elapsed_s": 50.0},
+    ]  # validation and checkpoint at the end
     assert window_rates(rows, meta_batch=32) == [10 * 32 / 2.0, 10 * 32 / 4.0]
 
 
@@ -58,6 +61,7 @@ def test_round_robin_times_each_step_after_an_untimed_call_of_its_own(monkeypatc
         def run():
             calls.append(name)
             clock[0] += seconds
+
         return run
 
     monkeypatch.setattr(bench_throughput.time, "perf_counter", lambda: clock[0])
@@ -68,20 +72,28 @@ def test_round_robin_times_each_step_after_an_untimed_call_of_its_own(monkeypatc
 
 def test_interleaved_reports_every_line_against_the_first():
     rows = interleaved(["sinusoid_tiny train.meta_batch_size=2", "sinusoid_tiny train.meta_batch_size=4"], rounds=2)
-    assert [r["preset"] for r in rows] == ["sinusoid_tiny train.meta_batch_size=2",
-                                          "sinusoid_tiny train.meta_batch_size=4"]
+    assert [r["preset"] for r in rows] == [
+        "sinusoid_tiny train.meta_batch_size=2",
+        "sinusoid_tiny train.meta_batch_size=4",
+    ]
     assert rows[0]["step_time_vs_first"] == 1.0 and all(r["rounds"] == 2 and r["step_ms_median"] > 0 for r in rows)
 
 
 def test_flops_of_a_convolution():
     x, k = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
-    conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",  # noqa: E731
-                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    conv = lambda x, k: jax.lax.conv_general_dilated(
+        x,
+        k,
+        (1, 1),
+        "SAME",  # noqa: E731
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     assert _jaxpr_flops(jax.make_jaxpr(conv)(x, k).jaxpr) == 2 * (2 * 8 * 8 * 4) * (3 * 3 * 3)
 
 
 def test_step_flops_count_every_inner_step():
     from bench_throughput import _compose
+
     from maml_cli.experiment import build_experiment
 
     counts = []
@@ -93,11 +105,18 @@ def test_step_flops_count_every_inner_step():
     assert counts[2] - counts[1] == pytest.approx(counts[1] - counts[0])  # each inner step costs the same
 
 
-@pytest.mark.parametrize("name,kind", [("ynn_fusion.12", "matmul"), ("dot.3", "matmul"),
-                                       ("wrapped_broadcast.22", "fill"),
-                                       ("bitcast_dynamic-update-slice_fusion.68", "loop stacking"),
-                                       ("slice_select_fusion.3", "data movement"), ("copy_bitcast_fusion", "data movement"),
-                                       ("multiply_add_fusion.1", "elementwise/reduce")])
+@pytest.mark.parametrize(
+    "name,kind",
+    [
+        ("ynn_fusion.12", "matmul"),
+        ("dot.3", "matmul"),
+        ("wrapped_broadcast.22", "fill"),
+        ("bitcast_dynamic-update-slice_fusion.68", "loop stacking"),
+        ("slice_select_fusion.3", "data movement"),
+        ("copy_bitcast_fusion", "data movement"),
+        ("multiply_add_fusion.1", "elementwise/reduce"),
+    ],
+)
 def test_op_categories(name, kind):
     assert _category(name) == kind
 

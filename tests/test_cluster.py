@@ -13,14 +13,17 @@ import pytest
 from omegaconf import OmegaConf
 
 from maml_cli import composing
-from maml_cli.config import UserError
 from maml_cli.commands.train import APP
+from maml_cli.config import UserError
 from tests.conftest import TINY
 
 BIN = Path(sys.executable).parent
 
-for plugin in ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher",
-               "hydra_plugins.hydra_optuna_sweeper"):
+for plugin in (
+    "hydra_plugins.hydra_joblib_launcher",
+    "hydra_plugins.hydra_submitit_launcher",
+    "hydra_plugins.hydra_optuna_sweeper",
+):
     pytest.importorskip(plugin, reason='the [cluster] extra is not installed (pip install -e ".[cluster]")')
 
 
@@ -34,8 +37,13 @@ def _composed(*overrides):
 
 
 def test_launcher_and_search_presets_compose_and_validate():
-    slurm = _composed("launcher=slurm", "experiment=omniglot_5w1s", "hydra.launcher.timeout_min=30",
-                      "hydra.launcher.gpus_per_node=4", "hydra.launcher.partition=gpu")
+    slurm = _composed(
+        "launcher=slurm",
+        "experiment=omniglot_5w1s",
+        "hydra.launcher.timeout_min=30",
+        "hydra.launcher.gpus_per_node=4",
+        "hydra.launcher.partition=gpu",
+    )
     launcher = slurm.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.timeout_min, launcher.gpus_per_node, launcher.partition) == (30, 4, "gpu")
@@ -51,8 +59,11 @@ def test_launcher_and_search_presets_compose_and_validate():
 
 def test_a_missing_plugin_is_named_with_the_install_command(monkeypatch):
     monkeypatch.setitem(APP.plugins, "launcher=joblib", ("hydra_plugins.not_installed", "hydra-joblib-launcher"))
-    with pytest.raises(UserError, match=r"launcher=joblib needs Hydra's plugin hydra-joblib-launcher.*"
-                                        r"pip install \"maml-cli\[cluster\]\""):
+    with pytest.raises(
+        UserError,
+        match=r"launcher=joblib needs Hydra's plugin hydra-joblib-launcher.*"
+        r"pip install \"maml-cli\[cluster\]\"",
+    ):
         composing.compose_checked(APP, ["launcher=joblib"], multirun=True)
     with pytest.raises(UserError, match="unknown launcher option 'slrum' \\(did you mean slurm\\?\\)"):
         composing.compose_checked(APP, ["launcher=slrum"], multirun=True)
@@ -63,8 +74,15 @@ def test_joblib_sweep_with_a_failing_job_then_maml_report(tmp_path):
     finish; the sweep exits 1 naming the failure; each error stays in its job's train.log; the
     report groups the two seeds that finished and lists the failed jobs."""
     sweep = tmp_path / "sweep"
-    run = _run("maml-train", "-m", "launcher=joblib", *TINY, "algorithm.inner_lr=1e9,0.01", "seed=0,1",
-               f"hydra.sweep.dir={sweep}")
+    run = _run(
+        "maml-train",
+        "-m",
+        "launcher=joblib",
+        *TINY,
+        "algorithm.inner_lr=1e9,0.01",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert run.returncode == 1, run.stderr
     assert "meta-training loss is inf" in run.stderr and "Traceback" not in run.stderr
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
@@ -95,9 +113,16 @@ def test_submitit_local_sweep(tmp_path):
 
 def test_optuna_search_goes_on_past_a_failed_trial(tmp_path):
     sweep = tmp_path / "search"
-    run = _run("maml-train", "-m", "search=optuna", *TINY, "hydra.sweeper.n_trials=4",
-               "algorithm.inner_lr=choice(1e9,0.01)", "train.outer_lr=tag(log,interval(0.0001,0.01))",
-               f"hydra.sweep.dir={sweep}")
+    run = _run(
+        "maml-train",
+        "-m",
+        "search=optuna",
+        *TINY,
+        "hydra.sweeper.n_trials=4",
+        "algorithm.inner_lr=choice(1e9,0.01)",
+        "train.outer_lr=tag(log,interval(0.0001,0.01))",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert run.returncode == 0, run.stderr
     results = OmegaConf.load(sweep / "optimization_results.yaml")
     assert results.best_params["algorithm.inner_lr"] == 0.01 and 0 < results.best_value < 100

@@ -55,35 +55,62 @@ def test_paper_settings_files_name_an_existing_preset_and_algorithm():
 
 def test_an_algorithms_paper_settings_follow_the_preset():
     mamlpp = make_cfg("experiment=omniglot_5w1s", "algorithm=mamlpp")
-    assert (mamlpp.model.batch_norm, mamlpp.model.downsample, mamlpp.algorithm.inner_steps) == ("per_step", "maxpool", 5)
+    assert (mamlpp.model.batch_norm, mamlpp.model.downsample, mamlpp.algorithm.inner_steps) == (
+        "per_step",
+        "maxpool",
+        5,
+    )
     assert (mamlpp.algorithm.inner_lr, mamlpp.train.meta_batch_size, mamlpp.dataset.ways) == (0.1, 8, 5)
     # scored with the batch, as the authors' code (running statistics scored near chance here)
     assert mamlpp.model.bn_eval_stats == "batch"
     # MAML++'s network and test queries as the authors' code: LeakyReLU, 1 query per class on Omniglot.
     assert (mamlpp.model.activation, mamlpp.dataset.query_shots) == ("leaky_relu", 1)
     five_shot = make_cfg("experiment=omniglot_5w5s", "algorithm=mamlpp")
-    assert (five_shot.model.activation, five_shot.dataset.query_shots, five_shot.train.grad_clip_value) == \
-        ("leaky_relu", 1, None)
+    assert (five_shot.model.activation, five_shot.dataset.query_shots, five_shot.train.grad_clip_value) == (
+        "leaky_relu",
+        1,
+        None,
+    )
     mini = make_cfg("experiment=miniimagenet_5w1s", "algorithm=mamlpp")
     assert (mini.train.grad_clip_value, mini.train.grad_clip_scope, mini.algorithm.inner_lr) == (10.0, "model", 0.01)
     # Reptile: the values of the commands the authors list as used for the paper.
     reptile = make_cfg("experiment=omniglot_20w1s", "algorithm=reptile")
     a = reptile.algorithm
-    assert (a.train_shots, a.inner_batch_size, a.inner_steps, a.inner_lr, a.eval_inner_batch_size) == \
-        (10, 20, 10, 0.0005, 10)
+    assert (a.train_shots, a.inner_batch_size, a.inner_steps, a.inner_lr, a.eval_inner_batch_size) == (
+        10,
+        20,
+        10,
+        0.0005,
+        10,
+    )
     assert (reptile.train.meta_batch_size, reptile.train.steps, reptile.eval.inner_steps) == (5, 200000, 50)
     o5 = make_cfg("experiment=omniglot_5w1s", "algorithm=reptile")
-    assert (o5.algorithm.inner_batch_size, o5.algorithm.inner_steps, o5.train.meta_batch_size,
-            o5.algorithm.train_shots, o5.eval.inner_steps, o5.eval.query_shots, o5.algorithm.eval_inner_batch_size,
-            o5.eval.episodes, o5.algorithm.transductive) == (10, 5, 5, 10, 50, 1, 5, 10000, True)
+    assert (
+        o5.algorithm.inner_batch_size,
+        o5.algorithm.inner_steps,
+        o5.train.meta_batch_size,
+        o5.algorithm.train_shots,
+        o5.eval.inner_steps,
+        o5.eval.query_shots,
+        o5.algorithm.eval_inner_batch_size,
+        o5.eval.episodes,
+        o5.algorithm.transductive,
+    ) == (10, 5, 5, 10, 50, 1, 5, 10000, True)
     m5 = make_cfg("experiment=miniimagenet_5w5s", "algorithm=reptile")
-    assert (m5.algorithm.eval_inner_batch_size, m5.algorithm.train_shots, m5.algorithm.inner_steps,
-            m5.train.grad_clip_value) == (15, 15, 8, None)  # the MAML preset's clipping is not Reptile's
+    assert (
+        m5.algorithm.eval_inner_batch_size,
+        m5.algorithm.train_shots,
+        m5.algorithm.inner_steps,
+        m5.train.grad_clip_value,
+    ) == (15, 15, 8, None)  # the MAML preset's clipping is not Reptile's
     anil = make_cfg("experiment=omniglot_5w1s", "algorithm=anil")  # ANIL's paper keeps MAML's settings
     maml = make_cfg("experiment=omniglot_5w1s")
     assert anil.algorithm.inner_lr == maml.algorithm.inner_lr and anil.train == maml.train
     # The command line still wins over both.
-    assert make_cfg("experiment=omniglot_5w1s", "algorithm=mamlpp", "algorithm.inner_steps=2").algorithm.inner_steps == 2
+    assert (
+        make_cfg("experiment=omniglot_5w1s", "algorithm=mamlpp", "algorithm.inner_steps=2").algorithm.inner_steps == 2
+    )
+
 
 def test_default_is_sinusoid_maml():
     cfg = make_cfg()
@@ -115,20 +142,27 @@ def test_algorithm_keys_are_checked_against_that_algorithms_schema():
         make_cfg("algorithm=maml", "algorithm.train_shots=5")  # a Reptile key
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["algorithm=anil", "experiment=omniglot_5w1s", "model.batch_norm=per_step"], "cannot use model.batch_norm=per_step"),
-    (["algorithm=mamlpp", "algorithm.inner_steps=0"], "needs algorithm.inner_steps >= 1"),
-    (["algorithm=mamlpp", "algorithm.min_outer_lr=0.1"], "algorithm.min_outer_lr"),
-    (["algorithm=metasgd", "algorithm.lr_init_range=[0.1,0.01]"], "lr_init_range must be"),
-    (["algorithm=reptile", "algorithm.inner_batch_size=0"], "inner_batch_size must be >= 1"),
-    (["algorithm=reptile", "algorithm.outer_step_size=0"], "outer_step_size must be > 0"),
-    (["eval.query_shots=0"], "eval.query_shots"),
-    (["train.time_limit_minutes=0"], "time_limit_minutes"),
-    (["experiment=omniglot_5w1s", "model.bn_momentum=0"], "bn_momentum"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["algorithm=anil", "experiment=omniglot_5w1s", "model.batch_norm=per_step"],
+            "cannot use model.batch_norm=per_step",
+        ),
+        (["algorithm=mamlpp", "algorithm.inner_steps=0"], "needs algorithm.inner_steps >= 1"),
+        (["algorithm=mamlpp", "algorithm.min_outer_lr=0.1"], "algorithm.min_outer_lr"),
+        (["algorithm=metasgd", "algorithm.lr_init_range=[0.1,0.01]"], "lr_init_range must be"),
+        (["algorithm=reptile", "algorithm.inner_batch_size=0"], "inner_batch_size must be >= 1"),
+        (["algorithm=reptile", "algorithm.outer_step_size=0"], "outer_step_size must be > 0"),
+        (["eval.query_shots=0"], "eval.query_shots"),
+        (["train.time_limit_minutes=0"], "time_limit_minutes"),
+        (["experiment=omniglot_5w1s", "model.bn_momentum=0"], "bn_momentum"),
+    ],
+)
 def test_validate_explains_bad_algorithm_settings(overrides, message):
     with pytest.raises(UserError, match=message):
         validate(make_cfg(*overrides))
+
 
 @pytest.mark.parametrize("override", ["train.stepz=3", "dataset.shotz=3", "algorithm.inner_lrr=0.1", "model.width=3"])
 def test_unknown_key_fails_at_composition(override):
@@ -153,15 +187,18 @@ def test_unknown_group_option_fails():
         make_cfg("dataset=imagenet21k")
 
 
-@pytest.mark.parametrize("override,message", [
-    ("dataset.shots=0", "dataset.shots must be >= 1"),
-    ("dataset.ways=5", "sinusoid is regression"),
-    ("train.meta_batch_size=0", "train.meta_batch_size"),
-    ("train.task_batching=pmap", "train.task_batching must be one of"),
-    ("algorithm.inner_lr=-1", "algorithm.inner_lr"),
-    ("eval.episodes=0", "eval.episodes"),
-    ("dataset.x_min=6", "x_min"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("dataset.shots=0", "dataset.shots must be >= 1"),
+        ("dataset.ways=5", "sinusoid is regression"),
+        ("train.meta_batch_size=0", "train.meta_batch_size"),
+        ("train.task_batching=pmap", "train.task_batching must be one of"),
+        ("algorithm.inner_lr=-1", "algorithm.inner_lr"),
+        ("eval.episodes=0", "eval.episodes"),
+        ("dataset.x_min=6", "x_min"),
+    ],
+)
 def test_validate_explains_bad_values(override, message):
     with pytest.raises(UserError, match=message):
         validate(make_cfg(override))
@@ -185,10 +222,13 @@ def test_resume_refuses_longer_training_when_the_step_size_is_annealed_over_it()
     for algorithm in ("reptile", "mamlpp"):
         saved = make_cfg(f"algorithm={algorithm}", "train.steps=100")
         assert resume_conflicts(saved, make_cfg(f"algorithm={algorithm}", "train.steps=200")) == [
-            "train.steps: 100 -> 200 (this algorithm anneals its outer step size over train.steps)"]
+            "train.steps: 100 -> 200 (this algorithm anneals its outer step size over train.steps)"
+        ]
     saved = make_cfg("algorithm=mamlpp", "algorithm.cosine_annealing=false", "train.steps=100")
-    assert resume_conflicts(saved, make_cfg("algorithm=mamlpp", "algorithm.cosine_annealing=false",
-                                            "train.steps=200")) == []
+    assert (
+        resume_conflicts(saved, make_cfg("algorithm=mamlpp", "algorithm.cosine_annealing=false", "train.steps=200"))
+        == []
+    )
 
 
 def test_miniimagenet_presets_follow_the_original_clipping_and_test_queries():

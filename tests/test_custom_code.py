@@ -10,15 +10,28 @@ import numpy as np
 import pytest
 
 import maml_cli as mc
-from tests.conftest import REPO, run_command
+from tests.conftest import REPO, run_command, run_in_process
 
 HERE = "tests.test_custom_code"
 CUSTOM = [
-    "model=custom", f"model.target={HERE}:make_net", "model.kwargs.width=12",
-    "dataset=function", f"dataset.target={HERE}:sample_line", "dataset.kwargs.slope_max=2.0",
-    "dataset.shots=5", "train.steps=10", "train.meta_batch_size=4", "train.log_every=5", "train.eval_every=5",
-    "train.checkpoint_every=5", "train.steps_per_call=5", "eval.episodes=12", "eval.val_episodes=8",
-    "eval.inner_steps=2", "train.progress=false", "train.plots=false",
+    "model=custom",
+    f"model.target={HERE}:make_net",
+    "model.kwargs.width=12",
+    "dataset=function",
+    f"dataset.target={HERE}:sample_line",
+    "dataset.kwargs.slope_max=2.0",
+    "dataset.shots=5",
+    "train.steps=10",
+    "train.meta_batch_size=4",
+    "train.log_every=5",
+    "train.eval_every=5",
+    "train.checkpoint_every=5",
+    "train.steps_per_call=5",
+    "eval.episodes=12",
+    "eval.val_episodes=8",
+    "eval.inner_steps=2",
+    "train.progress=false",
+    "train.plots=false",
 ]
 
 
@@ -120,7 +133,7 @@ def test_custom_code_through_the_commands_and_trust_code(tmp_path):
     train = run_command("maml-train", *CUSTOM, "algorithm=anil", f"hydra.run.dir={run_dir}", cwd=REPO)
     assert train.returncode == 0, train.stderr
 
-    refused = run_command("maml-eval", f"run_dir={run_dir}", cwd=REPO)
+    refused = run_in_process("maml-eval", f"run_dir={run_dir}")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
     assert "trust_code=true" in refused.stderr and not (run_dir / "eval.json").exists()
 
@@ -130,24 +143,34 @@ def test_custom_code_through_the_commands_and_trust_code(tmp_path):
 
     points = tmp_path / "points.csv"
     points.write_text("x,y\n-1,-2\n0,0\n1,2\n")
-    adapt = run_command("maml-adapt", f"run_dir={run_dir}", f"support={points}", "query=-1:1:5",
-                        "trust_code=true", f"out_dir={tmp_path / 'out'}", cwd=REPO)
+    adapt = run_command(
+        "maml-adapt",
+        f"run_dir={run_dir}",
+        f"support={points}",
+        "query=-1:1:5",
+        "trust_code=true",
+        f"out_dir={tmp_path / 'out'}",
+        cwd=REPO,
+    )
     assert adapt.returncode == 0, adapt.stderr
     assert (tmp_path / "out" / "predictions.csv").is_file()
-    refused = run_command("maml-adapt", f"run_dir={run_dir}", f"support={points}", "query=-1:1:5", cwd=REPO)
+    refused = run_in_process("maml-adapt", f"run_dir={run_dir}", f"support={points}", "query=-1:1:5")
     assert refused.returncode == 2 and "trust_code=true" in refused.stderr
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["model.target=no_such_module:make"], "cannot import no_such_module"),
-    ([f"model.target={HERE}:nothing_here"], "has no nothing_here"),
-    (["model.target=3d:net"], "needs model.target=module.path:name"),
-    ([f"model.target={HERE}:not_a_module"], "must return a flax.linen Module"),
-    ([f"model.target={HERE}:make_wrong_width"], "it must give [batch, 1]"),
-    ([f"model.target={HERE}:make_running_stats"], "keeps variables besides params (batch_stats)"),
-    ([f"model.target={HERE}:make_no_head", "algorithm=anil"], "needs a submodule named head"),
-    ([f"dataset.target={HERE}:sample_wrong_shape"], "must return x [10, inputs]"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.target=no_such_module:make"], "cannot import no_such_module"),
+        ([f"model.target={HERE}:nothing_here"], "has no nothing_here"),
+        (["model.target=3d:net"], "needs model.target=module.path:name"),
+        ([f"model.target={HERE}:not_a_module"], "must return a flax.linen Module"),
+        ([f"model.target={HERE}:make_wrong_width"], "it must give [batch, 1]"),
+        ([f"model.target={HERE}:make_running_stats"], "keeps variables besides params (batch_stats)"),
+        ([f"model.target={HERE}:make_no_head", "algorithm=anil"], "needs a submodule named head"),
+        ([f"dataset.target={HERE}:sample_wrong_shape"], "must return x [10, inputs]"),
+    ],
+)
 def test_custom_code_mistakes_are_caught_before_compiling(tmp_path, overrides, message):
     """Each mistake: one UserError naming it, raised while the experiment is built (nothing is
     compiled and no run directory is written)."""

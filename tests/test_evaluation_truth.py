@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 
 from maml_cli import strict_json
-from maml_cli.scoring import DIVERGED_FACTOR, diverged, make_scorer, summarize
-from maml_cli.run_evaluation import diverged_warning, format_table
 from maml_cli.meta.outer import make_optimizer
+from maml_cli.run_evaluation import diverged_warning, format_table
 from maml_cli.runs import parse_checkpoint, ranking_score
+from maml_cli.scoring import DIVERGED_FACTOR, diverged, make_scorer, summarize
 from tests.meta_problem import algorithm_for, init, one_task
 
 
 def strict_loads(text: str):
     """json.loads that refuses NaN and Infinity, as strict parsers (and jq) do."""
+
     def refuse(name):
         raise ValueError(f"not JSON: {name}")
 
@@ -28,9 +29,7 @@ def strict_loads(text: str):
 
 
 def test_a_task_diverges_when_its_loss_is_not_finite_or_far_above_its_start():
-    losses = np.array([[1.0, 0.5, 0.4, 0.3],
-                       [2.0, 1.0, 30.0, np.inf],
-                       [1.0, 0.2, np.nan, 0.1]])
+    losses = np.array([[1.0, 0.5, 0.4, 0.3], [2.0, 1.0, 30.0, np.inf], [1.0, 0.2, np.nan, 0.1]])
     got = diverged(losses)
     expected = np.array([[False] * 4, [False, False, True, True], [False, False, True, False]])
     np.testing.assert_array_equal(got, expected)
@@ -50,12 +49,20 @@ def test_summary_reports_median_diverged_and_the_mean_without_them():
 
 def test_the_table_flags_a_diverged_step_and_stderr_says_so():
     metric = np.array([[3.0, 0.2], [3.0, 0.3], [3.0, 5e28], [3.0, 0.1]])
-    record = {"metric": "mse", "split": "test", "episodes": 4, "checkpoint_step": 7,
-              "per_step": summarize({"metric": metric, "loss": metric}),
-              "diverged_rule": "the rule"}
+    record = {
+        "metric": "mse",
+        "split": "test",
+        "episodes": 4,
+        "checkpoint_step": 7,
+        "per_step": summarize({"metric": metric, "loss": metric}),
+        "diverged_rule": "the rule",
+    }
     table = format_table(record)
-    large = [line for line in table.splitlines()
-             if any(abs(float(v)) > 1e3 for v in re.findall(r"-?\d+\.\d+(?:e[+-]?\d+)?", line))]
+    large = [
+        line
+        for line in table.splitlines()
+        if any(abs(float(v)) > 1e3 for v in re.findall(r"-?\d+\.\d+(?:e[+-]?\d+)?", line))
+    ]
     assert large and all("!" in line for line in large)  # no value above 1e3 is printed unflagged
     assert table.splitlines()[-1].startswith("! the rule")
     assert "1 of 4 tasks diverged (from inner step 1)" in diverged_warning(record)
@@ -92,9 +99,11 @@ def test_an_ensemble_scores_the_mean_of_its_members_outputs():
     expected = [float(algorithm.task_loss.metric_of_outputs(mean[k], task.query_y)) for k in range(3)]
     np.testing.assert_allclose(np.asarray(got["metric"][0]), expected, rtol=1e-5)
     # One member alone is the single scorer.
-    np.testing.assert_allclose(np.asarray(single(meta_params, meta_state, None, keys)["metric"][0]),
-                               np.asarray(algorithm.adaptation_trace(meta_params, meta_state, task, None, 2)),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(single(meta_params, meta_state, None, keys)["metric"][0]),
+        np.asarray(algorithm.adaptation_trace(meta_params, meta_state, task, None, 2)),
+        rtol=1e-5,
+    )
 
 
 def test_checkpoint_choices_parse_and_bad_ones_are_refused():

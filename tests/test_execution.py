@@ -10,13 +10,16 @@ from maml_cli.experiment import build_experiment
 from tests.conftest import make_cfg
 
 
-@pytest.mark.parametrize("model,backend,expected", [
-    ("conv4", "cpu", Execution("map", True, "im2col")),
-    ("conv4", "gpu", Execution("vmap", False, "lax")),
-    ("conv4", "tpu", Execution("vmap", False, "lax")),
-    ("mlp", "cpu", Execution("vmap", False, None)),
-    ("mlp", "gpu", Execution("vmap", False, None)),
-])
+@pytest.mark.parametrize(
+    "model,backend,expected",
+    [
+        ("conv4", "cpu", Execution("map", True, "im2col")),
+        ("conv4", "gpu", Execution("vmap", False, "lax")),
+        ("conv4", "tpu", Execution("vmap", False, "lax")),
+        ("mlp", "cpu", Execution("vmap", False, None)),
+        ("mlp", "gpu", Execution("vmap", False, None)),
+    ],
+)
 def test_auto_plan(model, backend, expected):
     assert plan_execution(model, backend=backend) == expected
 

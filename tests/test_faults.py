@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import pytest
 
-from maml_cli.checkpoints import CheckpointError, Checkpointer
+from maml_cli.checkpoints import Checkpointer, CheckpointError
 from maml_cli.experiment import build_experiment
 from maml_cli.metrics import TIMING_FIELDS
 from maml_cli.run_dir import RunDirError
@@ -30,14 +30,25 @@ from tests.conftest import TINY, make_cfg
 
 BIN = Path(sys.executable).parent
 # 200 tiny steps with a checkpoint every 10: long enough (seconds) for kills to land anywhere.
-ARGS = [*TINY, "train.steps=200", "train.log_every=5", "train.eval_every=20", "train.checkpoint_every=10",
-        "train.steps_per_call=5", "train.keep_checkpoints=3"]
+ARGS = [
+    *TINY,
+    "train.steps=200",
+    "train.log_every=5",
+    "train.eval_every=20",
+    "train.checkpoint_every=10",
+    "train.steps_per_call=5",
+    "train.keep_checkpoints=3",
+]
 
 
 def _start(run_dir: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "maml-train"), *ARGS, *extra, f"hydra.run.dir={run_dir}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return subprocess.Popen(
+        [str(BIN / "maml-train"), *ARGS, *extra, f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
 
 
 def _train(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -146,15 +157,23 @@ def test_a_live_run_directory_is_locked_and_a_dead_lock_is_not(tmp_path):
             assert trainer.poll() is None and time.monotonic() < deadline, trainer.stderr.read()
             time.sleep(0.1)
         overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
-        second = subprocess.run([str(BIN / "maml-train"), *ARGS, "train.steps=1000000", "seed=3",
-                                 f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            [str(BIN / "maml-train"), *ARGS, "train.steps=1000000", "seed=3", f"hydra.run.dir={run_dir}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == 2 and "Traceback" not in second.stderr
         assert f"is being trained by pid {trainer.pid}" in second.stderr
         assert (run_dir / ".hydra" / "overrides.yaml").read_text() == overrides  # untouched
         # maml-eval while it trains: reads a complete checkpoint each time.
         for _ in range(2):
-            ev = subprocess.run([str(BIN / "maml-eval"), f"run_dir={run_dir}", "eval.episodes=10"],
-                                capture_output=True, text=True, timeout=120)
+            ev = subprocess.run(
+                [str(BIN / "maml-eval"), f"run_dir={run_dir}", "eval.episodes=10"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert ev.returncode == 0, ev.stderr
             assert json.loads((run_dir / "eval.json").read_text())["checkpoint_step"] >= 20
     finally:
@@ -176,8 +195,11 @@ def test_a_failed_write_is_a_clear_error_and_earlier_checkpoints_stay_readable(t
         return real_save(self, step, *args, **kwargs)
 
     monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
-    with pytest.raises(CheckpointError, match=r"cannot write checkpoint 20 .*No space left on device.*"
-                                              r"\(10\) are intact.*Free some space"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"cannot write checkpoint 20 .*No space left on device.*"
+        r"\(10\) are intact.*Free some space",
+    ):
         train_and_evaluate(tiny_cfg(), tmp_path)
     monkeypatch.undo()
     ckpt = Checkpointer(tmp_path / "checkpoints")
@@ -200,8 +222,9 @@ def test_a_failed_write_is_a_clear_error_and_earlier_checkpoints_stay_readable(t
 def test_a_refused_config_leaves_no_run_directory(tmp_path):
     """Hydra creates the run directory before the job runs; a refused config must not leave it."""
     for args in (["train.steps=-1"], ["+train.stepz=3"], ["-m", "seed=0,1", "train.outer_lr=0,1"]):
-        out = subprocess.run([str(BIN / "maml-train"), *TINY, *args], capture_output=True, text=True,
-                             cwd=tmp_path, timeout=120)
+        out = subprocess.run(
+            [str(BIN / "maml-train"), *TINY, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
+        )
         assert out.returncode == 2, out.stderr
     assert list(tmp_path.iterdir()) == []
     # A failure inside the job (found after Hydra made the folder) removes the folder too.
@@ -238,8 +261,13 @@ def test_a_reader_beside_a_writer_that_deletes_old_checkpoints_always_reads_a_wh
     complete checkpoint, never an error about a step that vanished while the reader listed them."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    writer = subprocess.Popen([sys.executable, "-c", _FAST_WRITER, str(run_dir), "150"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _FAST_WRITER, str(run_dir), "150"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
     try:
         assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
         template = {"step": jax.numpy.int32(0), "w": jax.numpy.zeros((64,), jax.numpy.float32)}

@@ -16,20 +16,38 @@ from PIL import Image
 
 from maml_cli.config import UserError
 from maml_cli.data.image_folder import ImageFolderTasks, read_classes
-from maml_cli.run_evaluation import evaluate_run
-from maml_cli.scoring import eval_key
 from maml_cli.experiment import build_experiment
-from maml_cli.training import train_and_evaluate
+from maml_cli.run_evaluation import evaluate_run
 from maml_cli.runs import open_run, restore_state
+from maml_cli.scoring import eval_key
+from maml_cli.training import train_and_evaluate
 from tests.conftest import TINY, make_cfg
 from tests.image_fakes import class_image, write_classes, write_splits
 
 BIN = Path(sys.executable).parent
-FOLDER = ["dataset=image_folder", "model=conv4", "model.filters=4", "dataset.image_size=8", "dataset.ways=3",
-          "dataset.query_shots=2", "algorithm.inner_lr=0.1", "train.meta_batch_size=2", "train.steps=4",
-          "train.log_every=2", "train.eval_every=2", "train.checkpoint_every=2", "train.steps_per_call=2",
-          "train.progress=false", "train.plots=false", "eval.val_episodes=4", "eval.episodes=6", "eval.batch_size=6",
-          "eval.inner_steps=2", "dataset.train_classes=4", "dataset.val_classes=3"]
+FOLDER = [
+    "dataset=image_folder",
+    "model=conv4",
+    "model.filters=4",
+    "dataset.image_size=8",
+    "dataset.ways=3",
+    "dataset.query_shots=2",
+    "algorithm.inner_lr=0.1",
+    "train.meta_batch_size=2",
+    "train.steps=4",
+    "train.log_every=2",
+    "train.eval_every=2",
+    "train.checkpoint_every=2",
+    "train.steps_per_call=2",
+    "train.progress=false",
+    "train.plots=false",
+    "eval.val_episodes=4",
+    "eval.episodes=6",
+    "eval.batch_size=6",
+    "eval.inner_steps=2",
+    "dataset.train_classes=4",
+    "dataset.val_classes=3",
+]
 
 
 def _run(*args, timeout=300, **kw):
@@ -51,13 +69,13 @@ def test_classes_of_different_sizes_give_tasks_only_from_their_own_images(tmp_pa
     episodes = jax.jit(lambda k: sampler.sample(sampler.data, k, "train", 64))(jax.random.PRNGKey(0))
     train = set(sampler.splits["train"].tolist())
     for t in range(64):
-        x = np.concatenate([episodes.support_x[t], episodes.query_x[t].reshape(3, 2, 8, 8, 1)
-                            .reshape(6, 8, 8, 1)])
+        x = np.concatenate([episodes.support_x[t], episodes.query_x[t].reshape(3, 2, 8, 8, 1).reshape(6, 8, 8, 1)])
         y = np.concatenate([episodes.support_y[t], episodes.query_y[t]])
         for label in range(3):
             imgs = np.round(x[y == label] * 255).astype(int)
-            classes = {(int(im[0, 0, 0]) - 10) // 7 if im[0, 0, 0] != 255 else (int(im[1, 1, 0]) - 10) // 7
-                       for im in imgs}
+            classes = {
+                (int(im[0, 0, 0]) - 10) // 7 if im[0, 0, 0] != 255 else (int(im[1, 1, 0]) - 10) // 7 for im in imgs
+            }
             assert len(classes) == 1  # one class per label
             c = classes.pop()
             name_index = sampler.class_names.index(f"class{c:02d}")
@@ -96,8 +114,9 @@ def test_images_are_resized_and_converted(tmp_path):
     Image.fromarray(np.zeros((12, 12), np.uint8) + 50).save(folder / "small.png")
     read = read_classes({"a": sorted(folder.iterdir())}, image_size=16, channels=3, cache_dir=tmp_path / "c")
     assert read.images.shape == (2, 16, 16, 3)
-    grey = read_classes({"a": sorted(folder.iterdir())}, image_size=16, channels=1, invert=True,
-                        cache_dir=tmp_path / "c")
+    grey = read_classes(
+        {"a": sorted(folder.iterdir())}, image_size=16, channels=1, invert=True, cache_dir=tmp_path / "c"
+    )
     assert grey.images.shape == (2, 16, 16, 1) and grey.images[0].max() == 205  # 255 - 50, inverted
 
 
@@ -112,8 +131,11 @@ def test_bad_folders_are_reported_before_training(tmp_path):
     with pytest.raises(UserError, match="no val/ folder"):
         ImageFolderTasks(_cfg(tmp_path, root, "dataset.layout=splits").dataset)
     with pytest.raises(UserError, match="more than the 6 classes"):
-        ImageFolderTasks(_cfg(tmp_path, write_classes(tmp_path / "six", [3] * 6), "dataset.train_classes=5",
-                              "dataset.val_classes=2").dataset)
+        ImageFolderTasks(
+            _cfg(
+                tmp_path, write_classes(tmp_path / "six", [3] * 6), "dataset.train_classes=5", "dataset.val_classes=2"
+            ).dataset
+        )
     with pytest.raises(UserError, match="the val split .* has 0 classes"):
         build_experiment(_cfg(tmp_path, tmp_path / "six", "dataset.train_classes=6", "dataset.val_classes=0"))
 
@@ -123,8 +145,11 @@ def test_bad_folders_are_reported_before_training(tmp_path):
 
 @pytest.mark.parametrize("layout", ["classes", "splits"])
 def test_both_layouts_train_resume_and_evaluate_from_the_shell(layout, tmp_path):
-    root = (write_classes(tmp_path / "set", [3, 4, 5, 3, 4, 5, 3, 4, 5, 4]) if layout == "classes"
-            else write_splits(tmp_path / "set", [4, 3, 3], per_class=4))
+    root = (
+        write_classes(tmp_path / "set", [3, 4, 5, 3, 4, 5, 3, 4, 5, 4])
+        if layout == "classes"
+        else write_splits(tmp_path / "set", [4, 3, 3], per_class=4)
+    )
     run = tmp_path / "run"
     common = [*FOLDER, f"dataset.path={root}", f"dataset.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"]
     first = _run("maml-train", *common, "train.steps=2")
@@ -144,15 +169,23 @@ def test_both_layouts_train_resume_and_evaluate_from_the_shell(layout, tmp_path)
         return
     # Cross-domain: the same run scored on another folder (all its classes are test classes).
     other = write_classes(tmp_path / "other", [4] * 5, prefix="letter")
-    cross = _run("maml-eval", f"run_dir={run}", "dataset=image_folder", f"dataset.path={other}",
-                 f"dataset.cache_dir={tmp_path / 'cache'}")
+    cross = _run(
+        "maml-eval",
+        f"run_dir={run}",
+        "dataset=image_folder",
+        f"dataset.path={other}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+    )
     assert cross.returncode == 0, cross.stderr
     record = json.loads((run / "eval_image_folder.json").read_text())
     assert record["data"]["cross_domain"] and str(other) in record["data"]["source"]
     assert record["dataset"]["ways"] == 3 and record["dataset"]["image_size"] == 8  # followed the run
     assert json.loads((run / "eval.json").read_text())["data"]["cross_domain"] is False  # kept
-    for key, says in (("dataset.ways=4", "trained on 3-way tasks"), ("dataset.channels=3", "do not match"),
-                      ("dataset.image_size=12", "do not match")):
+    for key, says in (
+        ("dataset.ways=4", "trained on 3-way tasks"),
+        ("dataset.channels=3", "do not match"),
+        ("dataset.image_size=12", "do not match"),
+    ):
         app = make_cfg(f"run_dir={run}", "dataset=image_folder", f"dataset.path={other}", key, config_name="eval")
         with pytest.raises(UserError, match=says):
             evaluate_run(app, given={key.split("=")[0]})
@@ -165,15 +198,24 @@ def test_both_layouts_train_resume_and_evaluate_from_the_shell(layout, tmp_path)
 def image_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("image_run")
     root = write_classes(tmp / "set", [4] * 15)
-    cfg = make_cfg(*FOLDER, f"dataset.path={root}", f"dataset.cache_dir={tmp / 'cache'}", "dataset.ways=5",
-                   "dataset.train_classes=5", "dataset.val_classes=5")
+    cfg = make_cfg(
+        *FOLDER,
+        f"dataset.path={root}",
+        f"dataset.cache_dir={tmp / 'cache'}",
+        "dataset.ways=5",
+        "dataset.train_classes=5",
+        "dataset.val_classes=5",
+    )
     train_and_evaluate(cfg, tmp / "run")
     return tmp / "run"
 
 
 def _write_episode(episode, folder: Path, classes: int):
     """The support and query of one task as class folders of PNGs (lossless: the same pixels)."""
-    for kind, xs, ys in (("support", episode.support_x, episode.support_y), ("query", episode.query_x, episode.query_y)):
+    for kind, xs, ys in (
+        ("support", episode.support_x, episode.support_y),
+        ("query", episode.query_x, episode.query_y),
+    ):
         for i, (x, y) in enumerate(zip(np.asarray(xs), np.asarray(ys))):
             if y >= classes:
                 continue
@@ -190,8 +232,13 @@ def test_maml_adapt_predicts_as_maml_eval_adapts(image_run, tmp_path):
     episode = jax.tree.map(lambda a: a[0], exp.sampler.sample(exp.data, task_key, "test", 1))
     _write_episode(episode, tmp_path / "task", 5)
 
-    done = _run("maml-adapt", f"run_dir={image_run}", f"support={tmp_path / 'task' / 'support'}",
-                f"query={tmp_path / 'task' / 'query'}", f"out_dir={tmp_path / 'out'}")
+    done = _run(
+        "maml-adapt",
+        f"run_dir={image_run}",
+        f"support={tmp_path / 'task' / 'support'}",
+        f"query={tmp_path / 'task' / 'query'}",
+        f"out_dir={tmp_path / 'out'}",
+    )
     assert done.returncode == 0, done.stderr
     lines = [line.split("\t") for line in done.stdout.splitlines() if not line.startswith("#")]
     assert len(lines) == 10  # one per query image
@@ -218,8 +265,14 @@ def test_maml_adapt_masks_the_outputs_of_missing_classes(image_run, tmp_path):
     query.mkdir()
     for c in range(3):
         Image.fromarray(class_image(c, 3, 8)).save(query / f"q{c}.png")
-    done = _run("maml-adapt", f"run_dir={image_run}", f"support={support}", f"query={query}",
-                f"out_dir={tmp_path / 'out'}", f"save_adapted={tmp_path / 'adapted.npz'}")
+    done = _run(
+        "maml-adapt",
+        f"run_dir={image_run}",
+        f"support={support}",
+        f"query={query}",
+        f"out_dir={tmp_path / 'out'}",
+        f"save_adapted={tmp_path / 'adapted.npz'}",
+    )
     assert done.returncode == 0, done.stderr
     with open(tmp_path / "out" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
@@ -246,8 +299,14 @@ def test_maml_adapt_refuses_one_query_image_with_transductive_batch_norm(image_r
     refused = _run("maml-adapt", f"run_dir={image_run}", f"support={support}", f"query={image}")
     assert refused.returncode == 2 and "allow_single_query=true" in refused.stderr
     assert "Traceback" not in refused.stderr
-    allowed = _run("maml-adapt", f"run_dir={image_run}", f"support={support}", f"query={image}",
-                   "allow_single_query=true", f"out_dir={tmp_path}")
+    allowed = _run(
+        "maml-adapt",
+        f"run_dir={image_run}",
+        f"support={support}",
+        f"query={image}",
+        "allow_single_query=true",
+        f"out_dir={tmp_path}",
+    )
     assert allowed.returncode == 0 and len(allowed.stdout.splitlines()) == 1
 
 
@@ -258,8 +317,13 @@ def test_maml_adapt_regression(tmp_path):
     (tmp_path / "points.csv").write_text("x,y\n" + "".join(f"{a},{2 * np.sin(a)}\n" for a in x))
     xq = np.linspace(-5, 5, 7)
     (tmp_path / "xs.csv").write_text("x,y\n" + "".join(f"{a},{2 * np.sin(a)}\n" for a in xq))
-    done = _run("maml-adapt", f"run_dir={run}", f"support={tmp_path / 'points.csv'}",
-                f"query={tmp_path / 'xs.csv'}", f"out_dir={tmp_path / 'out'}")
+    done = _run(
+        "maml-adapt",
+        f"run_dir={run}",
+        f"support={tmp_path / 'points.csv'}",
+        f"query={tmp_path / 'xs.csv'}",
+        f"out_dir={tmp_path / 'out'}",
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "adapted.png").stat().st_size > 0
     with open(tmp_path / "out" / "predictions.csv") as f:
@@ -274,12 +338,18 @@ def test_maml_adapt_regression(tmp_path):
 
     f32 = lambda a: jnp.asarray(a, jnp.float32)[:, None]  # noqa: E731
     episode = Episodes(f32(x), f32(2 * np.sin(x)), f32(xq), f32(2 * np.sin(xq)))
-    adapted = exp.algorithm.adapt_to_task(state.meta_params, state.meta_state, episode, jax.random.PRNGKey(0),
-                                          cfg.eval.inner_steps)
+    adapted = exp.algorithm.adapt_to_task(
+        state.meta_params, state.meta_state, episode, jax.random.PRNGKey(0), cfg.eval.inner_steps
+    )
     expected = np.asarray(exp.network.apply(adapted, episode.query_x)[0][:, 0])
     assert [float(r["y"]) for r in rows] == pytest.approx(expected.tolist(), rel=1e-4, abs=1e-4)
-    ranged = _run("maml-adapt", f"run_dir={run}", f"support={tmp_path / 'points.csv'}", "query=-5:5:11",
-                  f"out_dir={tmp_path / 'out2'}")
+    ranged = _run(
+        "maml-adapt",
+        f"run_dir={run}",
+        f"support={tmp_path / 'points.csv'}",
+        "query=-5:5:11",
+        f"out_dir={tmp_path / 'out2'}",
+    )
     assert ranged.returncode == 0 and len(ranged.stdout.splitlines()) == 11
 
 
@@ -295,8 +365,7 @@ def test_omniglot_written_as_class_folders_reads_as_omniglot_does(tmp_path):
 
     source = write_npz(tmp_path / "omniglot", fake_sets(background=2, evaluation=6, drawers=3))
     reference = load_omniglot(str(source), cache_dir=str(tmp_path / "c1")).images[2:]  # the evaluation set
-    folders = omniglot(tmp_path / "folders", source, classes=6, set_name="images_evaluation", layout="classes",
-                       seed=0)
+    folders = omniglot(tmp_path / "folders", source, classes=6, set_name="images_evaluation", layout="classes", seed=0)
     classes = {f.name: sorted(f.iterdir()) for f in sorted(folders.iterdir())}
     read = read_classes(classes, image_size=28, channels=1, invert=True, cache_dir=tmp_path / "c2")
     np.testing.assert_array_equal(read.images.reshape(reference.shape), reference)
@@ -311,8 +380,9 @@ def test_cross_domain_images_are_read_as_maml_adapt_reads_them_for_the_run():
     from maml_cli.run_evaluation import cross_domain_dataset
     from maml_cli.runs import preprocessing
 
-    run = OmegaConf.create({"dataset": {"name": "omniglot", "ways": 5, "shots": 1, "query_shots": 1,
-                                        "resample": "nearest"}})
+    run = OmegaConf.create(
+        {"dataset": {"name": "omniglot", "ways": 5, "shots": 1, "query_shots": 1, "resample": "nearest"}}
+    )
     folder = OmegaConf.structured(ImageFolderConfig(path="x"))
     assert preprocessing(run.dataset) == {"invert": True, "resample": "nearest"}
     chosen = cross_domain_dataset(folder, run, (28, 28, 1), given=set())

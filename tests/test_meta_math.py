@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from maml_cli.data.sinusoid import SinusoidTasks
-from maml_cli.scoring import summarize
 from maml_cli.meta.batching import STRATEGIES, map_tasks
 from maml_cli.meta.inner import adapt, constant_rates, sgd
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.models import Network
+from maml_cli.scoring import summarize
 from tests.conftest import make_cfg
 from tests.meta_problem import algorithm_for, episodes_for, flat, init, loss_fn, meta_gradient, one_task
 
@@ -20,18 +20,22 @@ from tests.meta_problem import algorithm_for, episodes_for, flat, init, loss_fn,
 def _finite_differences(f, meta_params, eps=1e-6):
     vec, unravel = jax.flatten_util.ravel_pytree(meta_params)
     f = jax.jit(f)
-    return np.array([(f(unravel(vec.at[i].add(eps))) - f(unravel(vec.at[i].add(-eps)))) / (2 * eps)
-                     for i in range(vec.size)])
+    return np.array(
+        [(f(unravel(vec.at[i].add(eps))) - f(unravel(vec.at[i].add(-eps)))) / (2 * eps) for i in range(vec.size)]
+    )
 
 
-@pytest.mark.parametrize("name,overrides", [
-    ("maml", ["algorithm.inner_steps=1"]),
-    ("maml", []),
-    ("anil", []),
-    ("metasgd", []),
-    ("mamlpp", ["algorithm.multi_step_loss=false"]),
-    ("mamlpp", []),  # multi-step loss and learned per-step rates
-])
+@pytest.mark.parametrize(
+    "name,overrides",
+    [
+        ("maml", ["algorithm.inner_steps=1"]),
+        ("maml", []),
+        ("anil", []),
+        ("metasgd", []),
+        ("mamlpp", ["algorithm.multi_step_loss=false"]),
+        ("mamlpp", []),  # multi-step loss and learned per-step rates
+    ],
+)
 def test_second_order_meta_gradient_matches_finite_differences(name, overrides):
     """Every gradient-based algorithm's meta-gradient, learned step sizes included, is the true
     derivative of its meta-loss (float64, central differences)."""
@@ -61,8 +65,9 @@ def test_second_order_matches_explicit_hessian_formula():
         support_loss = lambda f: loss(unravel(f), task.support_x, task.support_y)[0]  # noqa: E731
         query_loss = lambda f: loss(unravel(f), task.query_x, task.query_y)[0]  # noqa: E731
         adapted = vec - 0.05 * jax.jit(jax.grad(support_loss))(vec)
-        expected = (jnp.eye(vec.size) - 0.05 * jax.jit(jax.hessian(support_loss))(vec)) @ \
-            jax.jit(jax.grad(query_loss))(adapted)
+        expected = (jnp.eye(vec.size) - 0.05 * jax.jit(jax.hessian(support_loss))(vec)) @ jax.jit(jax.grad(query_loss))(
+            adapted
+        )
         got = jax.jit(jax.grad(loss_fn(algorithm, episodes)))(meta_params)["model"]
         np.testing.assert_allclose(jax.flatten_util.ravel_pytree(got)[0], expected, rtol=1e-10, atol=1e-12)
 
@@ -78,9 +83,13 @@ def test_first_order_equals_stop_gradient_reference():
         def one(task):
             adapted = p
             for _ in range(2):
-                adapted = jax.tree.map(lambda w, g: w - 0.1 * g, adapted,
-                                       jax.grad(lambda q: loss(q, task.support_x, task.support_y)[0])(adapted))
+                adapted = jax.tree.map(
+                    lambda w, g: w - 0.1 * g,
+                    adapted,
+                    jax.grad(lambda q: loss(q, task.support_x, task.support_y)[0])(adapted),
+                )
             return jax.grad(lambda q: loss(q, task.query_x, task.query_y)[0])(adapted)
+
         return jax.tree.map(lambda g: g.mean(0), jax.vmap(one)(episodes))
 
     np.testing.assert_allclose(flat(got), flat(reference(meta_params["model"])), rtol=1e-5, atol=1e-7)
@@ -97,7 +106,7 @@ def test_task_batching_strategies_match_a_per_task_loop(strategy, name):
     # Reference: a Python loop over tasks, one un-batched meta-loss each, averaged.
     single = algorithm_for(name, task_batching="unroll")
     one = jax.jit(lambda mp, task: jax.value_and_grad(loss_fn(single, task))(mp))
-    per_task = [one(meta_params, jax.tree.map(lambda a: a[i:i + 1], episodes)) for i in range(4)]
+    per_task = [one(meta_params, jax.tree.map(lambda a: a[i : i + 1], episodes)) for i in range(4)]
     np.testing.assert_allclose(float(loss), np.mean([float(v[0]) for v in per_task]), rtol=1e-5)
     ref_grads = jax.tree.map(lambda *g: jnp.mean(jnp.stack(g), 0), *[v[1] for v in per_task])
     np.testing.assert_allclose(flat(grads), flat(ref_grads), rtol=1e-4, atol=1e-6)
@@ -129,8 +138,9 @@ def test_one_inner_step_lowers_the_support_loss():
     for i in range(5):
         task = jax.tree.map(lambda a: a[i], episodes)
         loss = _support_loss(algorithm, task)
-        adapted, _, _ = adapt(loss, params, rule=sgd(lambda s: constant_rates(params, 0.01)), inner_steps=1,
-                              first_order=False)
+        adapted, _, _ = adapt(
+            loss, params, rule=sgd(lambda s: constant_rates(params, 0.01)), inner_steps=1, first_order=False
+        )
         assert loss(adapted, 0)[0] < loss(params, 0)[0]
 
 
@@ -142,18 +152,26 @@ def test_adaptation_trace_reports_each_step():
     assert trace.shape == (4,)
     params = meta_params["model"]
     for k in range(4):
-        adapted, _, _ = adapt(_support_loss(algorithm, task), params, rule=sgd(lambda s: constant_rates(params, 0.1)),
-                              inner_steps=k, first_order=False)
-        np.testing.assert_allclose(trace[k], algorithm.task_loss.metric(adapted, task.query_x, task.query_y),
-                                   rtol=1e-5)
+        adapted, _, _ = adapt(
+            _support_loss(algorithm, task),
+            params,
+            rule=sgd(lambda s: constant_rates(params, 0.1)),
+            inner_steps=k,
+            first_order=False,
+        )
+        np.testing.assert_allclose(trace[k], algorithm.task_loss.metric(adapted, task.query_x, task.query_y), rtol=1e-5)
 
 
 def test_zero_inner_steps_is_plain_pretraining():
     algorithm = algorithm_for("maml", "algorithm.inner_steps=0")
     episodes = episodes_for()
     meta_params, _ = init(algorithm)
-    expected = np.mean([float(algorithm.task_loss.loss(meta_params["model"], episodes.query_x[i],
-                                                       episodes.query_y[i])[0]) for i in range(3)])
+    expected = np.mean(
+        [
+            float(algorithm.task_loss.loss(meta_params["model"], episodes.query_x[i], episodes.query_y[i])[0])
+            for i in range(3)
+        ]
+    )
     np.testing.assert_allclose(float(loss_fn(algorithm, episodes)(meta_params)), expected, rtol=1e-6)
 
 

@@ -16,10 +16,24 @@ from tests.conftest import REPO, SHARED_DATA, make_cfg
 sys.path.insert(0, str(REPO / "scripts"))
 from make_synthetic_miniimagenet import make  # noqa: E402
 
-TINY = ["experiment=miniimagenet_5w1s", "dataset.query_shots=2", "model.filters=4", "algorithm.inner_steps=1",
-        "train.steps=3", "train.log_every=1", "train.eval_every=3", "train.checkpoint_every=3",
-        "train.steps_per_call=1", "train.meta_batch_size=2", "train.progress=false", "train.plots=false", "eval.inner_steps=1",
-        "eval.episodes=4", "eval.val_episodes=2", "eval.batch_size=2"]
+TINY = [
+    "experiment=miniimagenet_5w1s",
+    "dataset.query_shots=2",
+    "model.filters=4",
+    "algorithm.inner_steps=1",
+    "train.steps=3",
+    "train.log_every=1",
+    "train.eval_every=3",
+    "train.checkpoint_every=3",
+    "train.steps_per_call=1",
+    "train.meta_batch_size=2",
+    "train.progress=false",
+    "train.plots=false",
+    "eval.inner_steps=1",
+    "eval.episodes=4",
+    "eval.val_episodes=2",
+    "eval.batch_size=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +97,9 @@ def test_bad_layouts_fail_with_instructions(synthetic, tmp_path):
 
 
 def test_impossible_shots_fail_before_training(synthetic, tmp_path):
-    cfg = make_cfg(*TINY, f"dataset.path={synthetic['images']}", f"dataset.cache_dir={tmp_path}",
-                   "dataset.query_shots=15")
+    cfg = make_cfg(
+        *TINY, f"dataset.path={synthetic['images']}", f"dataset.cache_dir={tmp_path}", "dataset.query_shots=15"
+    )
     with pytest.raises(UserError, match="only 4 examples"):
         train_and_evaluate(cfg, tmp_path / "run")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -15,23 +14,26 @@ import pytest
 from maml_cli.config import UserError
 from maml_cli.data.episodes import sample_classification_episodes
 from maml_cli.data.omniglot import OmniglotTasks, class_splits
-from maml_cli.data.omniglot_source import (SMALL_SETS, OmniglotArrays, download_with_tfds, load_omniglot,
-                                           preprocess)
-from maml_cli.run_evaluation import evaluate_run
+from maml_cli.data.omniglot_source import SMALL_SETS, OmniglotArrays, download_with_tfds, load_omniglot, preprocess
 from maml_cli.execution import Execution
 from maml_cli.meta.algorithms import build_algorithm
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.models import Network
 from maml_cli.models.conv4 import Conv4, conv3x3_im2col
+from maml_cli.run_evaluation import evaluate_run
 from maml_cli.training import train_and_evaluate
 from tests.conftest import SHARED_DATA, make_cfg
 from tests.omniglot_fakes import fake_sets, write_npz, write_png_tree, write_zips
 
 OFFICIAL_DIR = SHARED_DATA / "omniglot" / "official"
-needs_small_zips = pytest.mark.skipif(not (OFFICIAL_DIR / "images_background_small1.zip").is_file(),
-                                      reason=f"the official small Omniglot zips are not in {OFFICIAL_DIR}")
-needs_npz = pytest.mark.skipif(not (SHARED_DATA / "omniglot" / "images_background.npz").is_file(),
-                               reason=f"the Omniglot npz arrays are not in {SHARED_DATA / 'omniglot'}")
+needs_small_zips = pytest.mark.skipif(
+    not (OFFICIAL_DIR / "images_background_small1.zip").is_file(),
+    reason=f"the official small Omniglot zips are not in {OFFICIAL_DIR}",
+)
+needs_npz = pytest.mark.skipif(
+    not (SHARED_DATA / "omniglot" / "images_background.npz").is_file(),
+    reason=f"the Omniglot npz arrays are not in {SHARED_DATA / 'omniglot'}",
+)
 
 
 def _ink(paper):
@@ -95,15 +97,17 @@ def test_cache_is_reused_and_keyed_by_settings(sets, tmp_path, monkeypatch):
     import maml_cli.data.omniglot_source as source
 
     monkeypatch.setattr(source, "READERS", {})  # a second load must not read the source again
-    np.testing.assert_array_equal(load_omniglot(str(tmp_path / "src"), image_size=28, cache_dir=str(cache)).images,
-                                  first.images)
+    np.testing.assert_array_equal(
+        load_omniglot(str(tmp_path / "src"), image_size=28, cache_dir=str(cache)).images, first.images
+    )
     monkeypatch.undo()
     load_omniglot(str(tmp_path / "src"), image_size=20, cache_dir=str(cache))
     assert len(list(cache.glob("*.npz"))) == 2
     cached = next(p for p in cache.glob("*28px*"))
     cached.write_bytes(b"damaged")
-    np.testing.assert_array_equal(load_omniglot(str(tmp_path / "src"), image_size=28, cache_dir=str(cache)).images,
-                                  first.images)
+    np.testing.assert_array_equal(
+        load_omniglot(str(tmp_path / "src"), image_size=28, cache_dir=str(cache)).images, first.images
+    )
 
 
 def test_missing_or_damaged_sources_say_how_to_get_the_data(sets, tmp_path):
@@ -161,7 +165,9 @@ def test_tfds_download_path_with_registered_checksums(tmp_path):
 
 
 def _fake_arrays(background=964, evaluation=659):
-    return OmniglotArrays(images=np.zeros((0,)), sets={"images_background": background, "images_evaluation": evaluation})
+    return OmniglotArrays(
+        images=np.zeros((0,)), sets={"images_background": background, "images_evaluation": evaluation}
+    )
 
 
 def test_paper_split_is_deterministic_disjoint_and_sized_as_in_the_paper():
@@ -208,8 +214,9 @@ def _decode(img, examples, size=8):
 def test_episodes_keep_labels_rotations_and_images_consistent():
     images = _marker_images()
     split = jnp.array([1, 3, 4, 6, 7, 9, 10], jnp.int32)
-    ep = sample_classification_episodes(jnp.asarray(images), split, jax.random.PRNGKey(0), 40, ways=3, shots=2,
-                                        query_shots=3, rotate=True)
+    ep = sample_classification_episodes(
+        jnp.asarray(images), split, jax.random.PRNGKey(0), 40, ways=3, shots=2, query_shots=3, rotate=True
+    )
     assert ep.support_x.shape == (40, 6, 8, 8, 1) and ep.query_x.shape == (40, 9, 8, 8, 1)
     assert ep.support_x.dtype == jnp.float32 and float(ep.support_x.max()) <= 1.0
     rotations_seen = set()
@@ -229,14 +236,21 @@ def test_episodes_keep_labels_rotations_and_images_consistent():
         assert len({next(iter(v))[0] for v in by_label.values()}) == 3  # distinct classes
         assert list(np.asarray(ep.support_y[t])) == [0, 0, 1, 1, 2, 2]
     assert rotations_seen == {0, 1, 2, 3}
-    plain = sample_classification_episodes(jnp.asarray(images), split, jax.random.PRNGKey(0), 5, ways=3, shots=2,
-                                           query_shots=3, rotate=False)
+    plain = sample_classification_episodes(
+        jnp.asarray(images), split, jax.random.PRNGKey(0), 5, ways=3, shots=2, query_shots=3, rotate=False
+    )
     assert {_decode(img, 6)[2] for img in np.asarray(plain.support_x).reshape(-1, 8, 8, 1)} == {0}
 
 
 def _omniglot_cfg(src, tmp_path, *overrides):
-    return make_cfg("experiment=omniglot_tiny", f"dataset.path={src}", f"dataset.cache_dir={tmp_path / 'cache'}",
-                    "train.progress=false", "train.plots=false", *overrides)
+    return make_cfg(
+        "experiment=omniglot_tiny",
+        f"dataset.path={src}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        "train.progress=false",
+        "train.plots=false",
+        *overrides,
+    )
 
 
 def test_impossible_ways_or_shots_fail_before_training(sets, tmp_path):
@@ -258,30 +272,49 @@ def test_im2col_convolution_equals_lax(size, stride):
     np.testing.assert_allclose(conv3x3_im2col(x, k, stride), ref, rtol=1e-5, atol=1e-5)
 
 
-ALL_COMBOS = (("lax", "unroll", False), ("im2col", "vmap", False), ("lax", "vmap", True), ("im2col", "map", True),
-              ("im2col", "map", False))
+ALL_COMBOS = (
+    ("lax", "unroll", False),
+    ("im2col", "vmap", False),
+    ("lax", "vmap", True),
+    ("im2col", "map", True),
+    ("im2col", "map", False),
+)
 
 
-@pytest.mark.parametrize("downsample,head,batch_norm,combos", [
-    # Each setting is one compilation (15 s here): by default one combination per axis value.
-    # (vmap is in the per_step case below.)
-    ("stride", "mean", "transductive", tuple(ALL_COMBOS[i] for i in (0, 3))),
-    pytest.param("stride", "mean", "transductive", ALL_COMBOS, marks=pytest.mark.slow),
-    ("maxpool", "flatten", "per_step", (ALL_COMBOS[1], ALL_COMBOS[3])),
-])
+@pytest.mark.parametrize(
+    "downsample,head,batch_norm,combos",
+    [
+        # Each setting is one compilation (15 s here): by default one combination per axis value.
+        # (vmap is in the per_step case below.)
+        ("stride", "mean", "transductive", tuple(ALL_COMBOS[i] for i in (0, 3))),
+        pytest.param("stride", "mean", "transductive", ALL_COMBOS, marks=pytest.mark.slow),
+        ("maxpool", "flatten", "per_step", (ALL_COMBOS[1], ALL_COMBOS[3])),
+    ],
+)
 def test_conv_impls_and_task_batching_give_the_same_meta_gradient(downsample, head, batch_norm, combos):
     size = 16
     images = jax.random.uniform(jax.random.PRNGKey(0), (10, 4, size, size, 1)) * 255
-    ep = sample_classification_episodes(images.astype(jnp.uint8), jnp.arange(10), jax.random.PRNGKey(1), 3, ways=3,
-                                        shots=1, query_shots=2, rotate=True)
+    ep = sample_classification_episodes(
+        images.astype(jnp.uint8), jnp.arange(10), jax.random.PRNGKey(1), 3, ways=3, shots=1, query_shots=2, rotate=True
+    )
     cfg = make_cfg("algorithm.inner_lr=0.4", "algorithm.inner_steps=2")
     results = []
     for impl, batching, remat in combos:
-        network = Network(Conv4(output_dim=3, filters=4, downsample=downsample, head_input=head, batch_norm=batch_norm,
-                                bn_steps=2, conv_impl=impl))
+        network = Network(
+            Conv4(
+                output_dim=3,
+                filters=4,
+                downsample=downsample,
+                head_input=head,
+                batch_norm=batch_norm,
+                bn_steps=2,
+                conv_impl=impl,
+            )
+        )
         params, _ = network.init(jax.random.PRNGKey(2), ep.support_x.shape[2:])
-        algorithm = build_algorithm(cfg.algorithm, make_task_loss(network, "classification"),
-                                    Execution(batching, remat, impl), cfg.train)
+        algorithm = build_algorithm(
+            cfg.algorithm, make_task_loss(network, "classification"), Execution(batching, remat, impl), cfg.train
+        )
         meta_loss = jax.jit(jax.value_and_grad(lambda mp: algorithm.meta_loss(mp, ep, 0, algorithm.phase(0))[0]))
         loss, grads = meta_loss({"model": params})
         results.append((float(loss), jax.flatten_util.ravel_pytree(grads)[0]))
@@ -309,8 +342,12 @@ def test_batch_norm_as_the_original_code_or_with_a_scale(bn_scale, epsilon):
     network = Network(Conv4(output_dim=2, filters=3, bn_scale=bn_scale, bn_epsilon=epsilon, conv_impl="lax"))
     params, _ = network.init(jax.random.PRNGKey(1), x.shape[1:])
     assert set(params["norms_0"]) == ({"offset", "scale"} if bn_scale else {"offset"})
-    conv = jax.lax.conv_general_dilated(x, params["convs_0"]["kernel"], (2, 2), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["convs_0"]["bias"]
+    conv = (
+        jax.lax.conv_general_dilated(
+            x, params["convs_0"]["kernel"], (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        + params["convs_0"]["bias"]
+    )
     mean, var = conv.mean((0, 1, 2)), conv.var((0, 1, 2))
     expected = (conv - mean) / np.sqrt(var + epsilon)
     got = network.module.apply({"params": params}, conv, method=lambda m, y: m.norms[0](y))
@@ -322,11 +359,17 @@ def test_original_batch_norm_setting_is_not_adapted_in_the_inner_loop():
     assert (cfg.model.bn_scale, cfg.model.bn_epsilon, cfg.model.adapt_batch_norm) == (False, 0.001, False)
     network = Network(Conv4(output_dim=3, filters=4, bn_scale=False, conv_impl="lax"), adapt_batch_norm=False)
     params, _ = network.init(jax.random.PRNGKey(0), (8, 8, 1))
-    algorithm = build_algorithm(make_cfg("algorithm.inner_lr=0.4").algorithm, make_task_loss(network, "classification"),
-                                Execution("vmap", False, "lax"), make_cfg().train)
+    algorithm = build_algorithm(
+        make_cfg("algorithm.inner_lr=0.4").algorithm,
+        make_task_loss(network, "classification"),
+        Execution("vmap", False, "lax"),
+        make_cfg().train,
+    )
     images = (jax.random.uniform(jax.random.PRNGKey(3), (6, 4, 8, 8, 1)) * 255).astype(jnp.uint8)
-    task = jax.tree.map(lambda a: a[0], sample_classification_episodes(images, jnp.arange(6), jax.random.PRNGKey(4), 1,
-                                                                       ways=3, shots=1, query_shots=1))
+    task = jax.tree.map(
+        lambda a: a[0],
+        sample_classification_episodes(images, jnp.arange(6), jax.random.PRNGKey(4), 1, ways=3, shots=1, query_shots=1),
+    )
     adapted = algorithm.adapt_to_task({"model": params}, {}, task, None, 2)
     for layer in ("norms_0", "norms_3"):
         np.testing.assert_array_equal(adapted[layer]["offset"], params[layer]["offset"])
@@ -348,12 +391,20 @@ def test_omniglot_train_then_eval_on_synthetic_data(sets, tmp_path):
 
 @needs_npz
 def test_real_omniglot_builds_the_paper_tasks(tmp_path):
-    cfg = make_cfg("experiment=omniglot_5w1s", f"dataset.path={SHARED_DATA / 'omniglot'}",
-                   f"dataset.cache_dir={tmp_path}")
+    cfg = make_cfg(
+        "experiment=omniglot_5w1s", f"dataset.path={SHARED_DATA / 'omniglot'}", f"dataset.cache_dir={tmp_path}"
+    )
     tasks = OmniglotTasks(cfg.dataset)
     assert {k: len(v) for k, v in tasks.splits.items()} == {"train": 1100, "val": 100, "test": 423}
     ep = tasks.sample(tasks.data, jax.random.PRNGKey(0), "test", 2)
     assert ep.support_x.shape == (2, 5, 28, 28, 1) and ep.query_x.shape == (2, 5, 28, 28, 1)
     with pytest.raises(UserError, match="dataset.shots \\+ dataset.query_shots = 21"):
-        OmniglotTasks(make_cfg("experiment=omniglot_5w1s", f"dataset.path={SHARED_DATA / 'omniglot'}",
-                               f"dataset.cache_dir={tmp_path}", "dataset.shots=11", "dataset.query_shots=10").dataset)
+        OmniglotTasks(
+            make_cfg(
+                "experiment=omniglot_5w1s",
+                f"dataset.path={SHARED_DATA / 'omniglot'}",
+                f"dataset.cache_dir={tmp_path}",
+                "dataset.shots=11",
+                "dataset.query_shots=10",
+            ).dataset
+        )

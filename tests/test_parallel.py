@@ -17,8 +17,8 @@ import pytest
 
 from maml_cli import execution
 from maml_cli.data.episodes import task_part
-from maml_cli.execution import MAX_CPU_DEVICES, Execution, host_cores
 from maml_cli.data.sinusoid import SinusoidTasks
+from maml_cli.execution import MAX_CPU_DEVICES, Execution, host_cores
 from tests.conftest import REPO, TINY, make_cfg
 from tests.omniglot_fakes import fake_sets, write_npz
 
@@ -31,8 +31,14 @@ def simulated(devices: int) -> dict:
 
 
 def _worker(*args, timeout=600):
-    proc = subprocess.run([sys.executable, "-m", "tests.parallel_worker", *map(str, args)], cwd=REPO,
-                          env=simulated(4), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.parallel_worker", *map(str, args)],
+        cwd=REPO,
+        env=simulated(4),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -52,7 +58,7 @@ def test_classification_parts_draw_only_their_own_tasks():
     from maml_cli.data.episodes import sample_classification_episodes
 
     images = jax.numpy.asarray(np.random.RandomState(0).randint(0, 255, (12, 6, 4, 4, 1)).astype(np.uint8))
-    kw = dict(ways=3, shots=1, query_shots=2)
+    kw = {"ways": 3, "shots": 1, "query_shots": 2}
     whole = sample_classification_episodes(images, jax.numpy.arange(12), jax.random.PRNGKey(0), 6, **kw)
     part = sample_classification_episodes(images, jax.numpy.arange(12), jax.random.PRNGKey(0), 6, part=(1, 3), **kw)
     np.testing.assert_array_equal(part.query_x, whole.query_x[2:4])
@@ -79,8 +85,7 @@ def test_sharded_conv4_with_per_step_batch_norm_equals_one_device(tmp_path):
 
 
 def _run(*args, env=None, timeout=300):
-    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _last(run_dir: Path) -> dict:
@@ -105,8 +110,15 @@ def test_maml_train_on_two_devices_ends_with_the_one_device_metrics(tmp_path):
     # maml-eval shards the episodes too, whatever the run was trained on.
     scores = []
     for devices in (1, 2):
-        ev = _run("maml-eval", f"run_dir={tmp_path / 'one'}", "eval.episodes=10", "eval.batch_size=5",
-                  f"devices={devices}", "progress=false", env=simulated(2))
+        ev = _run(
+            "maml-eval",
+            f"run_dir={tmp_path / 'one'}",
+            "eval.episodes=10",
+            "eval.batch_size=5",
+            f"devices={devices}",
+            "progress=false",
+            env=simulated(2),
+        )
         assert ev.returncode == 0, ev.stderr
         scores.append(json.loads((tmp_path / "one" / "eval.json").read_text())["per_step"])
     assert [r["mean"] for r in scores[0]] == pytest.approx([r["mean"] for r in scores[1]], rel=1e-5)
@@ -118,7 +130,8 @@ def test_a_meta_batch_that_does_not_split_is_refused_before_compiling(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip() == (
         "maml-train: error: train.meta_batch_size=5 does not split evenly over 2 devices (train.devices=auto): "
-        "use a meta-batch that is a multiple of 2 (e.g. 6) or train.devices=1")
+        "use a meta-batch that is a multiple of 2 (e.g. 6) or train.devices=1"
+    )
     assert not run.exists()
     many = _run("maml-train", *TINY, "train.devices=3", f"hydra.run.dir={run}", env=simulated(2))
     assert many.returncode == 2 and "train.devices=3, but 2 device(s) are available" in many.stderr
@@ -136,15 +149,23 @@ def test_console_scripts_spread_a_conv_meta_batch_over_the_cores(tmp_path):
     many as split it, keeps a dense model on one, and MAML_CLI_CPU_DEVICES=1 turns it off."""
     cores = min(host_cores(), MAX_CPU_DEVICES)
     write_npz(tmp_path / "omniglot", fake_sets(background=10, evaluation=8, drawers=4))
-    conv = ["experiment=omniglot_tiny", f"dataset.path={tmp_path / 'omniglot'}", f"dataset.cache_dir={tmp_path / 'c'}",
-            "dataset.train_classes=12", "dataset.val_classes=4", "train.dry_run=true"]
+    conv = [
+        "experiment=omniglot_tiny",
+        f"dataset.path={tmp_path / 'omniglot'}",
+        f"dataset.cache_dir={tmp_path / 'c'}",
+        "dataset.train_classes=12",
+        "dataset.val_classes=4",
+        "train.dry_run=true",
+    ]
 
     def plan(*args, **env):
         out = _run("maml-train", *args, env=_cores_env(**env))
         assert out.returncode == 0, out.stderr
         return next(line for line in out.stdout.splitlines() if line.startswith("# plan:"))
 
-    assert f"({cores} CPU devices, one per core, meta-batch sharded" in plan(*conv, f"train.meta_batch_size={2 * cores}")
+    assert f"({cores} CPU devices, one per core, meta-batch sharded" in plan(
+        *conv, f"train.meta_batch_size={2 * cores}"
+    )
     # A meta-batch that the cores do not split: as many devices as split it (here one), no error.
     assert f"(1 device of {cores}, one per core)" in plan(*conv, f"train.meta_batch_size={2 * cores + 1}")
     assert f"(1 device of {cores}, one per core)" in plan(*TINY, "train.dry_run=true")  # sinusoid: vmap, one device
@@ -154,7 +175,8 @@ def test_console_scripts_spread_a_conv_meta_batch_over_the_cores(tmp_path):
     assert "(3 devices, meta-batch sharded" in forced
     bad = _run("maml-train", *TINY, env=_cores_env(MAML_CLI_CPU_DEVICES="many"))
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "maml-train: error: MAML_CLI_CPU_DEVICES must be auto or a number >= 1 (got 'many')")
+        "maml-train: error: MAML_CLI_CPU_DEVICES must be auto or a number >= 1 (got 'many')"
+    )
 
 
 def test_auto_devices_follow_the_plan(monkeypatch):
@@ -179,10 +201,23 @@ def _free_port() -> int:
 def _two_processes(run_dir: Path, *args, timeout=300) -> list:
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([str(BIN / "maml-train"), *args, f"hydra.run.dir={run_dir}",
-                               f"distributed.coordinator=localhost:{port}", "distributed.num_processes=2",
-                               f"distributed.process_id={i}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                str(BIN / "maml-train"),
+                *args,
+                f"hydra.run.dir={run_dir}",
+                f"distributed.coordinator=localhost:{port}",
+                "distributed.num_processes=2",
+                f"distributed.process_id={i}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(2)
+    ]
     deadline = time.monotonic() + timeout
     outs = []
     for p in procs:
@@ -222,10 +257,14 @@ def test_distributed_settings_are_checked(tmp_path):
     for args, message in [
         (["distributed.coordinator=nohost"], "distributed.coordinator must be HOST:PORT (got 'nohost')"),
         (["distributed.process_id=1"], "distributed.num_processes and distributed.process_id need"),
-        (["distributed.coordinator=localhost:1234", "distributed.num_processes=2", "distributed.process_id=2"],
-         "distributed.process_id must be in 0..1 (got 2)"),
-        (["distributed.coordinator=localhost:1234", "distributed.num_processes=2", "distributed.process_id=0"],
-         "a run over several processes needs hydra.run.dir=DIR"),
+        (
+            ["distributed.coordinator=localhost:1234", "distributed.num_processes=2", "distributed.process_id=2"],
+            "distributed.process_id must be in 0..1 (got 2)",
+        ),
+        (
+            ["distributed.coordinator=localhost:1234", "distributed.num_processes=2", "distributed.process_id=0"],
+            "a run over several processes needs hydra.run.dir=DIR",
+        ),
     ]:
         bad = _run("maml-train", *TINY, *args)
         assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)

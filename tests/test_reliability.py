@@ -3,12 +3,10 @@ and must exit 2 with one message (the one the document shows), no traceback, and
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import pytest
 from maml_cli.data.omniglot_source import load_omniglot
 from maml_cli.training import train_and_evaluate
 from tests.bad_inputs import BAD_INPUTS
-from tests.conftest import REPO, TINY, make_cfg
+from tests.conftest import REPO, TINY, make_cfg, run_command, run_in_process
 from tests.image_fakes import write_bad_folders
 from tests.omniglot_fakes import fake_sets, write_npz
 
@@ -34,8 +32,11 @@ def make_workspace(root: Path) -> Path:
             f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])  # cut short, as by a full disk
     shutil.copytree(root / "run", root / "coded")  # as if trained with model=custom model.target=...
     config = (root / "coded" / "config.yaml").read_text()
-    (root / "coded" / "config.yaml").write_text(re.sub(r"(?ms)^model:\n(  .*?\n)+", "model:\n  name: custom\n"
-                                                       "  target: my_nets:make_net\n  kwargs: {}\n", config))
+    (root / "coded" / "config.yaml").write_text(
+        re.sub(
+            r"(?ms)^model:\n(  .*?\n)+", "model:\n  name: custom\n  target: my_nets:make_net\n  kwargs: {}\n", config
+        )
+    )
     write_npz(root / "omniglot", fake_sets(background=10, evaluation=8, drawers=4))
     load_omniglot(str(root / "omniglot"), cache_dir=str(root / "cache"))  # reading data is no junk: cache it first
     (root / "notes.txt").write_text("not data\n")
@@ -49,11 +50,11 @@ def listing(root: Path) -> set:
 
 
 def run_case(case, workspace: Path):
-    """(exit code, stderr with the workspace written as <tmp>, stdout)."""
+    """(exit code, stderr with the workspace written as <tmp>, stdout): the console script's main,
+    run in this process from ``workspace`` (every case fails before anything starts, so a process
+    of its own would only add its start-up)."""
     args = [a.replace("{tmp}", str(workspace)) for a in case.command]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=300,
-                         cwd=workspace, env=env)
+    out = run_in_process(args[0], *args[1:], cwd=workspace)
     return out.returncode, out.stderr.replace(str(workspace), "<tmp>"), out.stdout
 
 
@@ -71,20 +72,16 @@ def documented_messages() -> dict:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """Each case runs in its own copy of the workspace (so each can check it created nothing), two
-    at a time."""
+    """Each case runs in its own copy of the workspace, so each can check it created nothing."""
     template = make_workspace(tmp_path_factory.mktemp("template") / "workspace")
     before = listing(template)
-
-    def one(i_case):
-        i, case = i_case
+    found = {}
+    for i, case in enumerate(BAD_INPUTS):
         workspace = tmp_path_factory.mktemp(f"case{i}") / "workspace"
         shutil.copytree(template, workspace)
         code, stderr, stdout = run_case(case, workspace)
-        return case.what, (code, stderr, stdout, listing(workspace) - before)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(one, enumerate(BAD_INPUTS)))
+        found[case.what] = (code, stderr, stdout, listing(workspace) - before)
+    return found
 
 
 def test_there_are_at_least_twenty_rows():
@@ -103,7 +100,9 @@ def test_bad_input_is_one_clear_message(case, results):
     assert case.says in stderr, stderr
     assert not created, f"left behind: {sorted(created)}"
     documented = documented_messages()
-    assert case.what in documented, f"docs/reliability.md has no row for {case.what!r}: run scripts/reliability_table.py"
+    assert case.what in documented, (
+        f"docs/reliability.md has no row for {case.what!r}: run scripts/reliability_table.py"
+    )
     assert documented[case.what] == stderr, "docs/reliability.md is out of date: run scripts/reliability_table.py"
 
 
@@ -112,34 +111,71 @@ def test_docs_list_no_row_that_is_not_tested():
 
 
 def test_help_pages_show_keys_groups_and_exit_codes():
-    train = subprocess.run([str(BIN / "maml-train"), "algorithm=mamlpp", "--help"], capture_output=True, text=True)
+    train = run_command("maml-train", "algorithm=mamlpp", "--help")  # one real process: the installed script
     assert train.returncode == 0 and "_schema" not in train.stdout
-    for text in ("Usage:", "dataset     image_folder, miniimagenet, omniglot, *sinusoid", "*mamlpp",
-                 "train.steps=70000", "outer (meta) iterations", "algorithm.multi_step_loss=true",
-                 "query loss after every inner step", "Exit codes: 0 done", "2 bad input", "130 interrupted",
-                 "MAML_CLI_CPU_DEVICES=auto|N"):
+    for text in (
+        "Usage:",
+        "dataset     function, image_folder, miniimagenet, omniglot, *sinusoid",
+        "*mamlpp",
+        "logger      csv, mlflow, none, *tensorboard, wandb",
+        "train.steps=70000",
+        "outer (meta) iterations",
+        "algorithm.multi_step_loss=true",
+        "query loss after every inner step",
+        "Exit codes: 0 done",
+        "2 bad input",
+        "130 interrupted",
+        "a checkpoint was saved",
+        "MAML_CLI_CPU_DEVICES=auto|N",
+        "distributed.coordinator=null         HOST:PORT of process 0",
+    ):
         assert text in train.stdout, text
-    ev = subprocess.run([str(BIN / "maml-eval"), "--help"], capture_output=True, text=True)
+    assert "distributed={" not in train.stdout
+    assert "model.target=???" in run_in_process("maml-train", "model=custom", "--help").stdout
+    ev = run_in_process("maml-eval", "--help")
     assert ev.returncode == 0 and "_schema" not in ev.stdout and "_run" not in ev.stdout
-    for text in ("run_dir=???", "a maml-train run directory", "dataset.path=null", "eval.episodes=null",
-                 "dataset     image_folder, miniimagenet, omniglot, sinusoid", "Exit codes"):
+    for text in (
+        "run_dir=???",
+        "a maml-train run directory",
+        "dataset.path=null",
+        "eval.episodes=null",
+        "dataset     function, image_folder, miniimagenet, omniglot, sinusoid",
+        "Exit codes",
+        "nothing half-written",
+        "trust_code=false",
+    ):
         assert text in ev.stdout, text
-    adapt = subprocess.run([str(BIN / "maml-adapt"), "--help"], capture_output=True, text=True)
+    assert "checkpoint was saved" not in ev.stdout
+    adapt = run_in_process("maml-adapt", "--help")
     assert adapt.returncode == 0
-    for text in ("support=???", "query=???", "allow_single_query=false", "predictions.csv", "Exit codes"):
+    for text in (
+        "support=???",
+        "query=???",
+        "allow_single_query=false",
+        "predictions.csv",
+        "Exit codes",
+        "trust_code=false",
+    ):
         assert text in adapt.stdout, text
 
 
 def test_dry_run_checks_everything_and_writes_nothing(tmp_path):
     write_npz(tmp_path / "omniglot", fake_sets(background=10, evaluation=8, drawers=4))
-    args = ["experiment=omniglot_tiny", "dataset.path=omniglot", f"dataset.cache_dir={tmp_path / 'cache'}",
-            "dataset.train_classes=12", "dataset.val_classes=4", "train.dry_run=true"]
+    args = [
+        "experiment=omniglot_tiny",
+        "dataset.path=omniglot",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        "dataset.train_classes=12",
+        "dataset.val_classes=4",
+        "train.dry_run=true",
+    ]
     out = subprocess.run([str(BIN / "maml-train"), *args], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert f"path: {tmp_path / 'omniglot'}" in out.stdout  # resolved, absolute
     assert "# plan: maml on cpu" in out.stdout and "task_batching=map" in out.stdout
     assert "data: " + str(tmp_path / "omniglot") in out.stdout
     assert not (tmp_path / "runs").exists()
-    bad = subprocess.run([str(BIN / "maml-train"), *args, "dataset.ways=20"], capture_output=True, text=True,
-                         cwd=tmp_path)
+    bad = subprocess.run(
+        [str(BIN / "maml-train"), *args, "dataset.ways=20"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert bad.returncode == 2 and "fewer than dataset.ways=20" in bad.stderr

@@ -24,8 +24,16 @@ def _run(tool, *args, expect=0):
 
 def test_report_over_a_sweep_groups_seeds_and_lists_every_job(tmp_path):
     sweep = tmp_path / "sweep"
-    swept = _run("maml-train", "-m", *TINY, "train.steps=10", "train.eval_every=5", "seed=0,1",
-                 "algorithm.inner_lr=0.001,0.01", f"hydra.sweep.dir={sweep}")
+    swept = _run(
+        "maml-train",
+        "-m",
+        *TINY,
+        "train.steps=10",
+        "train.eval_every=5",
+        "seed=0,1",
+        "algorithm.inner_lr=0.001,0.01",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert "# Sweep report" in swept.stdout and swept.stdout.count("| `algorithm.inner_lr=") == 2  # the end table
     _run("maml-eval", f"run_dir={sweep / '0'}", "eval.episodes=10")
     job0 = (sweep / "0" / ".hydra" / "overrides.yaml").read_text()

@@ -23,8 +23,14 @@ BIN = Path(sys.executable).parent
 
 
 def _run(tool: str, *args: str, cwd: Path, expect: int = 0) -> subprocess.CompletedProcess:
-    out = subprocess.run([str(BIN / tool), *args], capture_output=True, text=True, cwd=cwd, timeout=300,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    out = subprocess.run(
+        [str(BIN / tool), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert out.returncode == expect, out.stderr
     return out
 
@@ -44,7 +50,7 @@ def test_sinusoid_run_draws_learning_curves_adaptation_and_eval(tmp_path):
     assert_picture(run / "plots" / "learning_curves.png", (800, 600))
     assert_picture(run / "plots" / "adaptation.png", (800, 200))
     assert "\r" not in train.stderr  # stderr is not a terminal: no progress bar
-    summary = train.stderr[train.stderr.index("== maml-train done"):]
+    summary = train.stderr[train.stderr.index("== maml-train done") :]
     for text in ("steps      20 of 20", "val mse", f"run dir    {run}", f"next       maml-eval run_dir={run}"):
         assert text in summary, summary
     assert (run / "train.log").is_file() and (run / ".hydra" / "config.yaml").is_file()
@@ -58,8 +64,14 @@ def test_sinusoid_run_draws_learning_curves_adaptation_and_eval(tmp_path):
 def test_omniglot_run_records_where_and_how_it_ran_and_follows_moved_data(tmp_path):
     write_npz(tmp_path / "src", fake_sets(background=10, evaluation=8, drawers=4))
     (tmp_path / "a").mkdir()
-    args = ["experiment=omniglot_tiny", "dataset.path=../src", f"dataset.cache_dir={tmp_path / 'cache'}",
-            "dataset.train_classes=12", "dataset.val_classes=4", "hydra.run.dir=run"]
+    args = [
+        "experiment=omniglot_tiny",
+        "dataset.path=../src",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        "dataset.train_classes=12",
+        "dataset.val_classes=4",
+        "hydra.run.dir=run",
+    ]
     _run("maml-train", *args, cwd=tmp_path / "a")
     run = tmp_path / "a" / "run"
     saved = yaml.safe_load((run / "config.yaml").read_text())
@@ -79,8 +91,14 @@ def test_omniglot_run_records_where_and_how_it_ran_and_follows_moved_data(tmp_pa
     (tmp_path / "b").mkdir()
     lost = _run("maml-eval", f"run_dir={run}", cwd=tmp_path / "b", expect=2)
     assert f"dataset.path={tmp_path / 'src'} does not exist" in lost.stderr
-    _run("maml-eval", f"run_dir={run}", "dataset.path=../moved", f"dataset.cache_dir={tmp_path / 'cache'}",
-         "eval.episodes=8", cwd=tmp_path / "b")
+    _run(
+        "maml-eval",
+        f"run_dir={run}",
+        "dataset.path=../moved",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        "eval.episodes=8",
+        cwd=tmp_path / "b",
+    )
     record = json.loads((run / "eval.json").read_text())
     assert record["dataset"]["path"] == str(tmp_path / "moved")
     assert record["metric"] == "accuracy" and record["batch_norm"] == "transductive"
@@ -109,12 +127,15 @@ def test_a_blow_up_is_flagged_and_every_json_file_stays_strict(tmp_path):
     rows = [ln for ln in ev.stdout.splitlines() if ln.strip()[:1].isdigit()]
     assert any("!" in ln for ln in rows)
     for ln in rows:  # no value above 1e3 printed without its flag
-        numbers = [float(v) for v in ln.replace("%", "").split()[1:] if v.replace(".", "", 1).replace("e+", "")
-                   .replace("-", "").isdigit()]
+        numbers = [
+            float(v)
+            for v in ln.replace("%", "").split()[1:]
+            if v.replace(".", "", 1).replace("e+", "").replace("-", "").isdigit()
+        ]
         assert "!" in ln or all(abs(v) <= 1e3 for v in numbers), ln
     record = _strict((run / "eval.json").read_text())
     assert record["nonfinite_values"] > 0 and record["per_step"][-1]["diverged"] > 0
-    files = [p for p in run.rglob("*.json")] + [run / "metrics.jsonl"]
+    files = list(run.rglob("*.json")) + [run / "metrics.jsonl"]
     for path in files:
         if path.suffix == ".jsonl":
             lines = [_strict(ln) for ln in path.read_text().splitlines()]

@@ -17,11 +17,11 @@ import jax
 import numpy as np
 import pytest
 
-from maml_cli.checkpoints import CheckpointError, Checkpointer
+from maml_cli.checkpoints import Checkpointer, CheckpointError
 from maml_cli.config import UserError
-from maml_cli.run_evaluation import evaluate_run, format_table
 from maml_cli.experiment import build_experiment
 from maml_cli.metrics import TIMING_FIELDS
+from maml_cli.run_evaluation import evaluate_run, format_table
 from maml_cli.training import NonFiniteLoss, train_and_evaluate
 from tests.conftest import TINY, make_cfg
 
@@ -71,8 +71,14 @@ def test_the_best_checkpoints_are_kept_across_sessions_and_scored_as_an_ensemble
         scores = {r["step"]: r["val/mse_step3"] for r in _records(tmp_path) if "val/mse_step3" in r}
         return sorted(scores, key=lambda s: (scores[s], -s))[:n]
 
-    args = ("train.eval_every=5", "train.checkpoint_every=5", "train.keep_checkpoints=1", "train.keep_best=2",
-            "model.hidden_sizes=[40,40]", "train.outer_lr=0.01")
+    args = (
+        "train.eval_every=5",
+        "train.checkpoint_every=5",
+        "train.keep_checkpoints=1",
+        "train.keep_best=2",
+        "model.hidden_sizes=[40,40]",
+        "train.outer_lr=0.01",
+    )
     train_and_evaluate(tiny_cfg(*args, "train.steps=30"), tmp_path)
     assert set(Checkpointer(tmp_path / "checkpoints").steps()) == {30, *best(2)}
     train_and_evaluate(tiny_cfg(*args, "train.steps=60"), tmp_path)  # a second session ranks the first's too
@@ -90,9 +96,16 @@ def test_the_best_checkpoints_are_kept_across_sessions_and_scored_as_an_ensemble
 
 
 def test_training_lowers_the_query_loss(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("train.steps=1000", "train.meta_batch_size=10", "model.hidden_sizes=[40,40]",
-                   "train.outer_lr=0.003", "train.log_every=100", "train.eval_every=1000",
-                   "train.checkpoint_every=1000", "train.steps_per_call=100")
+    cfg = tiny_cfg(
+        "train.steps=1000",
+        "train.meta_batch_size=10",
+        "model.hidden_sizes=[40,40]",
+        "train.outer_lr=0.003",
+        "train.log_every=100",
+        "train.eval_every=1000",
+        "train.checkpoint_every=1000",
+        "train.steps_per_call=100",
+    )
     train_and_evaluate(cfg, tmp_path)
     losses = [r["train/query_loss"] for r in _records(tmp_path) if "train/query_loss" in r]
     assert losses[-1] < 0.6 * losses[0]
@@ -149,16 +162,25 @@ def test_non_finite_loss_stops_with_a_clear_error(tiny_cfg, tmp_path):
 
 def test_train_then_evaluate_in_process(tiny_cfg, tmp_path):
     train_and_evaluate(tiny_cfg(), tmp_path)
-    app = make_cfg(f"run_dir={tmp_path}", "eval.episodes=30", "eval.inner_steps=4", "progress=false",
-                   config_name="eval")
+    app = make_cfg(
+        f"run_dir={tmp_path}", "eval.episodes=30", "eval.inner_steps=4", "progress=false", config_name="eval"
+    )
     record = evaluate_run(app)
     assert not (tmp_path / "eval.json").exists()  # the library writes nothing; maml-eval does
     assert record["metric"] == "mse" and record["episodes"] == 30 and record["checkpoint_step"] == 20
     assert [r["step"] for r in record["per_step"]] == [0, 1, 2, 3, 4]
     assert all(r["ci95"] > 0 for r in record["per_step"])
     assert evaluate_run(app)["per_step"] == record["per_step"]  # fixed eval seed: same tasks, same numbers
-    other = evaluate_run(make_cfg(f"run_dir={tmp_path}", "eval.episodes=30", "eval.inner_steps=4", "eval.seed=1",
-                                  "progress=false", config_name="eval"))
+    other = evaluate_run(
+        make_cfg(
+            f"run_dir={tmp_path}",
+            "eval.episodes=30",
+            "eval.inner_steps=4",
+            "eval.seed=1",
+            "progress=false",
+            config_name="eval",
+        )
+    )
     assert other["per_step"] != record["per_step"]
     earlier = evaluate_run(make_cfg(f"run_dir={tmp_path}", "checkpoint=10", "progress=false", config_name="eval"))
     assert earlier["checkpoint_step"] == 10 and earlier["episodes"] == 20  # the run's own eval.episodes
@@ -185,8 +207,15 @@ def _run(*args, timeout=300, **kw):
 
 
 def test_sweep_gives_each_job_its_own_directory(tmp_path):
-    sweep = _run("maml-train", "-m", *TINY, "train.steps=5", "seed=0,1", "algorithm.inner_lr=0.001,0.01",
-                 f"hydra.sweep.dir={tmp_path}")
+    sweep = _run(
+        "maml-train",
+        "-m",
+        *TINY,
+        "train.steps=5",
+        "seed=0,1",
+        "algorithm.inner_lr=0.001,0.01",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert sweep.returncode == 0, sweep.stderr
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
@@ -200,13 +229,22 @@ def test_sweep_gives_each_job_its_own_directory(tmp_path):
 
 def test_sigint_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     run_dir = tmp_path / "run"
-    args = [*TINY, "train.steps=100000", "train.log_every=100", "train.eval_every=100000",
-            "train.checkpoint_every=100000", "train.steps_per_call=100", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen([str(BIN / "maml-train"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    args = [
+        *TINY,
+        "train.steps=100000",
+        "train.log_every=100",
+        "train.eval_every=100000",
+        "train.checkpoint_every=100000",
+        "train.steps_per_call=100",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = subprocess.Popen([str(BIN / "maml-train"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir / "metrics.jsonl").exists() or \
-            not (run_dir / "metrics.jsonl").read_text().strip():
+    while (
+        time.time() < deadline
+        and not (run_dir / "metrics.jsonl").exists()
+        or not (run_dir / "metrics.jsonl").read_text().strip()
+    ):
         time.sleep(0.2)
         assert proc.poll() is None and time.time() < deadline
     proc.send_signal(signal.SIGINT)
@@ -217,9 +255,16 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     assert stopped_at and stopped_at % 100 == 0 and stopped_at < 100000
     logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(logged) <= stopped_at
-    resumed = _run("maml-train", *args[:-5], f"train.steps={stopped_at + 100}", "train.log_every=100",
-                   "train.eval_every=100000", "train.checkpoint_every=100000", "train.steps_per_call=100",
-                   f"hydra.run.dir={run_dir}")
+    resumed = _run(
+        "maml-train",
+        *args[:-5],
+        f"train.steps={stopped_at + 100}",
+        "train.log_every=100",
+        "train.eval_every=100000",
+        "train.checkpoint_every=100000",
+        "train.steps_per_call=100",
+        f"hydra.run.dir={run_dir}",
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {run_dir} from step {stopped_at}" in resumed.stderr
     assert Checkpointer(run_dir / "checkpoints").latest_step() == stopped_at + 100
@@ -261,8 +306,15 @@ def test_every_algorithm_trains_resumes_and_evaluates_from_the_shell(tmp_path):
     resumed = _run("maml-train", *sweep, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert len(re.findall(r"resuming \S+ from step 5", resumed.stderr)) == len(ALGORITHMS)
-    ev = _run("maml-eval", "-m", f"run_dir={','.join(map(str, jobs))}", "eval.episodes=10", "progress=false",
-              f"hydra.sweep.dir={tmp_path / 'eval'}", timeout=600)
+    ev = _run(
+        "maml-eval",
+        "-m",
+        f"run_dir={','.join(map(str, jobs))}",
+        "eval.episodes=10",
+        "progress=false",
+        f"hydra.sweep.dir={tmp_path / 'eval'}",
+        timeout=600,
+    )
     assert ev.returncode == 0, ev.stderr
     for algorithm, job in zip(ALGORITHMS, jobs):
         record = json.loads((job / "eval.json").read_text())
@@ -279,9 +331,19 @@ def test_resumed_runs_of_stateful_algorithms_are_identical(algorithm, omniglot_s
     running = ["model.bn_eval_stats=running"] if algorithm == "mamlpp" else []
 
     def cfg(*overrides):  # (the plain vmap plan: it compiles faster than CPU's auto plan)
-        return make_cfg("experiment=omniglot_tiny", f"algorithm={algorithm}", *running, f"dataset.path={omniglot_src}",
-                        f"dataset.cache_dir={tmp_path / 'cache'}", "train.progress=false", "train.plots=false", "train.task_batching=vmap",
-                        "train.remat=false", "model.conv_impl=lax", *overrides)
+        return make_cfg(
+            "experiment=omniglot_tiny",
+            f"algorithm={algorithm}",
+            *running,
+            f"dataset.path={omniglot_src}",
+            f"dataset.cache_dir={tmp_path / 'cache'}",
+            "train.progress=false",
+            "train.plots=false",
+            "train.task_batching=vmap",
+            "train.remat=false",
+            "model.conv_impl=lax",
+            *overrides,
+        )
 
     straight, split = tmp_path / "straight", tmp_path / "split"
     train_and_evaluate(cfg(), straight)
@@ -302,22 +364,35 @@ def test_resumed_runs_of_stateful_algorithms_are_identical(algorithm, omniglot_s
 
 def test_evaluation_tasks_do_not_depend_on_the_batch_size(tiny_cfg, tmp_path):
     train_and_evaluate(tiny_cfg(), tmp_path)
-    records = [evaluate_run(make_cfg(f"run_dir={tmp_path}", "eval.episodes=13", f"eval.batch_size={b}",
-                                     "progress=false", config_name="eval")) for b in (13, 5, 1)]
+    records = [
+        evaluate_run(
+            make_cfg(
+                f"run_dir={tmp_path}", "eval.episodes=13", f"eval.batch_size={b}", "progress=false", config_name="eval"
+            )
+        )
+        for b in (13, 5, 1)
+    ]
     means = [[r["mean"] for r in record["per_step"]] for record in records]
     assert means[1] == pytest.approx(means[0], rel=1e-5) and means[2] == pytest.approx(means[0], rel=1e-5)
-    other_seed = evaluate_run(make_cfg(f"run_dir={tmp_path}", "eval.episodes=13", "eval.seed=1", "progress=false",
-                                       config_name="eval"))
+    other_seed = evaluate_run(
+        make_cfg(f"run_dir={tmp_path}", "eval.episodes=13", "eval.seed=1", "progress=false", config_name="eval")
+    )
     assert [r["mean"] for r in other_seed["per_step"]] != pytest.approx(means[0], rel=1e-3)
 
 
 def test_evaluation_query_shots(omniglot_src, tmp_path):
-    cfg = make_cfg("experiment=omniglot_tiny", f"dataset.path={omniglot_src}", f"dataset.cache_dir={tmp_path / 'c'}",
-                   "train.progress=false", "train.plots=false")
+    cfg = make_cfg(
+        "experiment=omniglot_tiny",
+        f"dataset.path={omniglot_src}",
+        f"dataset.cache_dir={tmp_path / 'c'}",
+        "train.progress=false",
+        "train.plots=false",
+    )
     train_and_evaluate(cfg, tmp_path / "run")
     default = evaluate_run(make_cfg(f"run_dir={tmp_path / 'run'}", "progress=false", config_name="eval"))
-    three = evaluate_run(make_cfg(f"run_dir={tmp_path / 'run'}", "eval.query_shots=3", "progress=false",
-                                  config_name="eval"))
+    three = evaluate_run(
+        make_cfg(f"run_dir={tmp_path / 'run'}", "eval.query_shots=3", "progress=false", config_name="eval")
+    )
     assert (default["query_shots"], three["query_shots"]) == (1, 3)
     assert default["per_step"] != three["per_step"]
     with pytest.raises(UserError, match=r"dataset.shots \+ eval.query_shots = 5, but each Omniglot class has only 4"):

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from maml_cli import strict_json
+from maml_cli import composing, strict_json
 from maml_cli.commands import shell as cli
-from maml_cli import composing
 from maml_cli.config import register_configs
 from maml_cli.errors import UserError
 from maml_cli.run_evaluation import diverged_warning, evaluate_run, format_table, record_path
@@ -31,7 +30,12 @@ for _name in ("jax._src.xla_bridge", "matplotlib"):
 # errors are reported once, by us.
 logging.getLogger("absl").setLevel(logging.CRITICAL)
 
-APP = cli.App("maml-eval", "eval", groups=("dataset",), exit_codes=cli.READER_EXIT_CODES, usage="""\
+APP = cli.App(
+    "maml-eval",
+    "eval",
+    groups=("dataset",),
+    exit_codes=cli.READER_EXIT_CODES,
+    usage="""\
 maml-eval: score a maml-train run on fresh tasks; writes eval.json and eval.png into the run.
 
 Usage:
@@ -54,7 +58,8 @@ unless a split is given.
 
 Each inner step shows the mean +- 95% CI over tasks, the median and how many tasks diverged (query
 loss not finite or over 10x its value before adaptation); a step with diverged tasks is flagged
-with the mean over the others, and stderr says so.""")
+with the mean over the others, and stderr says so.""",
+)
 
 
 def run_jobs(line: cli.CommandLine, composed: list) -> bool:
@@ -92,7 +97,7 @@ def write_record(app: DictConfig, record: dict) -> Path:
     return output
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     cli.main(APP, argv, run_jobs, hydra_job)
 
 

@@ -11,13 +11,13 @@ apply, every key with its value and one-line meaning, the exit codes.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import fields
-from typing import Callable, List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from maml_cli.config import schema
 from maml_cli.composing import App, Composer, compose_checked, open_keys
+from maml_cli.config import schema
 from maml_cli.errors import UserError
 
 EXIT_OK = 0
@@ -39,9 +39,26 @@ ENVIRONMENT = (
     "~/.cache/maml-cli/jax); MAML_CLI_CACHE=DIR preprocessed datasets (default ~/.cache/maml-cli)."
 )
 # Hydra's own flags: with these the command line goes to Hydra untouched.
-HYDRA_FLAGS = ("--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--package", "-p",
-               "--resolve", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
-               "--version", "--experimental-rerun")
+HYDRA_FLAGS = (
+    "--hydra-help",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--shell-completion",
+    "-sc",
+    "--package",
+    "-p",
+    "--resolve",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--version",
+    "--experimental-rerun",
+)
 MULTIRUN_FLAGS = ("-m", "--multirun")
 HELP_FLAGS = ("-h", "--help")
 
@@ -51,8 +68,12 @@ def fail(app: App, error: UserError) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
-def main(app: App, argv: Optional[Sequence[str]], check: Callable[["CommandLine", List[DictConfig]], bool],
-         job: Callable[[], None]) -> "CommandLine":
+def main(
+    app: App,
+    argv: Sequence[str] | None,
+    check: Callable[[CommandLine, list[DictConfig]], bool],
+    job: Callable[[], None],
+) -> CommandLine:
     """A console script: --help, or the command line composed and checked (every job's config,
     then the app's own ``check``; False: nothing more to do; a list: Hydra overrides to add), then
     handed to the Hydra ``job``."""
@@ -79,7 +100,7 @@ def main(app: App, argv: Optional[Sequence[str]], check: Callable[["CommandLine"
     return line
 
 
-def use_cores(cfgs: List[DictConfig]) -> None:
+def use_cores(cfgs: list[DictConfig]) -> None:
     """One JAX CPU device per core before JAX starts (``execution.use_cores_as_devices``), except in
     a run over several processes."""
     from maml_cli.execution import use_cores_as_devices
@@ -112,14 +133,21 @@ def _section_schemas(app: App, cfg: DictConfig) -> dict:
         return {"": schema.AdaptAppConfig}
     if app.config_name == "eval":
         dataset = cfg.get("dataset") or {}
-        return {"": schema.EvalAppConfig, "eval": schema.EvalOverrides,
-                "dataset": schema.DATASET_SCHEMAS.get(dataset.get("name"), schema.EvalDatasetOverrides)}
-    return {"": schema.TrainConfig, "train": schema.TrainLoopConfig, "eval": schema.EvalConfig,
-            "distributed": schema.DistributedConfig,
-            "logger": schema.LOGGER_SCHEMAS.get(cfg.logger.name, schema.LoggerConfig),
-            "dataset": schema.DATASET_SCHEMAS.get(cfg.dataset.name, schema.DatasetConfig),
-            "model": schema.MODEL_SCHEMAS.get(cfg.model.name, schema.ModelConfig),
-            "algorithm": schema.ALGORITHM_SCHEMAS.get(cfg.algorithm.name, schema.AlgorithmConfig)}
+        return {
+            "": schema.EvalAppConfig,
+            "eval": schema.EvalOverrides,
+            "dataset": schema.DATASET_SCHEMAS.get(dataset.get("name"), schema.EvalDatasetOverrides),
+        }
+    return {
+        "": schema.TrainConfig,
+        "train": schema.TrainLoopConfig,
+        "eval": schema.EvalConfig,
+        "distributed": schema.DistributedConfig,
+        "logger": schema.LOGGER_SCHEMAS.get(cfg.logger.name, schema.LoggerConfig),
+        "dataset": schema.DATASET_SCHEMAS.get(cfg.dataset.name, schema.DatasetConfig),
+        "model": schema.MODEL_SCHEMAS.get(cfg.model.name, schema.ModelConfig),
+        "algorithm": schema.ALGORITHM_SCHEMAS.get(cfg.algorithm.name, schema.AlgorithmConfig),
+    }
 
 
 def _show(value) -> str:
@@ -130,7 +158,7 @@ def _show(value) -> str:
     return str(value)
 
 
-def key_table(app: App, cfg: DictConfig) -> List[str]:
+def key_table(app: App, cfg: DictConfig) -> list[str]:
     schemas = _section_schemas(app, cfg)
     rows = []
     plain = OmegaConf.to_container(cfg, resolve=False)

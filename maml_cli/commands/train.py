@@ -1,10 +1,10 @@
 """maml-train: check the command line, then let Hydra run the job: the training loop.
 
-    maml-train                                   # sinusoid, paper hyperparameters, 10k steps
-    maml-train experiment=sinusoid_paper         # the MAML paper's sinusoid protocol
-    maml-train hydra.run.dir=runs/sine           # run again with the same dir to resume
-    maml-train -m algorithm.inner_lr=0.001,0.01 seed=0,1   # a sweep, one directory per job
-    maml-train experiment=omniglot_5w1s train.dry_run=true   # check config and data only
+maml-train                                   # sinusoid, paper hyperparameters, 10k steps
+maml-train experiment=sinusoid_paper         # the MAML paper's sinusoid protocol
+maml-train hydra.run.dir=runs/sine           # run again with the same dir to resume
+maml-train -m algorithm.inner_lr=0.001,0.01 seed=0,1   # a sweep, one directory per job
+maml-train experiment=omniglot_5w1s train.dry_run=true   # check config and data only
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -40,8 +40,12 @@ PLUGINS = {
     "search=optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
 }
 
-APP = cli.App("maml-train", "train", groups=("dataset", "model", "algorithm", "experiment", "logger", "launcher", "search"),
-              plugins=PLUGINS, usage="""\
+APP = cli.App(
+    "maml-train",
+    "train",
+    groups=("dataset", "model", "algorithm", "experiment", "logger", "launcher", "search"),
+    plugins=PLUGINS,
+    usage="""\
 maml-train: meta-train MAML and its family; resumable, sweepable (Hydra).
 
 Usage:
@@ -68,7 +72,8 @@ Algorithms (algorithm=NAME):
            annealing, cosine outer learning rate, per-step batch norm (Antoniou et al. 2019)
   reptile  Adam on mini-batches, outer step towards the adapted weights (Nichol et al. 2018)
 With an experiment preset, an algorithm whose paper changes more than the algorithm gets that
-paper's settings from paper/<experiment>_<algorithm> (chosen automatically).""")
+paper's settings from paper/<experiment>_<algorithm> (chosen automatically).""",
+)
 
 
 def check_command_line(line: cli.CommandLine, composed: list):
@@ -90,8 +95,10 @@ def check_command_line(line: cli.CommandLine, composed: list):
     explicit_dir = not line.multirun and any(o.split("=")[0].lstrip("+") == "hydra.run.dir" for o in line.overrides)
     several = parallel.wants_distributed(cfg.distributed)
     if several and not explicit_dir and not cfg.train.dry_run:
-        raise UserError("a run over several processes needs hydra.run.dir=DIR, the same folder for every process "
-                        "(on a shared file system)")
+        raise UserError(
+            "a run over several processes needs hydra.run.dir=DIR, the same folder for every process "
+            "(on a shared file system)"
+        )
     process_id = parallel.process_id_from_env(cfg.distributed) if several else 0
     from maml_cli.experiment import build_experiment
 
@@ -113,7 +120,7 @@ def check_command_line(line: cli.CommandLine, composed: list):
     return pinned or True
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     line = cli.main(APP, argv, check_command_line, run_job)
     if line.sweep_dir is not None and line.sweep_dir.is_dir():
         print_sweep_table(line.sweep_dir)

@@ -19,7 +19,23 @@ from maml_cli.config.store import register_configs
 from maml_cli.errors import UserError, did_you_mean, nearest, one_of
 
 __all__ = [
-    "ALGORITHM_SCHEMAS", "DATASET_SCHEMAS", "IMAGE_RESAMPLE", "MODEL_SCHEMAS", "REGRESSION_DATASETS", "RESUMABLE_CHANGES",
-    "SPLITS", "TASK_BATCHING", "UserError", "conform", "did_you_mean", "help_of", "load_run_config",
-    "metric_direction", "nearest", "one_of", "register_configs", "resume_conflicts", "validate",
+    "ALGORITHM_SCHEMAS",
+    "DATASET_SCHEMAS",
+    "IMAGE_RESAMPLE",
+    "MODEL_SCHEMAS",
+    "REGRESSION_DATASETS",
+    "RESUMABLE_CHANGES",
+    "SPLITS",
+    "TASK_BATCHING",
+    "UserError",
+    "conform",
+    "did_you_mean",
+    "help_of",
+    "load_run_config",
+    "metric_direction",
+    "nearest",
+    "one_of",
+    "register_configs",
+    "resume_conflicts",
+    "validate",
 ]

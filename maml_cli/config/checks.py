@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -74,10 +74,12 @@ def validate(cfg: DictConfig) -> None:
 
     for section in ("dataset", "model"):
         node = cfg[section]
-        if "target" in node:
-            need(not OmegaConf.is_missing(node, "target") and _is_target(node.target),
-                 f"{section}={node.name} needs {section}.target=module.path:name, the Python object to import "
-                 f"(got {node._get_node('target')._value()!r})")
+        if "target" in node.keys():  # (``in node`` is false while the value is missing)
+            need(
+                not OmegaConf.is_missing(node, "target") and _is_target(node.target),
+                f"{section}={node.name} needs {section}.target=module.path:name, the Python object to import "
+                f"(got {node._get_node('target')._value()!r})",
+            )
     need(d.ways >= 1, f"dataset.ways must be >= 1 (got {d.ways})")
     need(d.shots >= 1, f"dataset.shots must be >= 1 (got {d.shots})")
     need(d.query_shots >= 1, f"dataset.query_shots must be >= 1 (got {d.query_shots})")
@@ -93,8 +95,10 @@ def validate(cfg: DictConfig) -> None:
         need(d.image_size >= 1, f"dataset.image_size must be >= 1 (got {d.image_size})")
         need(d.resample in IMAGE_RESAMPLE, one_of("dataset.resample", d.resample, IMAGE_RESAMPLE))
         for key in ("train_classes", "val_classes"):
-            need(d[key] >= 0 and (d[key] < 1 or d[key] == int(d[key])),
-                 f"dataset.{key} must be a whole number of classes or a fraction below 1 (got {d[key]})")
+            need(
+                d[key] >= 0 and (d[key] < 1 or d[key] == int(d[key])),
+                f"dataset.{key} must be a whole number of classes or a fraction below 1 (got {d[key]})",
+            )
     need(a.inner_lr >= 0, f"algorithm.inner_lr must be >= 0 (got {a.inner_lr})")
     need(a.inner_steps >= 0, f"algorithm.inner_steps must be >= 0 (got {a.inner_steps})")
     need(t.steps >= 0, f"train.steps must be >= 0 (got {t.steps})")
@@ -107,8 +111,10 @@ def validate(cfg: DictConfig) -> None:
     need(t.keep_best >= 0, f"train.keep_best must be >= 0 (got {t.keep_best})")
     need(t.grad_clip_scope in GRAD_CLIP_SCOPES, one_of("train.grad_clip_scope", t.grad_clip_scope, GRAD_CLIP_SCOPES))
     need(t.task_batching in TASK_BATCHING, one_of("train.task_batching", t.task_batching, TASK_BATCHING))
-    need(str(t.devices) == "auto" or (str(t.devices).isdigit() and int(t.devices) >= 1),
-         f"train.devices must be auto or a number >= 1 (got {t.devices!r})")
+    need(
+        str(t.devices) == "auto" or (str(t.devices).isdigit() and int(t.devices) >= 1),
+        f"train.devices must be auto or a number >= 1 (got {t.devices!r})",
+    )
     need(e.episodes >= 1, f"eval.episodes must be >= 1 (got {e.episodes})")
     need(e.inner_steps >= 0, f"eval.inner_steps must be >= 0 (got {e.inner_steps})")
     need(e.val_episodes >= 1, f"eval.val_episodes must be >= 1 (got {e.val_episodes})")
@@ -132,12 +138,14 @@ def _is_target(value) -> bool:
     return bool(module) and all(part.isidentifier() for part in [*module.split("."), name])
 
 
-def _algorithm_problems(a, model, t) -> List[str]:
+def _algorithm_problems(a, model, t) -> list[str]:
     problems = []
     per_step_bn = model.get("batch_norm") == "per_step"
     if a.name == "anil" and per_step_bn:
-        problems.append("algorithm=anil computes the body's features once per task: it cannot use "
-                        "model.batch_norm=per_step (per inner step); use transductive or none")
+        problems.append(
+            "algorithm=anil computes the body's features once per task: it cannot use "
+            "model.batch_norm=per_step (per inner step); use transductive or none"
+        )
     if per_step_bn and a.inner_steps < 1:
         problems.append("model.batch_norm=per_step needs algorithm.inner_steps >= 1")
     if a.name == "metasgd" and a.lr_init_range is not None:

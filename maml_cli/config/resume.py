@@ -3,12 +3,11 @@ same math is executed; never what it computes."""
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from maml_cli.config.checks import conform
-
 
 # Keys that may change when a run is resumed: how long and how chatty it is, not what it computes.
 RESUMABLE_CHANGES = (
@@ -54,7 +53,7 @@ def _anneals_over_train_steps(cfg: DictConfig) -> bool:
     return (a.name == "mamlpp" and a.cosine_annealing) or a.name == "reptile"
 
 
-def resume_conflicts(saved: DictConfig, current: DictConfig) -> List[str]:
+def resume_conflicts(saved: DictConfig, current: DictConfig) -> list[str]:
     """Keys whose values differ between a run's saved config and the one resuming it. The saved
     config is first read through the current schemas, so a key added since takes its default."""
     saved = conform(saved, source="the saved config.yaml")

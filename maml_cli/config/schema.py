@@ -87,7 +87,9 @@ class MiniImageNetConfig(DatasetConfig):
     query_shots: int = 15
     cache_dir: Optional[str] = opt(None, "preprocessed arrays (default $MAML_CLI_CACHE or ~/.cache/maml-cli)")
     image_size: int = opt(84, "image side after resizing")
-    images_per_class: Optional[int] = opt(None, "images every class must hold (null: the same number, 600 in the real set)")
+    images_per_class: Optional[int] = opt(
+        None, "images every class must hold (null: the same number, 600 in the real set)"
+    )
 
 
 @dataclass
@@ -150,8 +152,11 @@ class Conv4Config(ModelConfig):
     bn_epsilon: float = opt(1e-5, "batch-norm epsilon (the original MAML code: 1e-3)")
     adapt_batch_norm: bool = opt(True, "the inner loop adapts batch-norm scale/offset (original MAML, MAML++: no)")
     bn_momentum: float = opt(0.1, "per_step: weight of each outer step's batch statistics in the running ones")
-    bn_eval_stats: str = opt("batch", "per_step: evaluation normalises with the batch (as the MAML++ authors' code) "
-                             "or the running statistics (as the method is described; it fails on Omniglot 5w1s)")
+    bn_eval_stats: str = opt(
+        "batch",
+        "per_step: evaluation normalises with the batch (as the MAML++ authors' code) "
+        "or the running statistics (as the method is described; it fails on Omniglot 5w1s)",
+    )
     conv_impl: str = opt("auto", "auto | im2col | lax: how convolutions are computed (same results)")
 
 
@@ -213,7 +218,9 @@ class ReptileConfig(AlgorithmConfig):
     eval_inner_batch_size: int = opt(10, "examples per inner mini-batch when evaluating")
     outer_step_size: float = opt(1.0, "interpolation towards the mean adapted weights, at the start")
     outer_step_size_final: float = opt(0.0, "... and at train.steps (linear in between)")
-    transductive: bool = opt(True, "query images scored together (batch norm over them); false: each with the support set")
+    transductive: bool = opt(
+        True, "query images scored together (batch norm over them); false: each with the support set"
+    )
 
 
 GRAD_CLIP_SCOPES = ("all", "model")
@@ -238,10 +245,14 @@ class TrainLoopConfig:
     steps_per_call: int = opt(100, "outer steps fused into one jitted call (lax.scan)")
     task_batching: str = opt("auto", "how a meta-batch is mapped over tasks: auto | vmap | map | unroll")
     remat: Optional[bool] = opt(None, "recompute inner-loop activations in the backward pass (null: auto)")
-    devices: str = opt("auto", "devices the meta-batch is split over: auto (all; on CPU, the cores for conv4) | N; 1 shards nothing")
+    devices: str = opt(
+        "auto", "devices the meta-batch is split over: auto (all; on CPU, the cores for conv4) | N; 1 shards nothing"
+    )
     time_limit_minutes: Optional[float] = opt(None, "stop with a checkpoint after this long (rerun to continue)")
     progress: bool = opt(True, "show a progress bar (only when stderr is a terminal)")
-    plots: bool = opt(True, "draw plots/learning_curves.png at each validation, plots/adaptation.png (regression) at the end")
+    plots: bool = opt(
+        True, "draw plots/learning_curves.png at each validation, plots/adaptation.png (regression) at the end"
+    )
     dry_run: bool = opt(False, "compose, validate, check the data, print config and plan; train nothing")
 
 
@@ -287,7 +298,9 @@ class WandbLoggerConfig(LoggerConfig):
 class MLflowLoggerConfig(LoggerConfig):
     name: str = "mlflow"
     experiment: str = opt("maml-cli", "the MLflow experiment")
-    tracking_uri: Optional[str] = opt(None, "the MLflow tracking URI (null: sqlite:///RUN_DIR/mlflow.db, a local store)")
+    tracking_uri: Optional[str] = opt(
+        None, "the MLflow tracking URI (null: sqlite:///RUN_DIR/mlflow.db, a local store)"
+    )
 
 
 @dataclass
@@ -332,8 +345,12 @@ class EvalAppConfig:
     checkpoint: Optional[str] = opt(None, "STEP | latest | best (best validation) | best:N (ensemble of the N best)")
     split: str = opt("test", "test | val | train")
     devices: str = opt("auto", "devices the episodes are split over: auto (all) | N (the first N)")
-    output: Optional[str] = opt(None, "the record's file, a .png beside it (null: RUN_DIR/eval.json, or eval_NAME.json)")
-    transductive: Optional[bool] = opt(None, "Reptile: score the query images together (true) or each with the support set")
+    output: Optional[str] = opt(
+        None, "the record's file, a .png beside it (null: RUN_DIR/eval.json, or eval_NAME.json)"
+    )
+    transductive: Optional[bool] = opt(
+        None, "Reptile: score the query images together (true) or each with the support set"
+    )
     eval: EvalOverrides = field(default_factory=EvalOverrides)
     # The run's own data (where it is now), or with dataset=NAME another dataset's tasks; the
     # group's schema checks the keys (EvalDatasetOverrides, or that dataset's).
@@ -348,25 +365,48 @@ class EvalAppConfig:
 @dataclass
 class AdaptAppConfig:
     run_dir: str = opt(MISSING, "a maml-train run directory (required)")
-    support: str = opt(MISSING, "classification: a folder with one folder of images per class; regression: a CSV of x,y")
-    query: str = opt(MISSING, "images to predict (a folder, class folders to score, or one file); regression: CSV of x or START:STOP:NUM")
+    support: str = opt(
+        MISSING, "classification: a folder with one folder of images per class; regression: a CSV of x,y"
+    )
+    query: str = opt(
+        MISSING,
+        "images to predict (a folder, class folders to score, or one file); regression: CSV of x or START:STOP:NUM",
+    )
     checkpoint: Optional[str] = opt(None, "STEP | latest | best (the best validation); null: the latest")
     inner_steps: Optional[int] = opt(None, "adaptation steps (null: the run's eval.inner_steps)")
     out_dir: str = opt(".", "where predictions.csv, predictions.json (and adapted.png for regression) go")
     save_adapted: Optional[str] = opt(None, "also save the adapted parameters to this .npz file")
-    invert: Optional[bool] = opt(None, "invert pixels (dark ink on white -> bright on black; null: as the run's data was read)")
+    invert: Optional[bool] = opt(
+        None, "invert pixels (dark ink on white -> bright on black; null: as the run's data was read)"
+    )
     allow_single_query: bool = opt(False, "predict one query image alone with transductive batch norm (unreliable)")
     seed: int = opt(0, "randomness of the adaptation (Reptile's mini-batches)")
     trust_code: bool = opt(False, "import the code the run's config names (model.target, dataset.target)")
 
 
-DATASET_SCHEMAS = {"sinusoid": SinusoidConfig, "omniglot": OmniglotConfig, "miniimagenet": MiniImageNetConfig,
-                   "image_folder": ImageFolderConfig, "function": FunctionTasksConfig}
+DATASET_SCHEMAS = {
+    "sinusoid": SinusoidConfig,
+    "omniglot": OmniglotConfig,
+    "miniimagenet": MiniImageNetConfig,
+    "image_folder": ImageFolderConfig,
+    "function": FunctionTasksConfig,
+}
 MODEL_SCHEMAS = {"mlp": MLPConfig, "conv4": Conv4Config, "custom": CustomModelConfig}
-ALGORITHM_SCHEMAS = {"maml": AlgorithmConfig, "fomaml": AlgorithmConfig, "anil": AlgorithmConfig,
-                     "metasgd": MetaSGDConfig, "mamlpp": MAMLPlusPlusConfig, "reptile": ReptileConfig}
-LOGGER_SCHEMAS = {"tensorboard": LoggerConfig, "csv": LoggerConfig, "none": LoggerConfig,
-                  "wandb": WandbLoggerConfig, "mlflow": MLflowLoggerConfig}
+ALGORITHM_SCHEMAS = {
+    "maml": AlgorithmConfig,
+    "fomaml": AlgorithmConfig,
+    "anil": AlgorithmConfig,
+    "metasgd": MetaSGDConfig,
+    "mamlpp": MAMLPlusPlusConfig,
+    "reptile": ReptileConfig,
+}
+LOGGER_SCHEMAS = {
+    "tensorboard": LoggerConfig,
+    "csv": LoggerConfig,
+    "none": LoggerConfig,
+    "wandb": WandbLoggerConfig,
+    "mlflow": MLflowLoggerConfig,
+}
 TASK_BATCHING = ("auto", "vmap", "map", "unroll")  # auto: see maml_cli/execution.py
 SPLITS = ("train", "val", "test")
 
@@ -379,5 +419,3 @@ REGRESSION_DATASETS = ("sinusoid", "function")  # scored by mse (lower is better
 def metric_direction(dataset_name: str) -> str:
     """How a search optimises a dataset's validation metric (``${metric_direction:...}``)."""
     return "minimize" if dataset_name in REGRESSION_DATASETS else "maximize"
-
-

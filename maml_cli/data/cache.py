@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 CACHE_HOME = Path.home() / ".cache" / "maml-cli"  # datasets and compiled programs, by default
 
 

@@ -44,9 +44,21 @@ def task_part(tasks, part):
     return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, index * size, size), tasks)
 
 
-def sample_classification_episodes(images: jax.Array, classes: jax.Array, key: jax.Array, num_tasks: int, *,
-                                   ways: int, shots: int, query_shots: int, rotate: bool = False,
-                                   part=None, offsets=None, counts=None, max_count: int = 0) -> Episodes:
+def sample_classification_episodes(
+    images: jax.Array,
+    classes: jax.Array,
+    key: jax.Array,
+    num_tasks: int,
+    *,
+    ways: int,
+    shots: int,
+    query_shots: int,
+    rotate: bool = False,
+    part=None,
+    offsets=None,
+    counts=None,
+    max_count: int = 0,
+) -> Episodes:
     """N-way K-shot tasks from ``images`` uint8 [all classes, examples, H, W, C], or, with
     ``offsets`` and ``counts`` (classes of different sizes), from ``images`` [all images, H, W, C]
     where class c holds images ``offsets[c] .. offsets[c] + counts[c] - 1`` and ``max_count`` (static)
@@ -66,8 +78,10 @@ def sample_classification_episodes(images: jax.Array, classes: jax.Array, key: j
         if counts is None:
             num_examples = images.shape[1]
             examples = jax.vmap(lambda k: jax.random.permutation(k, num_examples)[:per_class])(
-                jax.random.split(k_examples, ways))
+                jax.random.split(k_examples, ways)
+            )
             return images[chosen[:, None], examples]
+
         # Distinct examples below each class's count: those with the smallest random keys.
         def one_class(k, c):
             u = jax.random.uniform(k, (max_count,))
@@ -97,9 +111,17 @@ def sample_classification_episodes(images: jax.Array, classes: jax.Array, key: j
     return jax.vmap(one_task)(task_part(jax.random.split(key, num_tasks), part))
 
 
-def check_task_shape(ways: int, shots: int, query_shots: int, split_classes: dict, counts, what: str,
-                     shots_from: str = "dataset.shots + dataset.query_shots", names=None,
-                     allow_empty_splits: bool = False) -> None:
+def check_task_shape(
+    ways: int,
+    shots: int,
+    query_shots: int,
+    split_classes: dict,
+    counts,
+    what: str,
+    shots_from: str = "dataset.shots + dataset.query_shots",
+    names=None,
+    allow_empty_splits: bool = False,
+) -> None:
     """Fail before training when the splits cannot supply the asked-for tasks. ``counts``: the
     examples of every class (an int when all classes hold the same number); ``names``: the
     classes' names, to say which are too small."""
@@ -122,9 +144,12 @@ def check_task_shape(ways: int, shots: int, query_shots: int, split_classes: dic
         small = [int(c) for c in used if counts[c] < per_class]
         if small:
             shown = ", ".join(f"{names[c] if names else c} ({counts[c]})" for c in small[:5])
-            problems.append(f"{shots_from} = {per_class}, but {len(small)} class{'es' if len(small) > 1 else ''} of "
-                            f"{what} {'hold' if len(small) > 1 else 'holds'} fewer images: {shown}{', ...' if len(small) > 5 else ''}; add images, "
-                            "remove those classes or ask for fewer shots")
+            problems.append(
+                f"{shots_from} = {per_class}, but {len(small)} class{'es' if len(small) > 1 else ''} of "
+                f"{what} {'hold' if len(small) > 1 else 'holds'} fewer images: {shown}"
+                f"{', ...' if len(small) > 5 else ''}; add images, "
+                "remove those classes or ask for fewer shots"
+            )
     if problems:
         raise UserError(f"impossible {ways}-way {shots}-shot tasks for {what}: " + "; ".join(problems))
 
@@ -149,8 +174,10 @@ class ImageClassTasks:
         self.check()
         shape = tuple(images.shape[2:] if counts is None else images.shape[1:])
         self.spec = TaskSpec(input_shape=shape, output_dim=cfg.ways, kind="classification")
-        self.data = {"images": jnp.asarray(images),
-                     **{name: jnp.asarray(idx, jnp.int32) for name, idx in splits.items()}}
+        self.data = {
+            "images": jnp.asarray(images),
+            **{name: jnp.asarray(idx, jnp.int32) for name, idx in splits.items()},
+        }
         if counts is not None:
             offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
             self.data.update(offsets=jnp.asarray(offsets, jnp.int32), counts=jnp.asarray(self.counts, jnp.int32))
@@ -158,10 +185,17 @@ class ImageClassTasks:
     def check(self, shots=None, query_shots=None, shots_from: str = "dataset.shots + dataset.query_shots") -> None:
         """Fail (UserError) unless every split can supply tasks of this shape (None: the dataset's)."""
         c = self.cfg
-        check_task_shape(c.ways, c.shots if shots is None else shots,
-                         c.query_shots if query_shots is None else query_shots, self.splits,
-                         self.max_count if self.counts is None else self.counts, self.what, shots_from,
-                         names=self.class_names, allow_empty_splits=self.allow_empty_splits)
+        check_task_shape(
+            c.ways,
+            c.shots if shots is None else shots,
+            c.query_shots if query_shots is None else query_shots,
+            self.splits,
+            self.max_count if self.counts is None else self.counts,
+            self.what,
+            shots_from,
+            names=self.class_names,
+            allow_empty_splits=self.allow_empty_splits,
+        )
 
     def require(self, *splits: str) -> None:
         """Fail (UserError) unless each of ``splits`` has at least ``ways`` classes."""
@@ -169,15 +203,27 @@ class ImageClassTasks:
 
         for split in splits:
             if len(self.splits[split]) < self.cfg.ways:
-                raise UserError(f"the {split} split of {self.what} has {len(self.splits[split])} classes, fewer than "
-                                f"dataset.ways={self.cfg.ways} (see dataset.train_classes / val_classes, or the "
-                                f"{split}/ folder)")
+                raise UserError(
+                    f"the {split} split of {self.what} has {len(self.splits[split])} classes, fewer than "
+                    f"dataset.ways={self.cfg.ways} (see dataset.train_classes / val_classes, or the "
+                    f"{split}/ folder)"
+                )
 
     def sample(self, data, key, split: str, num_tasks: int, shots=None, query_shots=None, part=None) -> Episodes:
         """``shots`` / ``query_shots`` replace the dataset's for this call (None: keep them);
         ``part = (index, parts)``: only that share of the ``num_tasks`` tasks (``task_part``)."""
         c = self.cfg
         return sample_classification_episodes(
-            data["images"], data[split], key, num_tasks, ways=c.ways, shots=c.shots if shots is None else shots,
-            query_shots=c.query_shots if query_shots is None else query_shots, rotate=self.rotate, part=part,
-            offsets=data.get("offsets"), counts=data.get("counts"), max_count=self.max_count)
+            data["images"],
+            data[split],
+            key,
+            num_tasks,
+            ways=c.ways,
+            shots=c.shots if shots is None else shots,
+            query_shots=c.query_shots if query_shots is None else query_shots,
+            rotate=self.rotate,
+            part=part,
+            offsets=data.get("offsets"),
+            counts=data.get("counts"),
+            max_count=self.max_count,
+        )

@@ -28,12 +28,15 @@ class FunctionTasks:
         try:
             x, y = jax.eval_shape(lambda key: self.draw(key, n, **self.kwargs), jax.random.PRNGKey(0))
         except Exception as e:
-            raise UserError(f"dataset.target={cfg.target}(key, {n}) fails under jit (it must use JAX operations "
-                            f"and return (x, y)): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") \
-                from None
+            raise UserError(
+                f"dataset.target={cfg.target}(key, {n}) fails under jit (it must use JAX operations "
+                f"and return (x, y)): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            ) from None
         if x.ndim != 2 or y.ndim != 2 or x.shape[0] != n or y.shape[0] != n:
-            raise UserError(f"dataset.target={cfg.target}(key, {n}) returned x {x.shape} and y {y.shape}; it must "
-                            f"return x [{n}, inputs] and y [{n}, outputs]")
+            raise UserError(
+                f"dataset.target={cfg.target}(key, {n}) returned x {x.shape} and y {y.shape}; it must "
+                f"return x [{n}, inputs] and y [{n}, outputs]"
+            )
         if not (jnp.issubdtype(x.dtype, jnp.floating) and jnp.issubdtype(y.dtype, jnp.floating)):
             raise UserError(f"dataset.target={cfg.target} must return floats (got {x.dtype}, {y.dtype})")
         self.spec = TaskSpec(input_shape=(x.shape[1],), output_dim=int(y.shape[1]), kind="regression")
@@ -41,8 +44,9 @@ class FunctionTasks:
     def check(self, shots=None, query_shots=None, shots_from=None) -> None:
         """Any number of points can be drawn."""
 
-    def sample(self, data, key: jax.Array, split: str, num_tasks: int, shots=None, query_shots=None,
-               part=None) -> Episodes:
+    def sample(
+        self, data, key: jax.Array, split: str, num_tasks: int, shots=None, query_shots=None, part=None
+    ) -> Episodes:
         del data, split  # tasks are drawn from the function; splits differ only by the caller's key
         shots = self.cfg.shots if shots is None else shots
         query_shots = self.cfg.query_shots if query_shots is None else query_shots

@@ -18,16 +18,16 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image
 
-from maml_cli.errors import UserError
 from maml_cli.data.cache import default_cache_dir
 from maml_cli.data.episodes import ImageClassTasks, check_task_shape
+from maml_cli.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -38,40 +38,50 @@ RESAMPLE = {name: getattr(Image.Resampling, name.upper()) for name in ("lanczos"
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 CACHE_VERSION = 1
 
-LAYOUT_HELP = ("dataset.path must hold one folder per class with its images, ROOT/<class>/<image> "
-               "(PNG or JPEG), or ROOT/train/<class>/..., ROOT/val/<class>/..., ROOT/test/<class>/... "
-               "(scripts/make_image_folder.py writes an example)")
+LAYOUT_HELP = (
+    "dataset.path must hold one folder per class with its images, ROOT/<class>/<image> "
+    "(PNG or JPEG), or ROOT/train/<class>/..., ROOT/val/<class>/..., ROOT/test/<class>/... "
+    "(scripts/make_image_folder.py writes an example)"
+)
 
 
-def image_files(folder: Path) -> List[Path]:
+def image_files(folder: Path) -> list[Path]:
     """The PNG and JPEG files in ``folder`` (not hidden), sorted by name."""
-    return sorted(f for f in Path(folder).iterdir()
-                  if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        f
+        for f in Path(folder).iterdir()
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
-def subfolders(folder: Path) -> List[Path]:
+def subfolders(folder: Path) -> list[Path]:
     return sorted(f for f in Path(folder).iterdir() if f.is_dir() and not f.name.startswith("."))
 
 
-def class_folders(root: Path, what: str = "dataset.path") -> Dict[str, List[Path]]:
+def class_folders(root: Path, what: str = "dataset.path") -> dict[str, list[Path]]:
     """class name -> its image files, for each subfolder of ``root``; an empty class is an error."""
     root = Path(root)
     folders = subfolders(root)
     if not folders:
         loose = image_files(root)
-        raise UserError(f"{what}={root} has no class folders" + (f" (it holds {len(loose)} images directly)" if loose
-                                                                 else "") + f". {LAYOUT_HELP}")
+        raise UserError(
+            f"{what}={root} has no class folders"
+            + (f" (it holds {len(loose)} images directly)" if loose else "")
+            + f". {LAYOUT_HELP}"
+        )
     classes = {f.name: image_files(f) for f in folders}
     empty = [name for name, files in classes.items() if not files]
     if empty:
-        raise UserError(f"{what}: {len(empty)} class folder{'s' if len(empty) > 1 else ''} of {root} "
-                        f"{'hold' if len(empty) > 1 else 'holds'} no PNG or "
-                        f"JPEG images: {', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}; add images or "
-                        "remove the folder")
+        raise UserError(
+            f"{what}: {len(empty)} class folder{'s' if len(empty) > 1 else ''} of {root} "
+            f"{'hold' if len(empty) > 1 else 'holds'} no PNG or "
+            f"JPEG images: {', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}; add images or "
+            "remove the folder"
+        )
     return classes
 
 
-def find_classes(path, layout: str = "auto") -> Dict[Optional[str], Dict[str, List[Path]]]:
+def find_classes(path, layout: str = "auto") -> dict[str | None, dict[str, list[Path]]]:
     """{split: {class: files}} for ``ROOT/{train,val,test}/<class>``, or {None: {class: files}}
     for ``ROOT/<class>``."""
     if not path:
@@ -87,8 +97,10 @@ def find_classes(path, layout: str = "auto") -> Dict[Optional[str], Dict[str, Li
     if layout == "splits":
         if len(present) < len(SPLIT_NAMES):
             missing = [s for s in SPLIT_NAMES if s not in present]
-            raise UserError(f"dataset.path={root} (dataset.layout=splits) has no {'/, '.join(missing)}/ folder: "
-                            "give all of train/, val/ and test/, or use dataset.layout=classes")
+            raise UserError(
+                f"dataset.path={root} (dataset.layout=splits) has no {'/, '.join(missing)}/ folder: "
+                "give all of train/, val/ and test/, or use dataset.layout=classes"
+            )
         return {s: class_folders(root / s, f"dataset.path {s}/") for s in SPLIT_NAMES}
     return {None: class_folders(root)}
 
@@ -105,9 +117,16 @@ def file_channels(path: Path) -> int:
         raise UserError(f"{path} is not a readable image ({type(e).__name__}: {e}); replace or remove it") from e
 
 
-def decode_image(source: Union[Path, bytes], *, channels: int, image_size: Optional[int] = None,
-                 resample: str = "lanczos", invert: bool = False, name: Optional[str] = None,
-                 hint: str = "replace or remove it") -> np.ndarray:
+def decode_image(
+    source: Path | bytes,
+    *,
+    channels: int,
+    image_size: int | None = None,
+    resample: str = "lanczos",
+    invert: bool = False,
+    name: str | None = None,
+    hint: str = "replace or remove it",
+) -> np.ndarray:
     """uint8 [H, W, channels]: ``source`` (a file, or its bytes) converted to grey or RGB, inverted
     if asked (dark ink on white paper -> bright on black, as Omniglot is stored), then resized to
     ``image_size`` (None: as it is)."""
@@ -132,8 +151,10 @@ def infer_channels(files: Sequence[Path], what: str) -> int:
     for f in files:
         (grey if file_channels(f) == 1 else colour).append(f)
     if grey and colour:
-        raise UserError(f"{what} mixes grey ({len(grey)}, e.g. {grey[0]}) and colour ({len(colour)}, e.g. "
-                        f"{colour[0]}) images: set dataset.channels=1 or 3 to convert them all")
+        raise UserError(
+            f"{what} mixes grey ({len(grey)}, e.g. {grey[0]}) and colour ({len(colour)}, e.g. "
+            f"{colour[0]}) images: set dataset.channels=1 or 3 to convert them all"
+        )
     return 1 if grey else 3
 
 
@@ -144,11 +165,11 @@ def infer_channels(files: Sequence[Path], what: str) -> int:
 class FolderImages:
     images: np.ndarray  # uint8 [all images, H, W, C], class after class (memory-mapped from the cache)
     counts: np.ndarray  # images per class
-    names: List[str]  # class names, in order
-    cache_file: Optional[Path] = None
+    names: list[str]  # class names, in order
+    cache_file: Path | None = None
 
 
-def _cache_key(kind: str, classes: Dict[str, List[Path]], settings: tuple) -> str:
+def _cache_key(kind: str, classes: dict[str, list[Path]], settings: tuple) -> str:
     h = hashlib.sha256(repr((CACHE_VERSION, kind, settings)).encode())
     for name, files in classes.items():
         h.update(f"[{name}]".encode())
@@ -158,9 +179,18 @@ def _cache_key(kind: str, classes: Dict[str, List[Path]], settings: tuple) -> st
     return h.hexdigest()[:16]
 
 
-def read_classes(classes: Dict[str, List[Path]], *, image_size: int, channels: Optional[int] = None,
-                 resample: str = "lanczos", invert: bool = False, cache_dir=None, kind: str = "images",
-                 what: str = "dataset.path", hint: str = "replace or remove it") -> FolderImages:
+def read_classes(
+    classes: dict[str, list[Path]],
+    *,
+    image_size: int,
+    channels: int | None = None,
+    resample: str = "lanczos",
+    invert: bool = False,
+    cache_dir=None,
+    kind: str = "images",
+    what: str = "dataset.path",
+    hint: str = "replace or remove it",
+) -> FolderImages:
     """Every class's images decoded and resized into one uint8 array, cached under
     ``<cache>/<kind>-<size>px-<key>.npy`` (+ ``.json``) so later runs memory-map it."""
     names = list(classes)
@@ -184,13 +214,20 @@ def read_classes(classes: Dict[str, List[Path]], *, image_size: int, channels: O
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}.npy")
     shape = (len(all_files), image_size, image_size, channels)
-    log.info("%s: reading %d images of %d classes into %s (%.2f GB)", what, len(all_files), len(names), cache_file,
-             np.prod(shape) / 1e9)
+    log.info(
+        "%s: reading %d images of %d classes into %s (%.2f GB)",
+        what,
+        len(all_files),
+        len(names),
+        cache_file,
+        np.prod(shape) / 1e9,
+    )
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
     try:
         for i, f in enumerate(all_files):
-            out[i] = decode_image(f, channels=channels, image_size=image_size, resample=resample, invert=invert,
-                                  hint=hint)
+            out[i] = decode_image(
+                f, channels=channels, image_size=image_size, resample=resample, invert=invert, hint=hint
+            )
         out.flush()
     except BaseException:  # a bad image or Ctrl-C: leave no half-written cache behind
         tmp.unlink(missing_ok=True)
@@ -218,14 +255,19 @@ def class_count(value: float, total: int, key: str) -> int:
     return int(value)
 
 
-def random_split(num_classes: int, train: float, val: float, seed: int) -> Dict[str, np.ndarray]:
+def random_split(num_classes: int, train: float, val: float, seed: int) -> dict[str, np.ndarray]:
     n_train, n_val = class_count(train, num_classes, "train_classes"), class_count(val, num_classes, "val_classes")
     if n_train + n_val > num_classes:
-        raise UserError(f"dataset.train_classes ({n_train}) + dataset.val_classes ({n_val}) is more than the "
-                        f"{num_classes} classes in dataset.path")
+        raise UserError(
+            f"dataset.train_classes ({n_train}) + dataset.val_classes ({n_val}) is more than the "
+            f"{num_classes} classes in dataset.path"
+        )
     order = np.random.RandomState(seed).permutation(num_classes)
-    return {"train": np.sort(order[:n_train]), "val": np.sort(order[n_train:n_train + n_val]),
-            "test": np.sort(order[n_train + n_val:])}
+    return {
+        "train": np.sort(order[:n_train]),
+        "val": np.sort(order[n_train : n_train + n_val]),
+        "test": np.sort(order[n_train + n_val :]),
+    }
 
 
 class ImageFolderTasks(ImageClassTasks):
@@ -247,12 +289,30 @@ class ImageFolderTasks(ImageClassTasks):
                 start += len(members)
             layout = "train/ val/ test/ folders"
         # Task shapes are checked on the file listing, before any image is decoded.
-        check_task_shape(cfg.ways, cfg.shots, cfg.query_shots, splits, np.array([len(f) for f in classes.values()]),
-                         "dataset.path", names=list(classes), allow_empty_splits=True)
-        read = read_classes(classes, image_size=cfg.image_size, channels=cfg.channels, resample=cfg.resample,
-                            invert=cfg.invert, cache_dir=cfg.cache_dir, kind="image_folder")
+        check_task_shape(
+            cfg.ways,
+            cfg.shots,
+            cfg.query_shots,
+            splits,
+            np.array([len(f) for f in classes.values()]),
+            "dataset.path",
+            names=list(classes),
+            allow_empty_splits=True,
+        )
+        read = read_classes(
+            classes,
+            image_size=cfg.image_size,
+            channels=cfg.channels,
+            resample=cfg.resample,
+            invert=cfg.invert,
+            cache_dir=cfg.cache_dir,
+            kind="image_folder",
+        )
         self.class_names = read.names
-        self.source = (f"{cfg.path} ({layout}; {len(read.names)} classes, {int(read.counts.sum())} images; "
-                       f"cache {read.cache_file})")
-        super().__init__(cfg, read.images, splits, rotate=cfg.rotate, what="dataset.path", counts=read.counts,
-                         class_names=read.names)
+        self.source = (
+            f"{cfg.path} ({layout}; {len(read.names)} classes, {int(read.counts.sum())} images; "
+            f"cache {read.cache_file})"
+        )
+        super().__init__(
+            cfg, read.images, splits, rotate=cfg.rotate, what="dataset.path", counts=read.counts, class_names=read.names
+        )

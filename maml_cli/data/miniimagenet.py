@@ -17,13 +17,12 @@ import json
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import numpy as np
 
-from maml_cli.errors import UserError
 from maml_cli.data.episodes import ImageClassTasks
 from maml_cli.data.image_folder import IMAGE_SUFFIXES, image_files, read_classes
+from maml_cli.errors import UserError
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "val", "test")
@@ -36,22 +35,22 @@ either images/<wnid><index>.jpg or train/<wnid>/*.jpg, val/<wnid>/*.jpg, test/<w
 For a synthetic stand-in in the same layout: python scripts/make_synthetic_miniimagenet.py DIR"""
 
 
-def class_split() -> Dict[str, List[str]]:
+def class_split() -> dict[str, list[str]]:
     """The 64/16/20 WordNet ids of the standard split, shipped with the package."""
     data = json.loads((resources.files("maml_cli.data") / "miniimagenet_classes.json").read_text())
     return {name: data[name] for name in SPLIT_NAMES}
 
 
-def find_images(path: Path, images_per_class: Optional[int] = None) -> Dict[str, List[Path]]:
+def find_images(path: Path, images_per_class: int | None = None) -> dict[str, list[Path]]:
     """wnid -> its image files (sorted), for every class of the split, from either layout."""
     path = Path(path).expanduser()
     if not path.is_dir():
         raise UserError(f"dataset.path={path} is not a directory.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
     split = class_split()
-    files: Dict[str, List[Path]] = {}
+    files: dict[str, list[Path]] = {}
     if (path / "images").is_dir():
         layout = "images/"
-        by_class: Dict[str, List[Path]] = {}
+        by_class: dict[str, list[Path]] = {}
         for f in (path / "images").iterdir():
             if f.suffix.lower() in IMAGE_SUFFIXES:
                 by_class.setdefault(f.name[:9], []).append(f)
@@ -65,29 +64,41 @@ def find_images(path: Path, images_per_class: Optional[int] = None) -> Dict[str,
                 folder = path / s / wnid
                 files[wnid] = image_files(folder) if folder.is_dir() else []
     else:
-        raise UserError(f"{path} has neither images/ nor train/, val/ and test/ folders.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        raise UserError(
+            f"{path} has neither images/ nor train/, val/ and test/ folders.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}"
+        )
     missing = [w for w, fs in files.items() if not fs]
     if missing:
-        raise UserError(f"{path} ({layout}): no images for {len(missing)} of the 100 classes, e.g. "
-                        f"{', '.join(missing[:3])}.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        raise UserError(
+            f"{path} ({layout}): no images for {len(missing)} of the 100 classes, e.g. "
+            f"{', '.join(missing[:3])}.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}"
+        )
     counts = {w: len(fs) for w, fs in files.items()}
     expected = images_per_class or max(counts.values())
     wrong = {w: n for w, n in counts.items() if n != expected}
     if wrong:
         w, n = next(iter(wrong.items()))
-        raise UserError(f"{path} ({layout}): {len(wrong)} classes do not hold {expected} images like the others "
-                        f"(e.g. {w} has {n}; the real set has 600 per class). The copy is incomplete.")
+        raise UserError(
+            f"{path} ({layout}): {len(wrong)} classes do not hold {expected} images like the others "
+            f"(e.g. {w} has {n}; the real set has 600 per class). The copy is incomplete."
+        )
     return files
 
 
-def load_miniimagenet(path, image_size: int = 84, images_per_class: Optional[int] = None, cache_dir=None):
+def load_miniimagenet(path, image_size: int = 84, images_per_class: int | None = None, cache_dir=None):
     """uint8 [100, images_per_class, size, size, 3] (memory-mapped from the cache), classes in the
     order train, val, test of ``class_split()``."""
     files = find_images(path, images_per_class)
     order = [w for names in class_split().values() for w in names]
-    read = read_classes({w: files[w] for w in order}, image_size=image_size, channels=3, cache_dir=cache_dir,
-                        kind="miniimagenet", what=f"MiniImageNet {path}",
-                        hint="replace it from your copy of MiniImageNet")
+    read = read_classes(
+        {w: files[w] for w in order},
+        image_size=image_size,
+        channels=3,
+        cache_dir=cache_dir,
+        kind="miniimagenet",
+        what=f"MiniImageNet {path}",
+        hint="replace it from your copy of MiniImageNet",
+    )
     return read.images.reshape(len(order), int(read.counts[0]), *read.images.shape[1:])
 
 

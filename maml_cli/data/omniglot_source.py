@@ -29,14 +29,13 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
 
 import numpy as np
 from PIL import Image
 
-from maml_cli.errors import UserError, one_of
 from maml_cli.data.cache import default_cache_dir
 from maml_cli.data.image_folder import decode_image
+from maml_cli.errors import UserError, one_of
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +57,10 @@ HOW_TO_GET = (
 @dataclass
 class OmniglotArrays:
     images: np.ndarray  # uint8 [characters, drawers, size, size, 1], ink bright on black
-    sets: Dict[str, int]  # set name -> characters, in order along axis 0
+    sets: dict[str, int]  # set name -> characters, in order along axis 0
     source: str = ""  # where the arrays were read from, for the log
 
-    def set_ranges(self) -> Dict[str, np.ndarray]:
+    def set_ranges(self) -> dict[str, np.ndarray]:
         out, start = {}, 0
         for name, count in self.sets.items():
             out[name] = np.arange(start, start + count)
@@ -82,12 +81,12 @@ def find_sources(path: Path) -> list:
     if not path.exists():
         raise UserError(f"dataset.path={path} does not exist. {HOW_TO_GET}")
     if not path.is_dir():
-        raise UserError(f"dataset.path={path} is a file; it must be the folder that holds the Omniglot "
-                        f"zips or arrays. {HOW_TO_GET}")
+        raise UserError(
+            f"dataset.path={path} is a file; it must be the folder that holds the Omniglot zips or arrays. {HOW_TO_GET}"
+        )
     found = []
     for name in KNOWN_SETS:
-        for kind, candidate in (("npz", path / f"{name}.npz"), ("zip", path / f"{name}.zip"),
-                                ("png", path / name)):
+        for kind, candidate in (("npz", path / f"{name}.npz"), ("zip", path / f"{name}.zip"), ("png", path / name)):
             if candidate.is_file() or (kind == "png" and candidate.is_dir()):
                 found.append(_SetSource(name, kind, candidate))
                 break
@@ -96,11 +95,13 @@ def find_sources(path: Path) -> list:
     if not found:
         raise UserError(
             f"no Omniglot data in {path}: expected some of "
-            + ", ".join(f"{n}.npz / {n}.zip / {n}/" for n in OFFICIAL_SETS) + f". {HOW_TO_GET}")
+            + ", ".join(f"{n}.npz / {n}.zip / {n}/" for n in OFFICIAL_SETS)
+            + f". {HOW_TO_GET}"
+        )
     return found
 
 
-def download_with_tfds(data_dir: Optional[str], sets=OFFICIAL_SETS) -> list:
+def download_with_tfds(data_dir: str | None, sets=OFFICIAL_SETS) -> list:
     """The official zips through TFDS's download manager, checked against TFDS's registered
     checksums; ``<data_dir>/downloads/manual/<name>.zip`` is used when present."""
     import tensorflow_datasets as tfds
@@ -109,15 +110,20 @@ def download_with_tfds(data_dir: Optional[str], sets=OFFICIAL_SETS) -> list:
     url_infos = tfds.builder_cls("omniglot").url_infos
     urls = {name: next(u for u in url_infos if u.endswith(f"/{name}.zip")) for name in sets}
     manager = tfds.download.DownloadManager(
-        download_dir=data_dir / "downloads", manual_dir=data_dir / "downloads" / "manual",
-        url_infos=url_infos, force_checksums_validation=True, dataset_name="omniglot")
+        download_dir=data_dir / "downloads",
+        manual_dir=data_dir / "downloads" / "manual",
+        url_infos=url_infos,
+        force_checksums_validation=True,
+        dataset_name="omniglot",
+    )
     try:
         paths = manager.download(urls)
     except Exception as e:  # network errors, checksum mismatches
         raise UserError(
             f"could not get Omniglot through TensorFlow Datasets ({type(e).__name__}: {e}). "
             f"Offline, put {', '.join(n + '.zip' for n in sets)} into {data_dir / 'downloads' / 'manual'}, "
-            f"or: {HOW_TO_GET}") from e
+            f"or: {HOW_TO_GET}"
+        ) from e
     return [_SetSource(name, "zip", Path(paths[name])) for name in sets]
 
 
@@ -139,7 +145,7 @@ def _read_npz(path: Path) -> np.ndarray:
 
 def _group_pngs(entries, origin: str) -> np.ndarray:
     """entries: (relative name, bytes loader). Groups by character file number, orders drawers."""
-    chars: Dict[int, Dict[int, object]] = {}
+    chars: dict[int, dict[int, object]] = {}
     for name, load in entries:
         m = _PNG_NAME.search(name)
         if m:
@@ -149,15 +155,16 @@ def _group_pngs(entries, origin: str) -> np.ndarray:
     counts = {len(d) for d in chars.values()}
     if len(counts) != 1:
         bad = min(chars, key=lambda c: len(chars[c]))
-        raise UserError(f"{origin}: characters have different numbers of drawers ({sorted(counts)}); "
-                        f"character {bad:04d} has {len(chars[bad])}. The source is incomplete. {HOW_TO_GET}")
+        raise UserError(
+            f"{origin}: characters have different numbers of drawers ({sorted(counts)}); "
+            f"character {bad:04d} has {len(chars[bad])}. The source is incomplete. {HOW_TO_GET}"
+        )
     out = []
     for number in sorted(chars):
         row = []
         for drawer in sorted(chars[number]):
             name, load = chars[number][drawer]
-            row.append(decode_image(load(), channels=1, invert=True, name=f"{origin}: {name}",
-                                    hint=HOW_TO_GET)[..., 0])
+            row.append(decode_image(load(), channels=1, invert=True, name=f"{origin}: {name}", hint=HOW_TO_GET)[..., 0])
         out.append(row)
     return np.asarray(out, dtype=np.uint8)
 
@@ -186,8 +193,12 @@ def preprocess(ink: np.ndarray, image_size: int, resample: str = "lanczos") -> n
         out = ink
     else:
         resample = getattr(Image.Resampling, RESAMPLE[resample])
-        out = np.stack([np.asarray(Image.fromarray(img).resize((image_size, image_size), resample))
-                        for img in ink.reshape(-1, *ink.shape[2:])]).reshape(c, d, image_size, image_size)
+        out = np.stack(
+            [
+                np.asarray(Image.fromarray(img).resize((image_size, image_size), resample))
+                for img in ink.reshape(-1, *ink.shape[2:])
+            ]
+        ).reshape(c, d, image_size, image_size)
     return out[..., None]
 
 
@@ -204,24 +215,34 @@ def _fingerprint(source: _SetSource) -> str:
     return h.hexdigest()
 
 
-def load_omniglot(path: Optional[str], image_size: int = 28, data_dir: Optional[str] = None,
-                  cache_dir: Optional[str] = None, resample: str = "lanczos") -> OmniglotArrays:
+def load_omniglot(
+    path: str | None,
+    image_size: int = 28,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    resample: str = "lanczos",
+) -> OmniglotArrays:
     """Read, preprocess and cache Omniglot; later calls with the same source, size and filter read
     the cache."""
     if resample not in RESAMPLE:
         raise UserError(one_of("dataset.resample", resample, RESAMPLE))
     sources = find_sources(Path(path)) if path else download_with_tfds(data_dir)
     origin = ", ".join(f"{s.location} ({s.kind})" for s in sources) + ("" if path else " via TFDS")
-    key = hashlib.sha256(repr((CACHE_VERSION, image_size, RESAMPLE[resample],
-                               [(s.name, s.kind, _fingerprint(s)) for s in sources])).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        repr(
+            (CACHE_VERSION, image_size, RESAMPLE[resample], [(s.name, s.kind, _fingerprint(s)) for s in sources])
+        ).encode()
+    ).hexdigest()[:16]
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     cache_file = cache / f"omniglot-{image_size}px-{key}.npz"
     if cache_file.is_file():
         try:
             with np.load(cache_file) as z:
-                arrays = OmniglotArrays(images=z["images"], sets=dict(zip(z["set_names"].tolist(),
-                                                                          z["set_sizes"].tolist())),
-                                        source=f"cache {cache_file} (made from {origin})")
+                arrays = OmniglotArrays(
+                    images=z["images"],
+                    sets=dict(zip(z["set_names"].tolist(), z["set_sizes"].tolist())),
+                    source=f"cache {cache_file} (made from {origin})",
+                )
             log.info("Omniglot: read %s", arrays.source)
             return arrays
         except Exception as e:

@@ -28,8 +28,9 @@ class SinusoidTasks:
         phase = jax.random.uniform(k_phase, (num_tasks, 1, 1), minval=c.phase_min, maxval=c.phase_max)
         return amplitude, phase
 
-    def sample(self, data, key: jax.Array, split: str, num_tasks: int, shots=None, query_shots=None,
-               part=None) -> Episodes:
+    def sample(
+        self, data, key: jax.Array, split: str, num_tasks: int, shots=None, query_shots=None, part=None
+    ) -> Episodes:
         """``shots`` / ``query_shots`` replace the dataset's K for this call (None: keep it);
         ``part = (index, parts)``: only that share of the tasks (``task_part``). The draws are a few
         numbers per task, so every part draws them all and keeps its own."""
@@ -39,13 +40,14 @@ class SinusoidTasks:
         query_shots = c.query_shots if query_shots is None else query_shots
         amplitude, phase = self.task_parameters(key, num_tasks)
         k_x = jax.random.split(key, 3)[2]
-        x = jax.random.uniform(
-            k_x, (num_tasks, shots + query_shots, 1), minval=c.x_min, maxval=c.x_max
-        )
+        x = jax.random.uniform(k_x, (num_tasks, shots + query_shots, 1), minval=c.x_min, maxval=c.x_max)
         y = amplitude * jnp.sin(x - phase)
-        return task_part(Episodes(
-            support_x=x[:, :shots],
-            support_y=y[:, :shots],
-            query_x=x[:, shots:],
-            query_y=y[:, shots:],
-        ), part)
+        return task_part(
+            Episodes(
+                support_x=x[:, :shots],
+                support_y=y[:, :shots],
+                query_x=x[:, shots:],
+                query_y=y[:, shots:],
+            ),
+            part,
+        )

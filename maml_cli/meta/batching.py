@@ -11,7 +11,7 @@ All strategies compute the same thing (tests check it); they differ in what XLA 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

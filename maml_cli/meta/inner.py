@@ -12,7 +12,8 @@ One loop serves the whole family; what differs is passed in:
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,8 +47,17 @@ def optax_rule(transform: optax.GradientTransformation) -> InnerRule:
     return InnerRule(init=transform.init, update=lambda grads, state, step: transform.update(grads, state))
 
 
-def adapt(support_loss: Callable, params, *, rule: InnerRule, inner_steps: int, first_order: bool,
-          remat: bool = False, observe: Optional[Callable] = None, rule_state: Any = None):
+def adapt(
+    support_loss: Callable,
+    params,
+    *,
+    rule: InnerRule,
+    inner_steps: int,
+    first_order: bool,
+    remat: bool = False,
+    observe: Callable | None = None,
+    rule_state: Any = None,
+):
     """``inner_steps`` steps of ``rule`` on ``support_loss`` from ``params``.
 
     Returns ``(adapted, rule_state, (aux, observed))``, the last two stacked over the steps

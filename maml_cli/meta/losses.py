@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -64,5 +64,6 @@ def masked_task_loss(network: Network, used_classes: int, ways: int) -> TaskLoss
     get a logit of -1e9, so they take no probability, no loss and no prediction (maml-adapt on a
     task with fewer classes than the run was trained for)."""
     bias = jnp.where(jnp.arange(ways) < used_classes, 0.0, -1e9)
-    return TaskLoss(network, lambda logits, y: cross_entropy(logits + bias, y),
-                    lambda logits, y: accuracy(logits + bias, y))
+    return TaskLoss(
+        network, lambda logits, y: cross_entropy(logits + bias, y), lambda logits, y: accuracy(logits + bias, y)
+    )

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from collections.abc import Callable
 
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 
-def partition(tree: dict, keep: Callable[[tuple], bool]) -> Tuple[dict, dict]:
+def partition(tree: dict, keep: Callable[[tuple], bool]) -> tuple[dict, dict]:
     """(the leaves whose path ``keep`` accepts, the rest), each a nested dict."""
     flat = flatten_dict(tree)
     kept = {path: leaf for path, leaf in flat.items() if keep(path)}

@@ -5,13 +5,13 @@ in and reported out, never held, so every function here can be differentiated an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Tuple
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from maml_cli.errors import UserError, one_of
 from maml_cli.data.episodes import TaskSpec
+from maml_cli.errors import UserError, one_of
 from maml_cli.models.conv4 import ACTIVATIONS as CONV_ACTIVATIONS
 from maml_cli.models.conv4 import BATCH_NORM_MODES, CONV_IMPLS, Conv4
 from maml_cli.models.mlp import ACTIVATIONS, MLP
@@ -29,7 +29,7 @@ class Network:
     running_stats_momentum: float = 0.1  # weight of each outer step's batch statistics in the running averages
     plain: bool = False  # the module's methods take x alone (a user's module: models/custom.py)
 
-    def init(self, rng, input_shape: tuple) -> Tuple[Any, Any]:
+    def init(self, rng, input_shape: tuple) -> tuple[Any, Any]:
         """(params, batch_stats); batch_stats is {} unless the model keeps running statistics."""
         variables = self.module.init(rng, jnp.zeros((1, *input_shape)))
         return variables["params"], dict(variables.get("batch_stats", {}))
@@ -61,29 +61,45 @@ def _mlp(cfg, spec: TaskSpec, conv_impl=None, inner_steps: int = 1) -> Network:
     if cfg.activation not in ACTIVATIONS:
         raise UserError(one_of("model.activation", cfg.activation, ACTIVATIONS))
     if len(spec.input_shape) != 1:
-        raise UserError(f"model=mlp takes vectors, but this dataset's examples are {spec.input_shape} images: "
-                        "use model=conv4")
+        raise UserError(
+            f"model=mlp takes vectors, but this dataset's examples are {spec.input_shape} images: use model=conv4"
+        )
     return Network(MLP(hidden_sizes=tuple(cfg.hidden_sizes), output_dim=spec.output_dim, activation=cfg.activation))
 
 
 def _conv4(cfg, spec: TaskSpec, conv_impl: str, inner_steps: int = 1) -> Network:
-    for key, allowed, value in (("batch_norm", BATCH_NORM_MODES, cfg.batch_norm),
-                                ("bn_eval_stats", ("running", "batch"), cfg.bn_eval_stats),
-                                ("conv_impl", ("auto", *CONV_IMPLS), cfg.conv_impl),
-                                ("downsample", ("stride", "maxpool"), cfg.downsample),
-                                ("head", ("mean", "flatten"), cfg.head),
-                                ("activation", tuple(CONV_ACTIVATIONS), cfg.activation)):
+    for key, allowed, value in (
+        ("batch_norm", BATCH_NORM_MODES, cfg.batch_norm),
+        ("bn_eval_stats", ("running", "batch"), cfg.bn_eval_stats),
+        ("conv_impl", ("auto", *CONV_IMPLS), cfg.conv_impl),
+        ("downsample", ("stride", "maxpool"), cfg.downsample),
+        ("head", ("mean", "flatten"), cfg.head),
+        ("activation", tuple(CONV_ACTIVATIONS), cfg.activation),
+    ):
         if value not in allowed:
             raise UserError(one_of(f"model.{key}", value, allowed))
     if spec.kind != "classification":
         raise UserError("model=conv4 is for image classification datasets")
     per_step = cfg.batch_norm == "per_step"
-    module = Conv4(output_dim=spec.output_dim, filters=cfg.filters, downsample=cfg.downsample, head_input=cfg.head,
-                   batch_norm=cfg.batch_norm, bn_scale=cfg.bn_scale, bn_epsilon=cfg.bn_epsilon,
-                   bn_steps=max(inner_steps, 1), conv_impl=conv_impl, activation=cfg.activation)
-    return Network(module, adapt_batch_norm=cfg.adapt_batch_norm, running_stats=per_step,
-                   eval_with_running_stats=per_step and cfg.bn_eval_stats == "running",
-                   running_stats_momentum=cfg.bn_momentum)
+    module = Conv4(
+        output_dim=spec.output_dim,
+        filters=cfg.filters,
+        downsample=cfg.downsample,
+        head_input=cfg.head,
+        batch_norm=cfg.batch_norm,
+        bn_scale=cfg.bn_scale,
+        bn_epsilon=cfg.bn_epsilon,
+        bn_steps=max(inner_steps, 1),
+        conv_impl=conv_impl,
+        activation=cfg.activation,
+    )
+    return Network(
+        module,
+        adapt_batch_norm=cfg.adapt_batch_norm,
+        running_stats=per_step,
+        eval_with_running_stats=per_step and cfg.bn_eval_stats == "running",
+        running_stats_momentum=cfg.bn_momentum,
+    )
 
 
 def _custom(cfg, spec: TaskSpec, conv_impl=None, inner_steps: int = 1, anil: bool = False) -> Network:
@@ -95,8 +111,9 @@ def _custom(cfg, spec: TaskSpec, conv_impl=None, inner_steps: int = 1, anil: boo
 BUILDERS = {"mlp": _mlp, "conv4": _conv4, "custom": _custom}
 
 
-def build_model(model_cfg, spec: TaskSpec, conv_impl: str | None = None, inner_steps: int = 1,
-                anil: bool = False) -> Network:
+def build_model(
+    model_cfg, spec: TaskSpec, conv_impl: str | None = None, inner_steps: int = 1, anil: bool = False
+) -> Network:
     """``conv_impl``: how convolutions are computed, as resolved by ``maml_cli.execution``;
     ``inner_steps``: the inner steps of meta-training, for per-step batch norm; ``anil``: the
     algorithm adapts the head alone (a user's model is checked for one)."""

@@ -40,9 +40,11 @@ def conv3x3_im2col(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     ph, pw = max((oh - 1) * stride + 3 - h, 0), max((ow - 1) * stride + 3 - w, 0)
     x = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
     patches = [
-        jax.lax.slice(x, (0, i, j, 0), (n, i + (oh - 1) * stride + 1, j + (ow - 1) * stride + 1, c),
-                      (1, stride, stride, 1))
-        for i in range(3) for j in range(3)
+        jax.lax.slice(
+            x, (0, i, j, 0), (n, i + (oh - 1) * stride + 1, j + (ow - 1) * stride + 1, c), (1, stride, stride, 1)
+        )
+        for i in range(3)
+        for j in range(3)
     ]
     return jnp.concatenate(patches, axis=-1) @ kernel.reshape(9 * c, kernel.shape[-1])
 
@@ -59,8 +61,9 @@ class Conv3x3(nn.Module):
         if self.impl == "im2col":
             y = conv3x3_im2col(x, kernel, self.stride)
         else:
-            y = jax.lax.conv_general_dilated(x, kernel, (self.stride, self.stride), "SAME",
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            y = jax.lax.conv_general_dilated(
+                x, kernel, (self.stride, self.stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
         return y + bias
 
 
@@ -114,8 +117,11 @@ class Conv4(nn.Module):
     def setup(self):
         stride = 2 if self.downsample == "stride" else 1
         self.convs = [Conv3x3(self.filters, stride=stride, impl=self.conv_impl) for _ in range(4)]
-        self.norms = [] if self.batch_norm == "none" else [
-            BatchNorm(self.batch_norm, self.bn_steps, self.bn_scale, self.bn_epsilon) for _ in range(4)]
+        self.norms = (
+            []
+            if self.batch_norm == "none"
+            else [BatchNorm(self.batch_norm, self.bn_steps, self.bn_scale, self.bn_epsilon) for _ in range(4)]
+        )
         self.head = nn.Dense(self.output_dim)
 
     def features(self, x, step=0, use_running: bool = False):
@@ -130,4 +136,3 @@ class Conv4(nn.Module):
 
     def __call__(self, x, step=0, use_running: bool = False):
         return self.head(self.features(x, step, use_running))
-

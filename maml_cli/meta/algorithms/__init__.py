@@ -11,8 +11,14 @@ from maml_cli.meta.algorithms.mamlpp import MAMLPlusPlus
 from maml_cli.meta.algorithms.metasgd import MetaSGD
 from maml_cli.meta.algorithms.reptile import Reptile
 
-ALGORITHMS = {"maml": MAML, "fomaml": MAML, "anil": ANIL, "metasgd": MetaSGD, "mamlpp": MAMLPlusPlus,
-              "reptile": Reptile}
+ALGORITHMS = {
+    "maml": MAML,
+    "fomaml": MAML,
+    "anil": ANIL,
+    "metasgd": MetaSGD,
+    "mamlpp": MAMLPlusPlus,
+    "reptile": Reptile,
+}
 
 
 def build_algorithm(cfg, task_loss, execution, train_cfg) -> Algorithm:

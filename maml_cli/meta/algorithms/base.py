@@ -25,7 +25,7 @@ for each algorithm unchanged.
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +46,7 @@ class Phase(NamedTuple):
 class Algorithm:
     """Defaults shared by every algorithm; subclasses override what makes them what they are."""
 
-    train_shots: Optional[int] = None  # support examples per class of a meta-training task (None: the dataset's)
+    train_shots: int | None = None  # support examples per class of a meta-training task (None: the dataset's)
 
     def __init__(self, cfg, task_loss, execution, train_cfg):
         self.cfg = cfg  # the algorithm.* config
@@ -134,16 +134,22 @@ class GradientBased(Algorithm):
         k = self.cfg.inner_steps
         adapted0, support, query, _ = self.task_functions(meta_params["model"], episode, {})
         adapted, _, (support_stats, observed) = adapt(
-            support, adapted0, rule=self._rule(meta_params, adapted0), inner_steps=k,
-            first_order=phase.first_order, remat=self.execution.remat,
-            observe=query if phase.multi_step_loss else None)
+            support,
+            adapted0,
+            rule=self._rule(meta_params, adapted0),
+            inner_steps=k,
+            first_order=phase.first_order,
+            remat=self.execution.remat,
+            observe=query if phase.multi_step_loss else None,
+        )
         if phase.multi_step_loss:
             losses, (metrics, query_stats) = observed
             loss, metric = jnp.sum(self.loss_weights(step) * losses), metrics[-1]
         else:
             loss, (metric, last) = query(adapted, max(k - 1, 0))
-            query_stats = None if support_stats is None else jax.tree.map(
-                lambda s, q: s.at[-1].set(q), support_stats, last)
+            query_stats = (
+                None if support_stats is None else jax.tree.map(lambda s, q: s.at[-1].set(q), support_stats, last)
+            )
         # Running statistics (per-step batch norm) at step s average every forward pass that
         # normalised with step s's weights: the support set before update s, the query after it.
         stats = {} if support_stats is None else jax.tree.map(lambda s, q: (s + q) / 2, support_stats, query_stats)
@@ -151,26 +157,37 @@ class GradientBased(Algorithm):
 
     def meta_loss(self, meta_params, episodes, step, phase: Phase):
         """(mean query loss over the tasks, (mean query metric, mean batch statistics per inner step))."""
-        losses, (metrics, stats) = map_tasks(partial(self.task_query_loss, meta_params, step=step, phase=phase),
-                                             episodes, self.execution.task_batching)
+        losses, (metrics, stats) = map_tasks(
+            partial(self.task_query_loss, meta_params, step=step, phase=phase), episodes, self.execution.task_batching
+        )
         return jnp.mean(losses), (jnp.mean(metrics), jax.tree.map(lambda a: a.mean(0), stats))
 
     def meta_gradient(self, meta_params, meta_state, episodes, key, step, phase: Phase):
         del key  # deterministic given the tasks
         (loss, (metric, stats)), grads = jax.value_and_grad(self.meta_loss, has_aux=True)(
-            meta_params, episodes, step, phase)
+            meta_params, episodes, step, phase
+        )
         if self.network.running_stats:
             m = self.network.running_stats_momentum
-            meta_state = {**meta_state, "batch_stats": jax.tree.map(
-                lambda old, new: (1 - m) * old + m * new, meta_state["batch_stats"], stats)}
+            meta_state = {
+                **meta_state,
+                "batch_stats": jax.tree.map(lambda old, new: (1 - m) * old + m * new, meta_state["batch_stats"], stats),
+            }
         return grads, meta_state, {"query_loss": loss, "query_metric": metric}
 
     def _adapt_as_evaluated(self, meta_params, meta_state, episode, inner_steps: int, trace: bool):
         """(adapted parameters, query outputs before and after each step or None), as at evaluation."""
-        adapted0, support, _, predict = self.task_functions(meta_params["model"], episode,
-                                                            self.eval_forward(meta_state))
-        adapted, _, (_, after) = adapt(support, adapted0, rule=self._rule(meta_params, adapted0),
-                                       inner_steps=inner_steps, first_order=True, observe=predict if trace else None)
+        adapted0, support, _, predict = self.task_functions(
+            meta_params["model"], episode, self.eval_forward(meta_state)
+        )
+        adapted, _, (_, after) = adapt(
+            support,
+            adapted0,
+            rule=self._rule(meta_params, adapted0),
+            inner_steps=inner_steps,
+            first_order=True,
+            observe=predict if trace else None,
+        )
         if not trace:
             return merge(meta_params["model"], adapted), None
         before = predict(adapted0, 0)[None]

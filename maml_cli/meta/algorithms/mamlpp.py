@@ -45,8 +45,9 @@ class MAMLPlusPlus(GradientBased):
         if self.cfg.learn_inner_lr:
             adapted, _ = partition(params, self.network.adapts)
             steps = max(self.cfg.inner_steps, 1)
-            meta_params["inner_lr"] = jax.tree.map(lambda _: jnp.full((steps,), self.cfg.inner_lr, jnp.float32),
-                                                   adapted)
+            meta_params["inner_lr"] = jax.tree.map(
+                lambda _: jnp.full((steps,), self.cfg.inner_lr, jnp.float32), adapted
+            )
         return meta_params
 
     def rates(self, meta_params, adapted0, step):
@@ -57,19 +58,25 @@ class MAMLPlusPlus(GradientBased):
 
     def phase(self, step: int) -> Phase:
         c = self.cfg
-        return Phase(first_order=bool(c.first_order) or step < c.first_order_steps,
-                     multi_step_loss=bool(c.multi_step_loss) and step < c.multi_step_loss_steps)
+        return Phase(
+            first_order=bool(c.first_order) or step < c.first_order_steps,
+            multi_step_loss=bool(c.multi_step_loss) and step < c.multi_step_loss_steps,
+        )
 
     def boundaries(self) -> tuple:
         c = self.cfg
-        return tuple(sorted({s for s in (c.first_order_steps, c.multi_step_loss_steps if c.multi_step_loss else 0)
-                             if s > 0}))
+        return tuple(
+            sorted({s for s in (c.first_order_steps, c.multi_step_loss_steps if c.multi_step_loss else 0) if s > 0})
+        )
 
     def loss_weights(self, step) -> jax.Array:
         return multi_step_loss_weights(step, self.cfg.inner_steps, self.cfg.multi_step_loss_steps)
 
     def optimizer(self):
         t, c = self.train_cfg, self.cfg
-        lr = (optax.cosine_decay_schedule(t.outer_lr, max(t.steps, 1), alpha=c.min_outer_lr / t.outer_lr)
-              if c.cosine_annealing else t.outer_lr)
+        lr = (
+            optax.cosine_decay_schedule(t.outer_lr, max(t.steps, 1), alpha=c.min_outer_lr / t.outer_lr)
+            if c.cosine_annealing
+            else t.outer_lr
+        )
         return make_optimizer(lr, t.grad_clip, t.grad_clip_value, clip_scope=t.grad_clip_scope)

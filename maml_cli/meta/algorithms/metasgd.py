@@ -20,8 +20,10 @@ class MetaSGD(GradientBased):
         else:  # uniform in [low, high], as the paper's regression experiments
             leaves, treedef = jax.tree.flatten(adapted)
             keys = jax.random.split(key, len(leaves))
-            rates = jax.tree.unflatten(treedef, [
-                jax.random.uniform(k, p.shape, p.dtype, low_high[0], low_high[1]) for k, p in zip(keys, leaves)])
+            rates = jax.tree.unflatten(
+                treedef,
+                [jax.random.uniform(k, p.shape, p.dtype, low_high[0], low_high[1]) for k, p in zip(keys, leaves)],
+            )
         return {"model": params, "inner_lr": rates}
 
     def rates(self, meta_params, adapted0, step):

@@ -46,8 +46,10 @@ class Reptile(Algorithm):
         return optax.chain(optax.scale_by_adam(b1=0.0, b2=0.999, eps=1e-8), optax.scale(-self.cfg.inner_lr))
 
     def init_state(self, meta_params, batch_stats) -> dict:
-        return {**super().init_state(meta_params, batch_stats),
-                "inner_opt": self._inner_optimizer().init(meta_params["model"])}
+        return {
+            **super().init_state(meta_params, batch_stats),
+            "inner_opt": self._inner_optimizer().init(meta_params["model"]),
+        }
 
     def phase(self, step: int):
         return ()  # one program throughout
@@ -55,28 +57,41 @@ class Reptile(Algorithm):
     def optimizer(self):
         c, t = self.cfg, self.train_cfg
         step_size = optax.linear_schedule(c.outer_step_size, c.outer_step_size_final, max(t.steps, 1))
-        return make_optimizer(step_size, t.grad_clip, t.grad_clip_value, kind="sgd",
-                              clip_scope=t.grad_clip_scope)
+        return make_optimizer(step_size, t.grad_clip, t.grad_clip_value, kind="sgd", clip_scope=t.grad_clip_scope)
 
     def _adapt(self, params, inner_state, x, y, key, steps: int, batch_size: int, observe=None):
         loss = minibatch_loss(self.task_loss, x, y, batch_size, key)
-        return adapt(loss, params, rule=optax_rule(self._inner_optimizer()), inner_steps=steps, first_order=True,
-                     observe=observe, rule_state=inner_state)
+        return adapt(
+            loss,
+            params,
+            rule=optax_rule(self._inner_optimizer()),
+            inner_steps=steps,
+            first_order=True,
+            observe=observe,
+            rule_state=inner_state,
+        )
 
     def meta_gradient(self, meta_params, meta_state, episodes, key, step, phase):
         params = meta_params["model"]
 
         def one_task(task):
             episode, task_key = task
-            adapted, inner_state, _ = self._adapt(params, meta_state["inner_opt"], episode.support_x,
-                                                  episode.support_y, task_key, self.cfg.inner_steps,
-                                                  self.cfg.inner_batch_size)
+            adapted, inner_state, _ = self._adapt(
+                params,
+                meta_state["inner_opt"],
+                episode.support_x,
+                episode.support_y,
+                task_key,
+                self.cfg.inner_steps,
+                self.cfg.inner_batch_size,
+            )
             loss, (metric, _) = self.task_loss.loss_and_metric(adapted, episode.query_x, episode.query_y)
             return adapted, inner_state, loss, metric
 
         num_tasks = episodes.support_x.shape[0]
-        adapted, inner_state, losses, metrics = map_tasks(one_task, (episodes, jax.random.split(key, num_tasks)),
-                                                          self.execution.task_batching)
+        adapted, inner_state, losses, metrics = map_tasks(
+            one_task, (episodes, jax.random.split(key, num_tasks)), self.execution.task_batching
+        )
         mean = lambda tree: jax.tree.map(lambda a: jnp.mean(a, 0).astype(a.dtype), tree)  # noqa: E731
         pseudo_grad = jax.tree.map(lambda p, a: p - a, params, mean(adapted))
         grads = {"model": pseudo_grad}  # Reptile learns nothing besides the initialisation
@@ -101,13 +116,27 @@ class Reptile(Algorithm):
         def predict(p, s):
             return self.query_outputs(p, episode)
 
-        _, _, (_, after) = self._adapt(meta_params["model"], meta_state["inner_opt"], episode.support_x,
-                                       episode.support_y, key, inner_steps, self.cfg.eval_inner_batch_size,
-                                       observe=predict)
+        _, _, (_, after) = self._adapt(
+            meta_params["model"],
+            meta_state["inner_opt"],
+            episode.support_x,
+            episode.support_y,
+            key,
+            inner_steps,
+            self.cfg.eval_inner_batch_size,
+            observe=predict,
+        )
         before = predict(meta_params["model"], 0)[None]
         return before if after is None else jnp.concatenate([before, after])
 
     def adapt_to_task(self, meta_params, meta_state, episode, key, inner_steps: int):
-        adapted, _, _ = self._adapt(meta_params["model"], meta_state["inner_opt"], episode.support_x,
-                                    episode.support_y, key, inner_steps, self.cfg.eval_inner_batch_size)
+        adapted, _, _ = self._adapt(
+            meta_params["model"],
+            meta_state["inner_opt"],
+            episode.support_x,
+            episode.support_y,
+            key,
+            inner_steps,
+            self.cfg.eval_inner_batch_size,
+        )
         return adapted
