@@ -1,6 +1,7 @@
-"""What a config builds, shared by maml-train, maml-eval and the scripts: the task sampler, the
-network, the algorithm, the outer optimizer and the execution plan, and the jitted programs made
-from them. Nothing here touches disk beyond what the dataset loader reads."""
+"""What a config builds, once per job, shared by training, evaluation, adaptation and the scripts:
+the task sampler, the network, the algorithm, the outer optimizer, the execution plan and the
+devices (the mesh), and the jitted programs made from them. Nothing here touches disk beyond what
+the dataset loader reads."""
 
 from __future__ import annotations
 

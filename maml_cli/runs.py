@@ -1,5 +1,6 @@
-"""A trained run as maml-eval and maml-adapt use it: its config, the shape of its tasks, its
-checkpoint. Shared so that both read a run the same way, and neither from inside the training loop."""
+"""A trained run read back, as maml-eval, maml-adapt and ``maml_cli.load_run`` use it: its config
+(and whether it may import code), the shape of its tasks, how its images are read, which
+checkpoint a ``checkpoint=`` names. Shared so that all of them read a run the same way."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The training loop: the one place with side effects (run directory, writers, checkpoints,
-progress bar, NaN stop, signals). Everything it calls is pure and jitted."""
+"""The training loop: the one place where training has side effects (run directory, writers,
+checkpoints, progress bar, NaN stop, signals). The outer steps and the validation it runs are jitted
+pure functions from ``experiment``; what it reads and writes around them happens here, between
+jitted calls."""
 
 from __future__ import annotations
 

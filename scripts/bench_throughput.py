@@ -49,11 +49,9 @@ OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
 
 
 def _compose(preset: str, *overrides: str):
-    from hydra import compose, initialize_config_module
+    """The preset's config, composed and checked as maml-train does (``maml_cli.compose``)."""
+    import maml_cli as mc
 
-    from maml_cli.config import register_configs
-
-    register_configs()
     extra = []
     if preset.startswith("omniglot"):
         src = OMNIGLOT if (OMNIGLOT / "images_background.npz").is_file() else _synthetic_omniglot()
@@ -62,8 +60,7 @@ def _compose(preset: str, *overrides: str):
         from make_synthetic_miniimagenet import make
 
         extra = [f"dataset.path={make(Path(tempfile.mkdtemp()), 'images', images_per_class=20)}"]
-    with initialize_config_module(config_module="maml_cli.configs", version_base="1.3"):
-        return compose(config_name="train", overrides=[f"experiment={preset}", *extra, *overrides])
+    return mc.compose(preset, [*extra, *overrides])
 
 
 def _synthetic_omniglot() -> Path:
@@ -155,7 +152,6 @@ def bench_one(line: str, measure_steps: int) -> dict:
     import numpy as np
 
     from maml_cli.experiment import build_experiment
-    from maml_cli.training import train_and_evaluate
 
     preset, *overrides = line.split()
     cfg = _compose(preset, *overrides)
@@ -196,8 +192,9 @@ def bench_one(line: str, measure_steps: int) -> dict:
                 "eval.val_episodes=1",
                 "eval.batch_size=1",
             )
-            train_and_evaluate(loop_cfg, Path(run_dir))
-            rows = [json.loads(r) for r in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+            import maml_cli as mc
+
+            rows = mc.train(loop_cfg, run_dir=run_dir).metrics
         # Wall time between records, so everything the loop does counts (steps/s: meta-batch 1).
         loop_rate = float(np.median(window_rates(rows, meta_batch=1)))
         outside = round(max(0.0, 1 - loop_rate * step_s), 4)

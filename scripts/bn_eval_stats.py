@@ -30,13 +30,15 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from maml_cli.checkpoints import Checkpointer
-    from maml_cli.config import UserError, load_run_config, register_configs
+    import maml_cli as mc
     from maml_cli.experiment import build_experiment
+    from maml_cli.runs import restore_state
     from maml_cli.scoring import eval_key, run_episodes, summarize
 
-    register_configs()
-    cfg = load_run_config(args.run_dir)
+    try:
+        cfg = mc.load_run(args.run_dir).cfg
+    except mc.UserError as e:
+        raise SystemExit(str(e)) from None
     if cfg.model.get("batch_norm") != "per_step":
         raise SystemExit(
             f"{args.run_dir} was trained with model.batch_norm={cfg.model.get('batch_norm')}, not per_step"
@@ -44,14 +46,11 @@ def main() -> None:
     results = {"run_dir": str(args.run_dir), "episodes": args.episodes}
     for mode in ("running", "batch"):
         cfg.model.bn_eval_stats = mode
-        exp = build_experiment(cfg)
-        checkpointer = Checkpointer(args.run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)
+        exp = build_experiment(cfg, training=False)
         try:
-            state = checkpointer.restore(exp.init_state(), args.step)
-        except UserError as e:
+            state = restore_state(exp, args.run_dir, args.step)  # read-only: a live trainer is never disturbed
+        except mc.UserError as e:
             raise SystemExit(str(e)) from None
-        finally:
-            checkpointer.close()
         results["checkpoint_step"] = int(state.step)
         score = exp.scorer("test", cfg.eval.inner_steps)
         values = run_episodes(

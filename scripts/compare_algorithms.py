@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, replace_section, today  # noqa: E402
 from reproduce_omniglot import wall_clock_at  # noqa: E402
 
+import maml_cli as mc  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ALGORITHMS = ("maml", "fomaml", "anil", "metasgd", "mamlpp", "reptile")
@@ -183,22 +185,15 @@ def main() -> None:
                 f"{100 * final['mean']:.2f} +- {100 * final['ci95']:.2f}%",
                 flush=True,
             )
-        cfg_text = (run_dir / "config.yaml").read_text()
+        run_cfg = mc.load_run(run_dir).cfg
         results[algorithm] = {
             "curve": curve,
             "steps": steps[-1],
             "seconds": times.get(steps[-1]),
-            "meta_batch": _yaml_value(cfg_text, "meta_batch_size"),
+            "meta_batch": run_cfg.train.meta_batch_size,
         }
     replace_section(args.results, f"family-{args.preset}", _report(args, results))
     print(f"wrote section family-{args.preset} of {args.results}")
-
-
-def _yaml_value(text: str, key: str) -> str:
-    for line in text.splitlines():
-        if line.strip().startswith(f"{key}:"):
-            return line.split(":", 1)[1].strip()
-    return "?"
 
 
 def _pct(point: dict) -> str:

@@ -25,6 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, replace_section, today  # noqa: E402
 
+from maml_cli.metrics import read_jsonl  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PAPER = {"omniglot_5w1s": 98.7, "omniglot_5w5s": 99.9, "omniglot_20w1s": 95.8, "omniglot_20w5s": 98.9}
@@ -35,7 +37,7 @@ def wall_clock_at(run_dir: Path) -> dict:
     sessions, so pauses between a run and its resumption are not counted (compilation of each
     session is). Runs written before ``elapsed_s`` existed: the sum over logging windows of
     steps / rate."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_jsonl(run_dir / "metrics.jsonl")  # a line cut short by a crash is skipped
     if records and all("elapsed_s" in r for r in records):
         return {r["step"]: r["elapsed_s"] for r in records}
     times, total, prev = {}, 0.0, 0

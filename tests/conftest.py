@@ -59,13 +59,17 @@ def run_in_process(name: str, *args: str, cwd=None) -> subprocess.CompletedProce
     """A console script's ``main`` run in this process, seen as a shell sees it: exit code, stdout,
     stderr (an uncaught exception prints its traceback and exits 1, as Python does). For checks of
     what a command says, where starting a process would only cost time."""
+    import jax
+
     from maml_cli.commands import adapt, evaluate, report, train
 
+    jax.devices()  # JAX started as the tests run it: a command must not re-plan this process's devices
     main = {"maml-train": train.main, "maml-eval": evaluate.main, "maml-adapt": adapt.main, "maml-report": report.main}[
         name
     ]
     out, err, code = io.StringIO(), io.StringIO(), 0
     previous, argv = os.getcwd(), sys.argv
+    sys.argv = [name, *map(str, args)]  # as the console script sees it (run records name the command)
     try:
         if cwd is not None:
             os.chdir(cwd)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import maml_cli as mc
-from tests.conftest import run_command
+from tests.conftest import run_command, run_in_process
 
 TINY = ["train.progress=false", "train.plots=false"]
 
@@ -40,7 +40,7 @@ def test_compose_train_evaluate_adapt_match_the_commands(tmp_path):
     query = np.linspace(-3, 3, 7, dtype=np.float32)[:, None]
     predicted = learner.predict(query)[:, 0]
     (tmp_path / "support.csv").write_text("\n".join(f"{x},{y}" for x, y in support) + "\n")
-    shell = run_command(
+    shell = run_in_process(
         "maml-adapt",
         f"run_dir={tmp_path / 'run'}",
         f"support={tmp_path / 'support.csv'}",

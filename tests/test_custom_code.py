@@ -137,13 +137,13 @@ def test_custom_code_through_the_commands_and_trust_code(tmp_path):
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
     assert "trust_code=true" in refused.stderr and not (run_dir / "eval.json").exists()
 
-    scored = run_command("maml-eval", f"run_dir={run_dir}", "trust_code=true", cwd=REPO)
+    scored = run_in_process("maml-eval", f"run_dir={run_dir}", "trust_code=true", cwd=REPO)
     assert scored.returncode == 0, scored.stderr
     assert (run_dir / "eval.json").is_file()
 
     points = tmp_path / "points.csv"
     points.write_text("x,y\n-1,-2\n0,0\n1,2\n")
-    adapt = run_command(
+    adapt = run_in_process(
         "maml-adapt",
         f"run_dir={run_dir}",
         f"support={points}",

@@ -21,7 +21,7 @@ from maml_cli.run_evaluation import evaluate_run
 from maml_cli.runs import open_run, restore_state
 from maml_cli.scoring import eval_key
 from maml_cli.training import train_and_evaluate
-from tests.conftest import TINY, make_cfg
+from tests.conftest import TINY, make_cfg, run_in_process
 from tests.image_fakes import class_image, write_classes, write_splits
 
 BIN = Path(sys.executable).parent
@@ -161,7 +161,7 @@ def test_both_layouts_train_resume_and_evaluate_from_the_shell(layout, tmp_path)
     assert steps == [2, 4]
     data = json.loads((run / "data.json").read_text())
     assert data["input_shape"] == [8, 8, 1] and data["classes"]["train"] in (6, 4)
-    evaluated = _run("maml-eval", f"run_dir={run}")
+    evaluated = run_in_process("maml-eval", f"run_dir={run}")
     assert evaluated.returncode == 0, evaluated.stderr
     record = json.loads((run / "eval.json").read_text())
     assert record["episodes"] == 6 and not record["data"]["cross_domain"]
@@ -169,7 +169,7 @@ def test_both_layouts_train_resume_and_evaluate_from_the_shell(layout, tmp_path)
         return
     # Cross-domain: the same run scored on another folder (all its classes are test classes).
     other = write_classes(tmp_path / "other", [4] * 5, prefix="letter")
-    cross = _run(
+    cross = run_in_process(
         "maml-eval",
         f"run_dir={run}",
         "dataset=image_folder",
@@ -232,7 +232,7 @@ def test_maml_adapt_predicts_as_maml_eval_adapts(image_run, tmp_path):
     episode = jax.tree.map(lambda a: a[0], exp.sampler.sample(exp.data, task_key, "test", 1))
     _write_episode(episode, tmp_path / "task", 5)
 
-    done = _run(
+    done = run_in_process(
         "maml-adapt",
         f"run_dir={image_run}",
         f"support={tmp_path / 'task' / 'support'}",
@@ -265,7 +265,7 @@ def test_maml_adapt_masks_the_outputs_of_missing_classes(image_run, tmp_path):
     query.mkdir()
     for c in range(3):
         Image.fromarray(class_image(c, 3, 8)).save(query / f"q{c}.png")
-    done = _run(
+    done = run_in_process(
         "maml-adapt",
         f"run_dir={image_run}",
         f"support={support}",
@@ -288,7 +288,7 @@ def test_maml_adapt_masks_the_outputs_of_missing_classes(image_run, tmp_path):
     assert not np.allclose(saved["head/kernel"][:, :3], head[:, :3])
     assert saved["classes"].tolist() == ["mine00", "mine01", "mine02"]
     too_many = write_classes(tmp_path / "six", [1] * 6)
-    refused = _run("maml-adapt", f"run_dir={image_run}", f"support={too_many}", f"query={query}")
+    refused = run_in_process("maml-adapt", f"run_dir={image_run}", f"support={too_many}", f"query={query}")
     assert refused.returncode == 2 and "at most 5" in refused.stderr
 
 
@@ -296,10 +296,10 @@ def test_maml_adapt_refuses_one_query_image_with_transductive_batch_norm(image_r
     support = write_classes(tmp_path / "support", [1] * 5)
     image = tmp_path / "one.png"
     Image.fromarray(class_image(0, 2, 8)).save(image)
-    refused = _run("maml-adapt", f"run_dir={image_run}", f"support={support}", f"query={image}")
+    refused = run_in_process("maml-adapt", f"run_dir={image_run}", f"support={support}", f"query={image}")
     assert refused.returncode == 2 and "allow_single_query=true" in refused.stderr
     assert "Traceback" not in refused.stderr
-    allowed = _run(
+    allowed = run_in_process(
         "maml-adapt",
         f"run_dir={image_run}",
         f"support={support}",
@@ -317,7 +317,7 @@ def test_maml_adapt_regression(tmp_path):
     (tmp_path / "points.csv").write_text("x,y\n" + "".join(f"{a},{2 * np.sin(a)}\n" for a in x))
     xq = np.linspace(-5, 5, 7)
     (tmp_path / "xs.csv").write_text("x,y\n" + "".join(f"{a},{2 * np.sin(a)}\n" for a in xq))
-    done = _run(
+    done = run_in_process(
         "maml-adapt",
         f"run_dir={run}",
         f"support={tmp_path / 'points.csv'}",
@@ -343,7 +343,7 @@ def test_maml_adapt_regression(tmp_path):
     )
     expected = np.asarray(exp.network.apply(adapted, episode.query_x)[0][:, 0])
     assert [float(r["y"]) for r in rows] == pytest.approx(expected.tolist(), rel=1e-4, abs=1e-4)
-    ranged = _run(
+    ranged = run_in_process(
         "maml-adapt",
         f"run_dir={run}",
         f"support={tmp_path / 'points.csv'}",

@@ -1,9 +1,11 @@
-"""What maml-train and maml-eval do with a command line before Hydra takes over.
+"""What every console script does with its command line first: ``--help``, then the command line
+composed and checked (``maml_cli.composing``) and the command's own checks, then its job.
 
-Hydra creates the run directory before the task function runs and reports its own errors with
-exit code 1; so the command line is checked here first, with Hydra's own parser and Compose API:
-every key and group option must exist (the nearest valid one is named), the composed config must
-pass the schemas and ``validate``, and the data must be there. A bad input then costs one line on
+maml-train's job is a Hydra app, and Hydra creates the run directory before the task function runs
+and reports its own errors with exit code 1; so the command line is checked here first, with
+Hydra's own parser and Compose API: every key and group option must exist (the nearest valid one is
+named), the composed config must pass the schemas and ``validate``, and the data must be there.
+maml-eval and maml-adapt run their jobs right here, in this process. A bad input then costs one line on
 stderr, exit code 2, and no new folder. ``--help`` is generated from the schemas: the groups that
 apply, every key with its value and one-line meaning, the exit codes.
 """
