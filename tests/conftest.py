@@ -12,6 +12,7 @@ import traceback
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+import jax
 import pytest
 from hydra import compose, initialize_config_module
 
@@ -22,7 +23,17 @@ register_configs()
 # Entry points keep a persistent compilation cache; give the tests their own, not the user's, and
 # use it in-process too: the same program (a resumed run, a phase seen before) compiles once.
 os.environ.setdefault("MAML_CLI_COMPILE_CACHE", tempfile.mkdtemp(prefix="maml-cli-test-jax-cache-"))
+# The tests' programs are tiny and compiled once each, so compiling is most of their time: XLA's
+# backend optimisations are turned off for them (and the commands they start), which changes float
+# rounding at the last bits, never the math (tests compare within float32 tolerances). Set
+# MAML_CLI_TEST_XLA_FLAGS="" to test with XLA's defaults.
+TEST_XLA_FLAGS = os.environ.get("MAML_CLI_TEST_XLA_FLAGS", "--xla_backend_optimization_level=0")
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 enable_compilation_cache()
+# JAX starts now, as one CPU device: maml_cli.train (use_cores_as_devices) must not re-plan the
+# devices of this process halfway through the tests; tests of several devices use subprocesses.
+jax.devices()
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # where pip put maml-train, maml-eval, maml-adapt, maml-report

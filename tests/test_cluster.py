@@ -5,9 +5,6 @@ the others; maml-report over the result."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -15,9 +12,7 @@ from omegaconf import OmegaConf
 from maml_cli import composing
 from maml_cli.commands.train import APP
 from maml_cli.config import UserError
-from tests.conftest import TINY, run_in_process
-
-BIN = Path(sys.executable).parent
+from tests.conftest import TINY, run_command, run_in_process
 
 for plugin in (
     "hydra_plugins.hydra_joblib_launcher",
@@ -25,10 +20,6 @@ for plugin in (
     "hydra_plugins.hydra_optuna_sweeper",
 ):
     pytest.importorskip(plugin, reason='the [cluster] extra is not installed (pip install -e ".[cluster]")')
-
-
-def _run(*args, timeout=300):
-    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout)
 
 
 def _composed(*overrides):
@@ -74,7 +65,7 @@ def test_joblib_sweep_with_a_failing_job_then_maml_report(tmp_path):
     finish; the sweep exits 1 naming the failure; each error stays in its job's train.log; the
     report groups the two seeds that finished and lists the failed jobs."""
     sweep = tmp_path / "sweep"
-    run = _run(
+    run = run_command(
         "maml-train",
         "-m",
         "launcher=joblib",
@@ -104,7 +95,7 @@ def test_joblib_sweep_with_a_failing_job_then_maml_report(tmp_path):
 def test_submitit_local_sweep(tmp_path):
     """The SLURM launcher's code path, with submitit's local executor standing in for the cluster."""
     sweep = tmp_path / "sweep"
-    run = _run("maml-train", "-m", "launcher=submitit_local", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}")
+    run = run_command("maml-train", "-m", "launcher=submitit_local", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}")
     assert run.returncode == 0, run.stderr
     for job in ("0", "1"):
         assert '"step": 20' in (sweep / job / "metrics.jsonl").read_text().splitlines()[-1]
@@ -113,7 +104,7 @@ def test_submitit_local_sweep(tmp_path):
 
 def test_optuna_search_goes_on_past_a_failed_trial(tmp_path):
     sweep = tmp_path / "search"
-    run = _run(
+    run = run_command(
         "maml-train",
         "-m",
         "search=optuna",

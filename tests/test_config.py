@@ -32,10 +32,21 @@ def test_every_experiment_preset_composes_and_validates(experiment):
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
-@pytest.mark.parametrize("group", ["dataset", "model", "algorithm"])
+# The options that import the user's code need to be told which (docs/custom.md).
+TARGETS = {
+    "dataset=function": ["dataset.target=tests.test_custom_code:sample_line"],
+    "model=custom": ["model.target=tests.test_custom_code:make_net"],
+}
+
+
+@pytest.mark.parametrize("group", ["dataset", "model", "algorithm", "logger"])
 def test_every_group_option_composes(group):
     for option in _options(group):
-        validate(make_cfg(f"{group}={option}"))
+        choice = f"{group}={option}"
+        validate(make_cfg(choice, *TARGETS.get(choice, [])))
+        if choice in TARGETS:
+            with pytest.raises(UserError, match=f"{group}.target=module.path:name"):
+                validate(make_cfg(choice))
 
 
 @pytest.mark.parametrize("algorithm", _options("algorithm"))

@@ -26,9 +26,8 @@ from maml_cli.experiment import build_experiment
 from maml_cli.metrics import TIMING_FIELDS
 from maml_cli.run_dir import RunDirError
 from maml_cli.training import train_and_evaluate
-from tests.conftest import TINY, make_cfg
+from tests.conftest import BIN, TINY, make_cfg
 
-BIN = Path(sys.executable).parent
 # 200 tiny steps with a checkpoint every 10: long enough (seconds) for kills to land anywhere.
 ARGS = [
     *TINY,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import maml_cli as mc
 from maml_cli.config import UserError
 from maml_cli.data.image_folder import ImageFolderTasks, read_classes
 from maml_cli.experiment import build_experiment
@@ -24,7 +24,6 @@ from maml_cli.training import train_and_evaluate
 from tests.conftest import TINY, make_cfg, run_in_process
 from tests.image_fakes import class_image, write_classes, write_splits
 
-BIN = Path(sys.executable).parent
 FOLDER = [
     "dataset=image_folder",
     "model=conv4",
@@ -48,10 +47,6 @@ FOLDER = [
     "dataset.train_classes=4",
     "dataset.val_classes=3",
 ]
-
-
-def _run(*args, timeout=300, **kw):
-    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def _cfg(tmp_path, root, *extra):
@@ -140,22 +135,20 @@ def test_bad_folders_are_reported_before_training(tmp_path):
         build_experiment(_cfg(tmp_path, tmp_path / "six", "dataset.train_classes=6", "dataset.val_classes=0"))
 
 
-# --- from the shell -----------------------------------------------------------------------------------
+# --- training, resuming, scoring ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("layout", ["classes", "splits"])
-def test_both_layouts_train_resume_and_evaluate_from_the_shell(layout, tmp_path):
+def test_both_layouts_train_resume_and_evaluate(layout, tmp_path):
     root = (
         write_classes(tmp_path / "set", [3, 4, 5, 3, 4, 5, 3, 4, 5, 4])
         if layout == "classes"
         else write_splits(tmp_path / "set", [4, 3, 3], per_class=4)
     )
     run = tmp_path / "run"
-    common = [*FOLDER, f"dataset.path={root}", f"dataset.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"]
-    first = _run("maml-train", *common, "train.steps=2")
-    assert first.returncode == 0, first.stderr
-    second = _run("maml-train", *common)
-    assert second.returncode == 0, second.stderr
+    common = [*FOLDER, f"dataset.path={root}", f"dataset.cache_dir={tmp_path / 'cache'}"]
+    mc.train(None, [*common, "train.steps=2"], run_dir=run)
+    mc.train(None, common, run_dir=run)
     assert "resuming" in (run / "train.log").read_text()
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4]

@@ -92,7 +92,8 @@ def test_first_order_equals_stop_gradient_reference():
 
         return jax.tree.map(lambda g: g.mean(0), jax.vmap(one)(episodes))
 
-    np.testing.assert_allclose(flat(got), flat(reference(meta_params["model"])), rtol=1e-5, atol=1e-7)
+    # atol: float32 rounding of a sum whose terms reach ~1.6 (the two orders of summation differ there)
+    np.testing.assert_allclose(flat(got), flat(reference(meta_params["model"])), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["maml", "metasgd", "mamlpp"])

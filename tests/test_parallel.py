@@ -19,15 +19,15 @@ from maml_cli import execution
 from maml_cli.data.episodes import task_part
 from maml_cli.data.sinusoid import SinusoidTasks
 from maml_cli.execution import MAX_CPU_DEVICES, Execution, host_cores
-from tests.conftest import REPO, TINY, make_cfg
+from tests.conftest import BIN, REPO, TEST_XLA_FLAGS, TINY, make_cfg, run_command
 from tests.omniglot_fakes import fake_sets, write_npz
 
-BIN = Path(sys.executable).parent
 TOL = 1e-5  # float reassociation of a mean split over devices
 
 
 def simulated(devices: int) -> dict:
-    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONPATH": str(REPO)}
+    flags = f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}".strip()
+    return {**os.environ, "XLA_FLAGS": flags, "PYTHONPATH": str(REPO)}
 
 
 def _worker(*args, timeout=600):
@@ -84,10 +84,6 @@ def test_sharded_conv4_with_per_step_batch_norm_equals_one_device(tmp_path):
     assert max(gaps["mamlpp_conv4/2"].values()) < TOL, gaps["mamlpp_conv4/2"]
 
 
-def _run(*args, env=None, timeout=300):
-    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout, env=env)
-
-
 def _last(run_dir: Path) -> dict:
     row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     return {k: v for k, v in row.items() if k.startswith(("train/query", "train/grad", "val/"))}
@@ -101,8 +97,8 @@ def _close(a: dict, b: dict, rtol=1e-5) -> None:
 
 def test_maml_train_on_two_devices_ends_with_the_one_device_metrics(tmp_path):
     args = [*TINY, "train.meta_batch_size=8"]
-    one = _run("maml-train", *args, "train.devices=1", f"hydra.run.dir={tmp_path / 'one'}", env=simulated(2))
-    two = _run("maml-train", *args, f"hydra.run.dir={tmp_path / 'two'}", env=simulated(2))  # devices=auto
+    one = run_command("maml-train", *args, "train.devices=1", f"hydra.run.dir={tmp_path / 'one'}", env=simulated(2))
+    two = run_command("maml-train", *args, f"hydra.run.dir={tmp_path / 'two'}", env=simulated(2))  # devices=auto
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     assert "(1 device)" in one.stderr
     assert "2 devices, meta-batch sharded over a 'tasks' mesh axis" in two.stderr
@@ -110,7 +106,7 @@ def test_maml_train_on_two_devices_ends_with_the_one_device_metrics(tmp_path):
     # maml-eval shards the episodes too, whatever the run was trained on.
     scores = []
     for devices in (1, 2):
-        ev = _run(
+        ev = run_command(
             "maml-eval",
             f"run_dir={tmp_path / 'one'}",
             "eval.episodes=10",
@@ -126,14 +122,14 @@ def test_maml_train_on_two_devices_ends_with_the_one_device_metrics(tmp_path):
 
 def test_a_meta_batch_that_does_not_split_is_refused_before_compiling(tmp_path):
     run = tmp_path / "run"
-    bad = _run("maml-train", *TINY, "train.meta_batch_size=5", f"hydra.run.dir={run}", env=simulated(2))
+    bad = run_command("maml-train", *TINY, "train.meta_batch_size=5", f"hydra.run.dir={run}", env=simulated(2))
     assert bad.returncode == 2
     assert bad.stderr.strip() == (
         "maml-train: error: train.meta_batch_size=5 does not split evenly over 2 devices (train.devices=auto): "
         "use a meta-batch that is a multiple of 2 (e.g. 6) or train.devices=1"
     )
     assert not run.exists()
-    many = _run("maml-train", *TINY, "train.devices=3", f"hydra.run.dir={run}", env=simulated(2))
+    many = run_command("maml-train", *TINY, "train.devices=3", f"hydra.run.dir={run}", env=simulated(2))
     assert many.returncode == 2 and "train.devices=3, but 2 device(s) are available" in many.stderr
 
 
@@ -159,7 +155,7 @@ def test_console_scripts_spread_a_conv_meta_batch_over_the_cores(tmp_path):
     ]
 
     def plan(*args, **env):
-        out = _run("maml-train", *args, env=_cores_env(**env))
+        out = run_command("maml-train", *args, env=_cores_env(**env))
         assert out.returncode == 0, out.stderr
         return next(line for line in out.stdout.splitlines() if line.startswith("# plan:"))
 
@@ -171,9 +167,10 @@ def test_console_scripts_spread_a_conv_meta_batch_over_the_cores(tmp_path):
     assert f"(1 device of {cores}, one per core)" in plan(*TINY, "train.dry_run=true")  # sinusoid: vmap, one device
     assert "(1 device)" in plan(*conv, MAML_CLI_CPU_DEVICES="1")
     # Devices forced by XLA_FLAGS are the user's: auto takes them all, as on GPUs.
-    forced = plan(*conv, "train.meta_batch_size=6", XLA_FLAGS="--xla_force_host_platform_device_count=3")
+    three = f"--xla_force_host_platform_device_count=3 {TEST_XLA_FLAGS}"
+    forced = plan(*conv, "train.meta_batch_size=6", XLA_FLAGS=three)
     assert "(3 devices, meta-batch sharded" in forced
-    bad = _run("maml-train", *TINY, env=_cores_env(MAML_CLI_CPU_DEVICES="many"))
+    bad = run_command("maml-train", *TINY, env=_cores_env(MAML_CLI_CPU_DEVICES="many"))
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "maml-train: error: MAML_CLI_CPU_DEVICES must be auto or a number >= 1 (got 'many')"
     )
@@ -236,7 +233,7 @@ def test_two_processes_train_like_one_and_resume(tmp_path):
     split every meta-batch, match a single-process run, write the run directory once (process 0),
     and resume from their checkpoint."""
     args = [*TINY, "train.meta_batch_size=8"]
-    single = _run("maml-train", *args, "train.steps=30", f"hydra.run.dir={tmp_path / 'single'}")
+    single = run_command("maml-train", *args, "train.steps=30", f"hydra.run.dir={tmp_path / 'single'}")
     assert single.returncode == 0, single.stderr
     run = tmp_path / "two"
     first = _two_processes(run, *args, "train.steps=20")
@@ -266,5 +263,5 @@ def test_distributed_settings_are_checked(tmp_path):
             "a run over several processes needs hydra.run.dir=DIR",
         ),
     ]:
-        bad = _run("maml-train", *TINY, *args)
+        bad = run_command("maml-train", *TINY, *args)
         assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
-from pathlib import Path
 
 from maml_cli.commands.report import mean_ci
 from maml_cli.run_dir import RunLock
-from tests.conftest import TINY, run_in_process
+from tests.conftest import BIN, TINY, run_in_process
 from tests.test_run_records import assert_picture
-
-BIN = Path(sys.executable).parent
 
 
 def _run(tool, *args, expect=0):

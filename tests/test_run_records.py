@@ -9,17 +9,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import yaml
 from PIL import Image
 
-from tests.conftest import TINY, run_in_process
+from tests.conftest import BIN, TINY, run_in_process
 from tests.omniglot_fakes import fake_sets, write_npz
-
-BIN = Path(sys.executable).parent
 
 
 def _run(tool: str, *args: str, cwd: Path, expect: int = 0) -> subprocess.CompletedProcess:

@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,9 +22,7 @@ from maml_cli.experiment import build_experiment
 from maml_cli.metrics import TIMING_FIELDS
 from maml_cli.run_evaluation import evaluate_run, format_table
 from maml_cli.training import NonFiniteLoss, train_and_evaluate
-from tests.conftest import TINY, make_cfg
-
-BIN = Path(sys.executable).parent
+from tests.conftest import BIN, TINY, make_cfg, run_command
 
 
 def _records(run_dir: Path):
@@ -202,12 +199,8 @@ def test_evaluate_reports_bad_input(tiny_cfg, tmp_path):
 # --- through the installed console scripts --------------------------------------------------------
 
 
-def _run(*args, timeout=300, **kw):
-    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout, **kw)
-
-
 def test_sweep_gives_each_job_its_own_directory(tmp_path):
-    sweep = _run(
+    sweep = run_command(
         "maml-train",
         "-m",
         *TINY,
@@ -255,7 +248,7 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     assert stopped_at and stopped_at % 100 == 0 and stopped_at < 100000
     logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(logged) <= stopped_at
-    resumed = _run(
+    resumed = run_command(
         "maml-train",
         *args[:-5],
         f"train.steps={stopped_at + 100}",
@@ -273,12 +266,12 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes(tmp_path):
 def test_second_run_reuses_the_persistent_compilation_cache(tmp_path):
     cache = tmp_path / "jax-cache"
     env = dict(os.environ, MAML_CLI_COMPILE_CACHE=str(cache))
-    first = _run("maml-train", *TINY, f"hydra.run.dir={tmp_path / 'a'}", env=env)
+    first = run_command("maml-train", *TINY, f"hydra.run.dir={tmp_path / 'a'}", env=env)
     assert first.returncode == 0, first.stderr
     entries = list(cache.iterdir())
     assert entries, "nothing was written to the compilation cache"
     off = dict(os.environ, MAML_CLI_COMPILE_CACHE="off")
-    assert _run("maml-train", *TINY, f"hydra.run.dir={tmp_path / 'b'}", env=off).returncode == 0
+    assert run_command("maml-train", *TINY, f"hydra.run.dir={tmp_path / 'b'}", env=off).returncode == 0
     assert sorted(cache.iterdir()) == sorted(entries)  # "off" neither reads nor writes it
 
 
@@ -299,14 +292,14 @@ def test_every_algorithm_trains_resumes_and_evaluates_from_the_shell(tmp_path):
     """One sweep over the family (one process, so JAX starts once): each job stops on a time limit
     with a checkpoint, the same sweep again resumes every job, and maml-eval scores each."""
     sweep = ["-m", *TINY, f"algorithm={','.join(ALGORITHMS)}", f"hydra.sweep.dir={tmp_path}"]
-    first = _run("maml-train", *sweep, "train.time_limit_minutes=1e-6", timeout=600)
+    first = run_command("maml-train", *sweep, "train.time_limit_minutes=1e-6", timeout=600)
     assert first.returncode == 0, first.stderr
     jobs = [tmp_path / str(i) for i in range(len(ALGORITHMS))]
     assert [Checkpointer(job / "checkpoints").latest_step() for job in jobs] == [5] * len(ALGORITHMS)
-    resumed = _run("maml-train", *sweep, timeout=600)
+    resumed = run_command("maml-train", *sweep, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert len(re.findall(r"resuming \S+ from step 5", resumed.stderr)) == len(ALGORITHMS)
-    ev = _run(
+    ev = run_command(
         "maml-eval",
         "-m",
         f"run_dir={','.join(map(str, jobs))}",

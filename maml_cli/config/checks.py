@@ -74,7 +74,7 @@ def validate(cfg: DictConfig) -> None:
 
     for section in ("dataset", "model"):
         node = cfg[section]
-        if "target" in node.keys():  # (``in node`` is false while the value is missing)
+        if "target" in node.keys():  # noqa: SIM118 (``in node`` is false while the value is missing)
             need(
                 not OmegaConf.is_missing(node, "target") and _is_target(node.target),
                 f"{section}={node.name} needs {section}.target=module.path:name, the Python object to import "
