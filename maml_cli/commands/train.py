@@ -117,7 +117,38 @@ def check_command_line(line: cli.CommandLine, composed: list):
         check_resumable(run_dir, cfg)  # before Hydra rewrites the run's .hydra/ record
     if process_id != 0:  # process 0 writes the run's .hydra/ and train.log; the others log to stderr only
         return ["hydra.output_subdir=null", "hydra/job_logging=stdout", *pinned]
-    return pinned or True
+    if line.multirun:
+        return pinned or True
+    run_one(composed[0])
+    return False  # done here: Hydra composed once
+
+
+class _NoCallbacks:
+    """Hydra's job callbacks (``hydra.callbacks``), none configured by maml-train."""
+
+    def on_job_start(self, config, task_function) -> None:
+        pass
+
+    def on_job_end(self, config, job_return) -> None:
+        pass
+
+
+def run_one(full: DictConfig) -> None:
+    """One run (no ``-m``): the job Hydra's main would start, started with Hydra's own job runner
+    (``hydra.core.utils.run_job``, as its launchers call it) on the config composed and checked
+    above: the run directory, its ``.hydra/`` record and ``train.log`` are Hydra's, and nothing is
+    composed twice."""
+    from hydra.core.utils import run_job as hydra_run_job
+    from hydra.types import HydraContext
+
+    done = hydra_run_job(
+        task_function=train_job,
+        config=full,
+        job_dir_key="hydra.run.dir",
+        job_subdir_key=None,
+        hydra_context=HydraContext(config_loader=None, callbacks=_NoCallbacks()),
+    )
+    done.return_value  # noqa: B018 (raises what the job raised)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -136,8 +167,8 @@ def print_sweep_table(sweep_dir: Path) -> None:
         print(f"{APP.name}: no sweep table ({e}); run maml-report {sweep_dir}", file=sys.stderr)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://maml_cli.configs", config_name="train")
-def run_job(cfg: DictConfig) -> float | None:
+def train_job(cfg: DictConfig) -> float | None:
+    """The job: train the run in Hydra's output directory. Returns what a sweeper optimises."""
     from maml_cli.execution import enable_compilation_cache
     from maml_cli.run_dir import remove_if_not_a_run
     from maml_cli.training import TrainingInterrupted, train_and_evaluate
@@ -168,6 +199,10 @@ def run_job(cfg: DictConfig) -> float | None:
     # The value a sweeper optimises: the validation metric after the trained number of steps.
     val = summary.last_val
     return val.get("val/mse", val.get("val/accuracy"))
+
+
+# Hydra's main, for sweeps (-m: launchers and sweepers start the jobs) and Hydra's own flags.
+run_job = hydra.main(version_base="1.3", config_path="pkg://maml_cli.configs", config_name="train")(train_job)
 
 
 class SweepJobFailed(CompactHydraException):
