@@ -41,13 +41,12 @@ HEADER = """\
 ## Bad input: exit code 2, one message, nothing created
 
 Written by `python scripts/reliability_table.py` ({date}, {machine}). Each row below is a test
-(`tests/test_reliability.py`) that runs the command through the installed console script from a
-folder `<tmp>` holding `run/` (a trained tiny sinusoid run), `omniglot/` (a tiny Omniglot source),
-`notes.txt`, `empty/`, `damaged/` (a run whose newest checkpoint was cut short), `coded/` (a run
-whose config names a model of its own) and `folders/`
-(broken class-per-folder image sets: `tests/image_fakes.py`), and checks exit
-code 2, no traceback, one `TOOL: error:` message equal to the one shown here, and no new file or
-folder.
+(`tests/test_reliability.py`) that runs the command's console-script entry point (its `main`, as
+the installed script calls it) from a folder `<tmp>` holding `run/` (a trained tiny sinusoid run),
+`omniglot/` (a tiny Omniglot source), `notes.txt`, `empty/`, `damaged/` (a run whose newest
+checkpoint was cut short), `coded/` (a run whose config names a model of its own) and `folders/`
+(broken class-per-folder image sets: `tests/image_fakes.py`), and checks exit code 2, no
+traceback, one `TOOL: error:` message equal to the one shown here, and no new file or folder.
 
 | # | mistake | command | exit |
 |---|---|---|---|

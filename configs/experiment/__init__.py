@@ -1,1 +1,1 @@
-"""Hydra configs shipped inside the package (see maml_cli/config.py for the schemas)."""
+"""Hydra configs shipped inside the package (see maml_cli/config/schema.py for the schemas)."""
