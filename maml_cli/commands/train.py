@@ -1,6 +1,7 @@
-"""maml-train: check the command line, then let Hydra run the job: the training loop.
+"""maml-train: check the command line, then run the job (``maml_cli.training``) in the run directory
+Hydra makes: one run through Hydra's job runner, a sweep (``-m``) through Hydra's main.
 
-maml-train                                   # sinusoid, paper hyperparameters, 10k steps
+maml-train                                   # sinusoid, the MAML paper's hyperparameters and 70k steps
 maml-train experiment=sinusoid_paper         # the MAML paper's sinusoid protocol
 maml-train hydra.run.dir=runs/sine           # run again with the same dir to resume
 maml-train -m algorithm.inner_lr=0.001,0.01 seed=0,1   # a sweep, one directory per job
