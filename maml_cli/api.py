@@ -35,9 +35,9 @@ def compose(experiment: str | None = None, overrides: Sequence[str] = ()) -> Dic
     from maml_cli.config import register_configs
 
     register_configs()
-    overrides = list(overrides)
     if isinstance(overrides, str) or any(not isinstance(o, str) for o in overrides):
         raise UserError("overrides must be a list of strings such as ['train.steps=100']")
+    overrides = list(overrides)
     if experiment is not None:
         overrides = [f"experiment={experiment}", *overrides]
     app = App("maml_cli.compose", "train", groups=TRAIN_GROUPS)
@@ -135,13 +135,10 @@ class Run:
         from maml_cli.run_evaluation import evaluate_run
 
         dataset = dict(dataset or {})
-        schema = (
-            DATASET_SCHEMAS.get(dataset.get("name"), EvalDatasetOverrides)
-            if dataset.get("name")
-            else EvalDatasetOverrides
-        )
-        if dataset.get("name") and dataset["name"] not in DATASET_SCHEMAS:
-            raise UserError(f"unknown dataset {dataset['name']!r}; known: {', '.join(sorted(DATASET_SCHEMAS))}")
+        name = dataset.get("name")
+        if name and name not in DATASET_SCHEMAS:
+            raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASET_SCHEMAS))}")
+        schema = DATASET_SCHEMAS[name] if name else EvalDatasetOverrides
         app = OmegaConf.structured(
             EvalAppConfig(
                 run_dir=str(self.run_dir), split=split, devices=str(devices), progress=False, trust_code=self.trust_code
@@ -179,20 +176,16 @@ class Run:
 
         from maml_cli.execution import enable_compilation_cache
         from maml_cli.experiment import build_experiment
-        from maml_cli.run_adaptation import adapt
-        from maml_cli.runs import check_trained, checkpoint_steps, parse_checkpoint, restore_state, run_spec
+        from maml_cli.run_adaptation import adapt, restore_one
+        from maml_cli.runs import check_trained, run_spec
 
         enable_compilation_cache()
         cfg = self.cfg.copy()
         cfg.train.devices = "1"
         check_trained(self.run_dir)
         spec = run_spec(self.run_dir, cfg)
-        kind, count = parse_checkpoint(checkpoint)
-        if kind == "best" and count > 1:
-            raise UserError(f"adapt uses one checkpoint: use checkpoint='best', not best:{count}")
-        (step,), _ = checkpoint_steps(self.run_dir, cfg, spec.metric, checkpoint)
         exp = build_experiment(cfg, training=False, spec=spec)
-        state = restore_state(exp, self.run_dir, step)
+        state = restore_one(exp, self.run_dir, checkpoint)
         steps = int(cfg.eval.inner_steps if inner_steps is None else inner_steps)
         used = int(np.max(support_y)) + 1 if spec.kind == "classification" else None
         return adapt(exp, state, support_x, support_y, steps, seed=seed, used_classes=used)

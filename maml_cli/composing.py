@@ -52,14 +52,11 @@ def parse_overrides(overrides: Sequence[str]) -> list:
         ) from None
 
 
-def flatten_keys(node, prefix: str = "") -> list[str]:
-    out = []
-    for k, v in node.items():
-        if isinstance(v, dict):
-            out += flatten_keys(v, f"{prefix}{k}.")
-        else:
-            out.append(f"{prefix}{k}")
-    return out
+def flatten_keys(node) -> list[str]:
+    """The dotted keys of every leaf of a config container."""
+    from maml_cli.config.resume import flatten
+
+    return list(flatten(node))
 
 
 class Composer:

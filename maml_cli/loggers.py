@@ -105,7 +105,9 @@ class MLflow(Tracker):
         self.run = mlflow.start_run(run_id=run_id, run_name=run_dir.name)
         if run_id is None:
             id_file.write_text(self.run.info.run_id + "\n")
-            flat = _flatten(config)
+            from maml_cli.config.resume import flatten
+
+            flat = flatten(config)
             mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
 
     def log(self, step, metrics):
@@ -113,15 +115,6 @@ class MLflow(Tracker):
 
     def close(self):
         self.mlflow.end_run()
-
-
-def _flatten(node, prefix: str = "") -> dict:
-    if isinstance(node, dict):
-        out = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: node}
 
 
 def _need(module: str, extra: str):

@@ -33,6 +33,18 @@ class Learner:
         return np.asarray(outputs) + self.bias
 
 
+def restore_one(exp, run_dir, checkpoint):
+    """The one checkpoint ``checkpoint=`` names (a step, latest, or best; not an ensemble), placed on
+    ``exp``'s devices: what maml-adapt and ``Run.adapt`` adapt."""
+    from maml_cli.runs import checkpoint_steps, parse_checkpoint, restore_state
+
+    kind, count = parse_checkpoint(checkpoint)
+    if kind == "best" and count > 1:
+        raise UserError(f"adapting uses one checkpoint: use checkpoint=best, not best:{count}")
+    (step,), _ = checkpoint_steps(run_dir, exp.cfg, exp.spec.metric, checkpoint)
+    return restore_state(exp, run_dir, step)
+
+
 def adapt(
     exp, state, support_x, support_y, inner_steps: int, seed: int = 0, used_classes: int | None = None
 ) -> Learner:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from maml_cli.config import load_run_config
+from maml_cli.config import IMAGE_RESAMPLE, load_run_config
 from maml_cli.data.episodes import TaskSpec
 from maml_cli.errors import UserError
 from maml_cli.run_dir import RUN_DATA
@@ -50,7 +50,7 @@ def preprocessing(dataset: DictConfig) -> dict:
     on white) are inverted, as the run's own images were; otherwise as its dataset says."""
     invert = True if dataset.name == "omniglot" else bool(dataset.get("invert", False))
     resample = dataset.get("resample", "lanczos")
-    return {"invert": invert, "resample": resample if resample in ("lanczos", "bilinear", "nearest") else "lanczos"}
+    return {"invert": invert, "resample": resample if resample in IMAGE_RESAMPLE else "lanczos"}
 
 
 def check_trained(run_dir) -> None:

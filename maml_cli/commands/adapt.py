@@ -181,15 +181,12 @@ def adapt_run(app: DictConfig, out=None) -> dict:
     from maml_cli.execution import enable_compilation_cache
     from maml_cli.experiment import build_experiment
     from maml_cli.models import describe_batch_norm
-    from maml_cli.run_adaptation import adapt
+    from maml_cli.run_adaptation import adapt, restore_one
     from maml_cli.run_dir import atomic_write_text
     from maml_cli.runs import (
         check_trained,
-        checkpoint_steps,
         open_run,
-        parse_checkpoint,
         preprocessing,
-        restore_state,
         run_spec,
     )
 
@@ -229,11 +226,7 @@ def adapt_run(app: DictConfig, out=None) -> dict:
             "set never was, so its prediction is unreliable. Give several query images at once, or "
             "allow_single_query=true to predict it anyway"
         )
-    kind, count = parse_checkpoint(app.checkpoint)
-    if kind == "best" and count > 1:
-        raise UserError(f"maml-adapt adapts one checkpoint: use checkpoint=best, not best:{count}")
-    (step,), _ = checkpoint_steps(run_dir, cfg, spec.metric, app.checkpoint)
-    state = restore_state(exp, run_dir, step)
+    state = restore_one(exp, run_dir, app.checkpoint)
     learner = adapt(
         exp,
         state,

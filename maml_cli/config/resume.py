@@ -37,11 +37,12 @@ RESUMABLE_CHANGES = (
 )
 
 
-def _flatten(node: Any, prefix: str = "") -> dict:
+def flatten(node: Any, prefix: str = "") -> dict:
+    """``{"a.b": value}`` for every leaf of nested dicts (an empty dict has no leaves)."""
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: node}
 
@@ -59,8 +60,8 @@ def resume_conflicts(saved: DictConfig, current: DictConfig) -> list[str]:
     saved = conform(saved, source="the saved config.yaml")
     annealed = _anneals_over_train_steps(saved)
     resumable = set(RESUMABLE_CHANGES) - ({"train.steps"} if annealed else set())
-    a = _flatten(OmegaConf.to_container(saved, resolve=True))
-    b = _flatten(OmegaConf.to_container(current, resolve=True))
+    a = flatten(OmegaConf.to_container(saved, resolve=True))
+    b = flatten(OmegaConf.to_container(current, resolve=True))
     why = {"train.steps": " (this algorithm anneals its outer step size over train.steps)"} if annealed else {}
     return [
         f"{k}: {a.get(k)!r} -> {b.get(k)!r}{why.get(k, '')}"
