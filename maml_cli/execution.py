@@ -1,20 +1,27 @@
 """How the meta-learning math is executed on this backend: the one place that choice is made.
 
 Every option computes the same numbers (tests compare loss and meta-gradient across all of them);
-they differ only in speed and memory. ``auto`` picks, per backend and model:
+they differ only in speed and memory. ``auto`` picks, per backend, model and input size (each rule
+measured, docs/performance.md "Choosing the CPU plan"), and the plan carries its reasons, which the
+training log prints:
 
-- ``conv_impl``: on CPU, convolutions as strided slices + one matmul (``im2col``): with per-task
-  weights XLA:CPU would otherwise run grouped convolutions, its slow path. Elsewhere XLA's own.
-- ``task_batching``: on CPU, convolutional models map tasks one at a time (``lax.map``) so that
-  one task's activations stay in cache; elsewhere, and for small dense models, ``vmap`` builds one
-  batched program (large kernels for GPUs).
-- ``remat``: on CPU with ``map``, each inner step's activations are recomputed in the backward
-  pass (``jax.checkpoint``) instead of being stacked in memory, again to stay in cache.
+- ``conv_impl`` (``maml_cli/models/convolution.py``): elsewhere than on CPU, XLA's own. On CPU, for
+  nets that downsample by stride (Omniglot, 28x28) nine strided slices + one matmul (``im2col``),
+  the fastest there; for nets that max-pool (stride-1 convolutions on MiniImageNet's 84x84x3),
+  XLA's convolution with our own derivative rule (``lax_vjp``): at 84x84 the patch tensors of
+  ``im2col`` no longer fit in cache (a 42x42x32 layer of 75 images: 29 ms against 110 forward),
+  and XLA's own second derivatives fall onto a slow path (a step took 51 s).
+- ``task_batching``: on CPU, convolutional models map tasks one at a time (``lax.map``), each
+  task's gradient taken inside the map, so that one task's activations are held at a time;
+  elsewhere, and for small dense models, ``vmap`` builds one batched program (large kernels for GPUs).
+- ``remat``: on CPU with ``map`` and more than one inner step, each inner step's activations are
+  recomputed in the backward pass (``jax.checkpoint``) instead of being stored: memory stays flat in
+  the inner steps. With one inner step there is nothing to save and it only costs a forward pass.
 
 Why cache matters on CPU (``scripts/profile_step.py`` measures it): the 2-core EPYC this was
 tuned on streams an elementwise op several times faster while the data fits in its 32 MB L3 than
 beyond it, and a batched second-order step over 16 Omniglot 20-way tasks builds tensors of tens to
-hundreds of MB. docs/performance.md has the figures.
+hundreds of MB.
 
 Cores as devices. A program of many small per-task kernels keeps one core busy and the others
 mostly waiting: XLA:CPU splits a kernel over threads, not a loop of tasks. So the console scripts
@@ -28,7 +35,7 @@ more than they save. The result equals one device's up to float reassociation (t
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 
@@ -43,11 +50,16 @@ _cores_are_devices = False
 class Execution:
     task_batching: str  # vmap | map | unroll
     remat: bool
-    conv_impl: str | None  # im2col | lax; None for models without convolutions
+    conv_impl: str | None  # im2col | lax | lax_vjp; None for models without convolutions
+    reasons: tuple = field(default=(), compare=False)  # why auto chose what it chose, for the log
 
     def describe(self) -> str:
         conv = f", conv_impl={self.conv_impl}" if self.conv_impl else ""
         return f"task_batching={self.task_batching}, remat={str(self.remat).lower()}{conv}"
+
+    def explain(self) -> str:
+        """The plan and, where ``auto`` chose, why."""
+        return self.describe() + (f" (auto: {'; '.join(self.reasons)})" if self.reasons else "")
 
 
 def plan_execution(
@@ -56,20 +68,45 @@ def plan_execution(
     remat: bool | None = None,
     conv_impl: str | None = "auto",
     backend: str | None = None,
+    *,
+    downsample: str = "stride",
+    inner_steps: int = 1,
 ) -> Execution:
-    """Resolve the ``auto`` settings of a config for ``backend`` (default: JAX's default backend)."""
+    """Resolve the ``auto`` settings of a config for ``backend`` (default: JAX's default backend).
+    ``downsample``: how a convolutional net downsamples (stride | maxpool); ``inner_steps``: those
+    of meta-training."""
     backend = backend or jax.default_backend()
     on_cpu = backend == "cpu"
     has_conv = model_name in CONV_MODELS
+    reasons = []
     if task_batching == "auto":
         task_batching = "map" if on_cpu and has_conv else "vmap"
+        reasons.append(
+            "map: one task's activations in cache at a time"
+            if task_batching == "map"
+            else ("vmap: one batched program" + ("" if on_cpu else f" on {backend}"))
+        )
     if remat is None:
-        remat = on_cpu and has_conv and task_batching == "map"
+        remat = on_cpu and has_conv and task_batching == "map" and inner_steps > 1
+        if on_cpu and has_conv and task_batching == "map":
+            reasons.append(
+                f"remat: memory flat in the {inner_steps} inner steps"
+                if remat
+                else "no remat: one inner step, nothing to save"
+            )
     if not has_conv:
         conv_impl = None
     elif conv_impl in (None, "auto"):
-        conv_impl = "im2col" if on_cpu else "lax"
-    return Execution(task_batching=task_batching, remat=bool(remat), conv_impl=conv_impl)
+        if not on_cpu:
+            conv_impl = "lax"
+            reasons.append(f"lax: XLA's convolutions on {backend}")
+        elif downsample == "maxpool":
+            conv_impl = "lax_vjp"
+            reasons.append("lax_vjp: stride-1 convolutions on large images, patch tensors too big for im2col")
+        else:
+            conv_impl = "im2col"
+            reasons.append("im2col: strided convolutions on small images")
+    return Execution(task_batching=task_batching, remat=bool(remat), conv_impl=conv_impl, reasons=tuple(reasons))
 
 
 def enable_compilation_cache() -> None:

@@ -103,7 +103,7 @@ class Experiment:
 
         return (
             f"{self.algorithm.cfg.name} on {jax.default_backend()} ({parallel.describe(self.mesh)}): "
-            f"{self.execution.describe()}; data: {self.sampler.source if self.sampler else 'none read'}"
+            f"{self.execution.explain()}; data: {self.sampler.source if self.sampler else 'none read'}"
         )
 
     def scorer(self, split: str, inner_steps: int, ensemble: bool = False) -> Callable:
@@ -137,7 +137,14 @@ def build_experiment(cfg: DictConfig, training: bool = True, spec: TaskSpec | No
 
 def _build(cfg: DictConfig, training: bool, spec: TaskSpec | None = None) -> Experiment:
     parallel.initialize(cfg.distributed)  # before JAX's first computation, in a run over several processes
-    execution = plan_execution(cfg.model.name, cfg.train.task_batching, cfg.train.remat, cfg.model.get("conv_impl"))
+    execution = plan_execution(
+        cfg.model.name,
+        cfg.train.task_batching,
+        cfg.train.remat,
+        cfg.model.get("conv_impl"),
+        downsample=cfg.model.get("downsample", "stride"),
+        inner_steps=cfg.algorithm.inner_steps,
+    )
     import jax
 
     devices = parallel.device_count(

@@ -19,7 +19,8 @@ from maml_cli.execution import Execution
 from maml_cli.meta.algorithms import build_algorithm
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.models import Network
-from maml_cli.models.conv4 import Conv4, conv3x3_im2col
+from maml_cli.models.conv4 import Conv4
+from maml_cli.models.convolution import conv3x3_im2col
 from maml_cli.run_evaluation import evaluate_run
 from maml_cli.training import train_and_evaluate
 from tests.conftest import SHARED_DATA, make_cfg

@@ -157,7 +157,9 @@ class Conv4Config(ModelConfig):
         "per_step: evaluation normalises with the batch (as the MAML++ authors' code) "
         "or the running statistics (as the method is described; it fails on Omniglot 5w1s)",
     )
-    conv_impl: str = opt("auto", "auto | im2col | lax: how convolutions are computed (same results)")
+    conv_impl: str = opt(
+        "auto", "auto | im2col | lax | lax_vjp (stride 1 only): how convolutions are computed (same results)"
+    )
 
 
 @dataclass

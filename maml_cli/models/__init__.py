@@ -13,7 +13,8 @@ import jax.numpy as jnp
 from maml_cli.data.episodes import TaskSpec
 from maml_cli.errors import UserError, one_of
 from maml_cli.models.conv4 import ACTIVATIONS as CONV_ACTIVATIONS
-from maml_cli.models.conv4 import BATCH_NORM_MODES, CONV_IMPLS, Conv4
+from maml_cli.models.conv4 import BATCH_NORM_MODES, Conv4
+from maml_cli.models.convolution import CONV_IMPLS
 from maml_cli.models.mlp import ACTIVATIONS, MLP
 
 HEAD = "head"  # the name of every model's last linear layer in its parameters
@@ -80,6 +81,11 @@ def _conv4(cfg, spec: TaskSpec, conv_impl: str, inner_steps: int = 1) -> Network
             raise UserError(one_of(f"model.{key}", value, allowed))
     if spec.kind != "classification":
         raise UserError("model=conv4 is for image classification datasets")
+    if conv_impl == "lax_vjp" and cfg.downsample != "maxpool":
+        raise UserError(
+            "model.conv_impl=lax_vjp computes stride-1 convolutions: use it with model.downsample=maxpool, "
+            "or conv_impl=im2col|lax"
+        )
     per_step = cfg.batch_norm == "per_step"
     module = Conv4(
         output_dim=spec.output_dim,

@@ -24,29 +24,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-CONV_IMPLS = ("lax", "im2col")
+from maml_cli.models.convolution import CONVOLUTIONS, max_pool_2x2
+
 BATCH_NORM_MODES = ("transductive", "per_step", "none")
 ACTIVATIONS = {"relu": nn.relu, "leaky_relu": nn.leaky_relu}  # leaky_relu: negative slope 0.01
-
-
-def conv3x3_im2col(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    """'SAME' 3x3 convolution as nine strided slices and one matmul.
-
-    Same result as ``lax.conv_general_dilated``. Under ``vmap`` over tasks whose weights differ,
-    this becomes a batched matmul, where XLA:CPU would turn the convolution into a slow grouped one.
-    """
-    n, h, w, c = x.shape
-    oh, ow = -(-h // stride), -(-w // stride)
-    ph, pw = max((oh - 1) * stride + 3 - h, 0), max((ow - 1) * stride + 3 - w, 0)
-    x = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
-    patches = [
-        jax.lax.slice(
-            x, (0, i, j, 0), (n, i + (oh - 1) * stride + 1, j + (ow - 1) * stride + 1, c), (1, stride, stride, 1)
-        )
-        for i in range(3)
-        for j in range(3)
-    ]
-    return jnp.concatenate(patches, axis=-1) @ kernel.reshape(9 * c, kernel.shape[-1])
 
 
 class Conv3x3(nn.Module):
@@ -58,13 +39,7 @@ class Conv3x3(nn.Module):
     def __call__(self, x):
         kernel = self.param("kernel", nn.initializers.glorot_uniform(), (3, 3, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        if self.impl == "im2col":
-            y = conv3x3_im2col(x, kernel, self.stride)
-        else:
-            y = jax.lax.conv_general_dilated(
-                x, kernel, (self.stride, self.stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-            )
-        return y + bias
+        return CONVOLUTIONS[self.impl](x, kernel, self.stride) + bias
 
 
 class BatchNorm(nn.Module):
@@ -131,7 +106,7 @@ class Conv4(nn.Module):
                 x = self.norms[i](x, step, use_running)
             x = ACTIVATIONS[self.activation](x)
             if self.downsample == "maxpool":
-                x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+                x = max_pool_2x2(x)
         return jnp.mean(x, axis=(1, 2)) if self.head_input == "mean" else x.reshape(x.shape[0], -1)
 
     def __call__(self, x, step=0, use_running: bool = False):
