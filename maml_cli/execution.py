@@ -166,3 +166,21 @@ def auto_devices(execution: Execution, available: int, meta_batch_size: int | No
     if meta_batch_size is None:
         return available
     return max(d for d in range(1, available + 1) if meta_batch_size % d == 0)
+
+
+def release_freed_memory() -> None:
+    """Hand the heap that compiling freed back to the operating system (glibc's ``malloc_trim``).
+    glibc keeps it otherwise: after compiling MiniImageNet's step the process held about 0.4 GB it
+    no longer used, on top of which the step then allocated (peak RSS 1.77 GB; 1.40 GB trimmed).
+    A no-op where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        return
+    if trim is not None:
+        trim(0)

@@ -22,6 +22,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from maml_cli.checkpoints import Checkpointer
 from maml_cli.errors import UserError
+from maml_cli.execution import release_freed_memory
 from maml_cli.experiment import build_experiment
 from maml_cli.metrics import MetricWriter, read_jsonl
 from maml_cli.parallel import initialize, is_writer
@@ -167,6 +168,16 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
     log.info("%s", exp.describe())
 
     multi_step = exp.multi_step()
+    programs: dict = {}  # (steps per call, phase) -> the compiled multi-step
+
+    def run_steps(state, length: int, phase):
+        """The compiled multi-step for (length, phase), compiled ahead of its first call so that the
+        heap the compiler freed is returned before the step allocates its own (peak memory)."""
+        if (length, phase) not in programs:
+            programs[length, phase] = multi_step.lower(state, exp.data, length, phase).compile()
+            release_freed_memory()
+        return programs[length, phase](state, exp.data)
+
     trained_steps = cfg.algorithm.inner_steps
     val_steps = max(trained_steps, cfg.eval.inner_steps)
     val_score = exp.scorer("val", val_steps)
@@ -235,7 +246,7 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
                     log.info("from step %d: %s", step, phase)
                     last_phase = phase
                 call_began = time.perf_counter()
-                state, chunk = multi_step(state, exp.data, end - step, phase)
+                state, chunk = run_steps(state, end - step, phase)
                 chunk = jax.device_get(chunk)
                 train_seconds += time.perf_counter() - call_began
                 losses = chunk["train/query_loss"]
