@@ -79,7 +79,7 @@ MEMORY_TARGETS = set(MINIIMAGENET)
 
 
 def run_measured(cmd: list) -> tuple:
-    """(CompletedProcess-like stdout, stderr, returncode, peak RSS in MB) of ``cmd``."""
+    """Run ``cmd`` to its end: (stdout, stderr, exit code, its peak RSS in MB from ``os.wait4``)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)

@@ -66,8 +66,8 @@ def test_lax_vjp_is_for_stride_one():
 
 @pytest.mark.parametrize("size", [8, 21, 5])
 def test_max_pool_equals_reduce_window_with_its_gradients(size):
-    """Odd sizes drop the last row and column, as 'VALID' pooling does. Continuous inputs have no
-    ties, where the two forms share the gradient differently (see max_pool_2x2)."""
+    """Odd sizes drop the last row and column, as 'VALID' pooling does; gradients of every order
+    agree (both give a window's gradient to its first maximum)."""
     x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 3))
 
     def ref(x):
@@ -108,13 +108,13 @@ def test_gpu_plan_compiles_on_cpu_and_matches_the_cpu_plan(preset):
     )
     spec = TaskSpec((size, size, channels), ways, "classification")
     inner_steps = min(cfg.algorithm.inner_steps, 2)
+    algo_cfg = mc.compose(preset, [f"algorithm.inner_steps={inner_steps}"]).algorithm
     results = []
     for backend in ("cpu", "gpu"):
         execution = plan_execution(
             "conv4", backend=backend, downsample=cfg.model.downsample, inner_steps=cfg.algorithm.inner_steps
         )
         network = build_model(cfg.model, spec, execution.conv_impl, inner_steps=inner_steps)
-        algo_cfg = mc.compose(preset, [f"algorithm.inner_steps={inner_steps}"]).algorithm
         algorithm = build_algorithm(algo_cfg, make_task_loss(network, "classification"), execution, cfg.train)
         params, _ = network.init(jax.random.PRNGKey(2), spec.input_shape)
         meta_params = algorithm.init(params, jax.random.PRNGKey(3))
