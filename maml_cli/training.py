@@ -34,19 +34,47 @@ log = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(Exception):
-    """SIGINT/SIGTERM arrived; a checkpoint of the last completed step was written."""
+    """A stop signal arrived; a checkpoint of the last completed step was written.
+
+    ``requeue``: the signal came from a scheduler (SIGTERM, SIGUSR1, SIGUSR2: a preemption or a
+    time limit), not from a person (SIGINT). ``resubmit``: when the job runs under submitit (Hydra's
+    slurm and submitit_local launchers), submitit's own handler, which hands the same job back to
+    the queue and exits."""
+
+    def __init__(self, message: str, signum: int, resubmit=None):
+        super().__init__(message)
+        self.signum = signum
+        self.requeue = signum != signal.SIGINT
+        self.resubmit = resubmit
 
 
 class NonFiniteLoss(UserError):
     pass
 
 
+# SIGINT: Ctrl-C. SIGTERM: a scheduler's stop (SLURM's preemption and time limit, Kubernetes).
+# SIGUSR1 / SIGUSR2: the warning SLURM sends before either when asked (--signal=USR1@120);
+# submitit asks for USR2.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _submitit_resubmit(handlers: dict, signum: int):
+    """submitit's checkpoint-and-requeue handler among the handlers ours replaced (it answers to
+    USR2, or ``SUBMITIT_PREEMPT_SIGNAL``), as a call that requeues the job; None outside submitit."""
+    for handler in handlers.values():
+        owner = getattr(handler, "__self__", None)
+        if type(owner).__module__.startswith("submitit") and hasattr(owner, "checkpoint_and_try_requeue"):
+            return lambda: owner.checkpoint_and_try_requeue(signum, None)
+    return None
+
+
 class _StopFlag:
-    """Turns SIGINT/SIGTERM into a flag checked between jitted calls, so the state is never left
+    """Turns the stop signals into a flag checked between jitted calls, so the state is never left
     half-donated and the last completed step can be checkpointed."""
 
     def __init__(self):
         self.signum = None
+        self.replaced: dict = {}  # the handlers ours stood in for
 
     @contextlib.contextmanager
     def installed(self):
@@ -59,14 +87,14 @@ class _StopFlag:
             )
 
         try:
-            previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+            self.replaced = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
         except ValueError:  # not the main thread: leave signals alone
             yield self
             return
         try:
             yield self
         finally:
-            for s, h in previous.items():
+            for s, h in self.replaced.items():
                 signal.signal(s, h)
 
 
@@ -297,7 +325,9 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
                 checkpointer.save(step, state)
                 raise TrainingInterrupted(
                     f"stopped at step {step} by {signal.Signals(stop.signum).name}; checkpoint saved. "
-                    "Run the same command with the same hydra.run.dir to resume."
+                    "Run the same command with the same hydra.run.dir to resume.",
+                    stop.signum,
+                    _submitit_resubmit(stop.replaced, stop.signum),
                 )
     finally:
         if writer is not None:

@@ -25,10 +25,13 @@ from maml_cli.errors import UserError
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_REQUEUE = 75  # sysexits.h EX_TEMPFAIL: "try again later"
 EXIT_CODES = (
     "Exit codes: 0 done (or nothing left to do); 2 bad input: one message says what and how to fix\n"
-    "it, and nothing is created; 130 interrupted (a checkpoint was saved: run the same command to\n"
-    "resume); 1 anything else (a bug: please report it with the run's train.log)."
+    "it, and nothing is created; 130 interrupted by Ctrl-C (a checkpoint was saved: run the same\n"
+    "command to resume); 75 stopped by SIGTERM, SIGUSR1 or SIGUSR2, a scheduler's preemption or time\n"
+    "limit (a checkpoint was saved: requeue the same command); 1 anything else (a bug: please\n"
+    "report it with the run's train.log)."
 )
 READER_EXIT_CODES = (
     "Exit codes: 0 done; 2 bad input: one message says what and how to fix it, and nothing is\n"

@@ -183,7 +183,12 @@ def train_job(cfg: DictConfig) -> float | None:
         summary = train_and_evaluate(cfg, run_dir)
     except TrainingInterrupted as e:
         log.warning("%s", e)
-        sys.exit(cli.EXIT_INTERRUPTED)
+        if not e.requeue:
+            sys.exit(cli.EXIT_INTERRUPTED)
+        if e.resubmit is not None:  # under submitit: it requeues this same job, which resumes here
+            log.warning("asking submitit to requeue this job")
+            e.resubmit()
+        sys.exit(cli.EXIT_REQUEUE)
     except Exception as e:
         if not in_sweep and not isinstance(e, UserError):
             raise
