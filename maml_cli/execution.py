@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import jax
 
-from maml_cli.data.cache import CACHE_HOME
+from maml_cli.data.cache import default_cache_dir
 
 CONV_MODELS = ("conv4",)
 MAX_CPU_DEVICES = 8  # each CPU device holds its own copy of the dataset's arrays
@@ -111,12 +111,19 @@ def plan_execution(
 
 def enable_compilation_cache() -> None:
     """Keep compiled programs on disk so a second run of the same config starts in seconds.
-    ``MAML_CLI_COMPILE_CACHE`` names the folder (default ~/.cache/maml-cli/jax); "off" disables."""
-    folder = os.environ.get("MAML_CLI_COMPILE_CACHE", str(CACHE_HOME / "jax"))
+    ``MAML_CLI_COMPILE_CACHE`` names the folder (default ``$MAML_CLI_CACHE/jax``); "off" disables.
+
+    The cache's size is bounded (``MAML_CLI_COMPILE_CACHE_GB``, default 4; least recently used
+    programs go first). Bounded, JAX also takes a file lock around every read and write of it, so
+    jobs that share it never read a program another is still writing; one cut short by a kill
+    fails to decompress, and JAX then compiles instead of using it."""
+    folder = os.environ.get("MAML_CLI_COMPILE_CACHE", str(default_cache_dir() / "jax"))
     if folder.lower() in ("", "off", "0", "false"):
         return
+    gigabytes = float(os.environ.get("MAML_CLI_COMPILE_CACHE_GB", "4"))
     jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_compilation_cache_max_size", int(gigabytes * 2**30))
 
 
 def host_cores() -> int:

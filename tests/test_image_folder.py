@@ -99,7 +99,9 @@ def test_the_cache_is_reused_and_read_again_when_the_folder_changes(tmp_path):
     changed = read_classes(classes, image_size=8, cache_dir=tmp_path / "cache")
     assert changed.cache_file not in (first.cache_file, grown.cache_file)
     np.testing.assert_array_equal(changed.images[0, ..., 0], class_image(1, 5, 8))
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3
+    entries = sorted((tmp_path / "cache").iterdir())  # three whole entries, no lock or temporary left
+    assert len(entries) == 3
+    assert all(sorted(p.name for p in e.iterdir()) == ["classes.json", "images.npy"] for e in entries)
 
 
 def test_images_are_resized_and_converted(tmp_path):

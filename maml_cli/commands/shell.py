@@ -40,8 +40,9 @@ READER_EXIT_CODES = (
 )
 ENVIRONMENT = (
     "Environment: MAML_CLI_CPU_DEVICES=auto|N JAX CPU devices to make of the cores (auto: one per\n"
-    "core, at most 8; 1: one device); MAML_CLI_COMPILE_CACHE=DIR|off compiled programs (default\n"
-    "~/.cache/maml-cli/jax); MAML_CLI_CACHE=DIR preprocessed datasets (default ~/.cache/maml-cli)."
+    "core, at most 8; 1: one device); MAML_CLI_CACHE=DIR preprocessed datasets and compiled programs\n"
+    "(default ~/.cache/maml-cli), shared safely by jobs running at once; MAML_CLI_COMPILE_CACHE=DIR|off\n"
+    "compiled programs alone (default $MAML_CLI_CACHE/jax), MAML_CLI_COMPILE_CACHE_GB=N its bound (4)."
 )
 # Hydra's own flags: with these the command line goes to Hydra untouched.
 HYDRA_FLAGS = (

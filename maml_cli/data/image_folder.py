@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maml_cli.data.cache import default_cache_dir
+from maml_cli.data.cache import cached, default_cache_dir
 from maml_cli.data.episodes import ImageClassTasks, check_task_shape
 from maml_cli.errors import UserError
 
@@ -36,7 +35,7 @@ SPLIT_NAMES = ("train", "val", "test")
 # dataset.resample (config.schema.IMAGE_RESAMPLE lists the same names; a test keeps them equal)
 RESAMPLE = {name: getattr(Image.Resampling, name.upper()) for name in ("lanczos", "bilinear", "nearest")}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: one folder per entry (images.npy + classes.json), published whole
 
 LAYOUT_HELP = (
     "dataset.path must hold one folder per class with its images, ROOT/<class>/<image> "
@@ -191,54 +190,50 @@ def read_classes(
     what: str = "dataset.path",
     hint: str = "replace or remove it",
 ) -> FolderImages:
-    """Every class's images decoded and resized into one uint8 array, cached under
-    ``<cache>/<kind>-<size>px-<key>.npy`` (+ ``.json``) so later runs memory-map it."""
+    """Every class's images decoded and resized into one uint8 array, cached as the folder
+    ``<cache>/<kind>-<size>px-<key>/`` (``images.npy`` and ``classes.json``, published together:
+    ``data.cache.cached``) so later runs memory-map it."""
     names = list(classes)
     counts = np.array([len(classes[n]) for n in names], dtype=np.int64)
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     key = _cache_key(kind, classes, (image_size, channels, resample, invert))
-    cache_file = cache / f"{kind}-{image_size}px-{key}.npy"
-    meta_file = cache_file.with_suffix(".json")
-    if cache_file.is_file() and meta_file.is_file():
+    entry = cache / f"{kind}-{image_size}px-{key}"
+
+    def read(folder: Path) -> FolderImages:
+        meta = json.loads((folder / "classes.json").read_text())
+        images = np.load(folder / "images.npy", mmap_mode="r")
+        if meta["names"] != names or meta["counts"] != counts.tolist() or len(images) != counts.sum():
+            raise ValueError("it holds other classes")
+        return FolderImages(images, counts, names, folder / "images.npy")
+
+    def build(folder: Path) -> None:
+        all_files = [f for n in names for f in classes[n]]
+        use_channels = infer_channels(all_files, what) if channels is None else channels
+        shape = (len(all_files), image_size, image_size, use_channels)
+        log.info(
+            "%s: reading %d images of %d classes into %s (%.2f GB)",
+            what,
+            len(all_files),
+            len(names),
+            entry,
+            np.prod(shape) / 1e9,
+        )
+        folder.mkdir()
+        out = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
         try:
-            meta = json.loads(meta_file.read_text())
-            images = np.load(cache_file, mmap_mode="r")
-            if meta["names"] == names and meta["counts"] == counts.tolist() and len(images) == counts.sum():
-                log.info("%s: read cache %s", what, cache_file)
-                return FolderImages(images, counts, names, cache_file)
-        except Exception as e:
-            log.warning("rebuilding the damaged cache %s (%s)", cache_file, e)
-    all_files = [f for n in names for f in classes[n]]
-    if channels is None:
-        channels = infer_channels(all_files, what)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}.npy")
-    shape = (len(all_files), image_size, image_size, channels)
-    log.info(
-        "%s: reading %d images of %d classes into %s (%.2f GB)",
-        what,
-        len(all_files),
-        len(names),
-        cache_file,
-        np.prod(shape) / 1e9,
-    )
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-    try:
-        for i, f in enumerate(all_files):
-            out[i] = decode_image(
-                f, channels=channels, image_size=image_size, resample=resample, invert=invert, hint=hint
-            )
-        out.flush()
-    except BaseException:  # a bad image or Ctrl-C: leave no half-written cache behind
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        del out
-    os.replace(tmp, cache_file)
-    meta_tmp = meta_file.with_name(meta_file.name + f".tmp{os.getpid()}")
-    meta_tmp.write_text(json.dumps({"names": names, "counts": counts.tolist(), "channels": channels}))
-    os.replace(meta_tmp, meta_file)
-    return FolderImages(np.load(cache_file, mmap_mode="r"), counts, names, cache_file)
+            for i, f in enumerate(all_files):
+                out[i] = decode_image(
+                    f, channels=use_channels, image_size=image_size, resample=resample, invert=invert, hint=hint
+                )
+            out.flush()
+        finally:
+            del out
+        meta = {"names": names, "counts": counts.tolist(), "channels": use_channels}
+        (folder / "classes.json").write_text(json.dumps(meta))
+
+    found = cached(entry, read, build, what=f"{what} cache")
+    log.info("%s: images from %s", what, found.cache_file)
+    return found
 
 
 # --- the dataset ------------------------------------------------------------------------------------

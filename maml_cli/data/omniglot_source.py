@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maml_cli.data.cache import default_cache_dir
+from maml_cli.data.cache import cached, default_cache_dir
 from maml_cli.data.image_folder import decode_image
 from maml_cli.errors import UserError, one_of
 
@@ -235,33 +234,31 @@ def load_omniglot(
     ).hexdigest()[:16]
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     cache_file = cache / f"omniglot-{image_size}px-{key}.npz"
-    if cache_file.is_file():
-        try:
-            with np.load(cache_file) as z:
-                arrays = OmniglotArrays(
-                    images=z["images"],
-                    sets=dict(zip(z["set_names"].tolist(), z["set_sizes"].tolist())),
-                    source=f"cache {cache_file} (made from {origin})",
-                )
-            log.info("Omniglot: read %s", arrays.source)
-            return arrays
-        except Exception as e:
-            log.warning("rebuilding the damaged cache %s (%s)", cache_file, e)
 
-    arrays, sets = [], {}
-    drawers = None
-    for s in sources:
-        log.info("reading Omniglot %s from %s (%s)", s.name, s.location, s.kind)
-        ink = READERS[s.kind](s.location)
-        if drawers is not None and ink.shape[1] != drawers:
-            raise UserError(f"{s.location} has {ink.shape[1]} drawers per character, other sets {drawers}")
-        drawers = ink.shape[1]
-        arrays.append(preprocess(ink, image_size, resample))
-        sets[s.name] = ink.shape[0]
-    images = np.concatenate(arrays)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, images=images, set_names=np.array(list(sets)), set_sizes=np.array(list(sets.values())))
-    os.replace(tmp, cache_file)
-    log.info("cached Omniglot %s (%d characters) in %s", images.shape, images.shape[0], cache_file)
-    return OmniglotArrays(images=images, sets=sets, source=f"{origin}, cached in {cache_file}")
+    def read(path: Path) -> OmniglotArrays:
+        with np.load(path) as z:
+            return OmniglotArrays(
+                images=z["images"],
+                sets=dict(zip(z["set_names"].tolist(), z["set_sizes"].tolist())),
+                source=f"cache {path} (made from {origin})",
+            )
+
+    def build(tmp: Path) -> None:
+        arrays, sets = [], {}
+        drawers = None
+        for s in sources:
+            log.info("reading Omniglot %s from %s (%s)", s.name, s.location, s.kind)
+            ink = READERS[s.kind](s.location)
+            if drawers is not None and ink.shape[1] != drawers:
+                raise UserError(f"{s.location} has {ink.shape[1]} drawers per character, other sets {drawers}")
+            drawers = ink.shape[1]
+            arrays.append(preprocess(ink, image_size, resample))
+            sets[s.name] = ink.shape[0]
+        images = np.concatenate(arrays)
+        with open(tmp, "wb") as f:  # a file object: np.savez would add .npz to the name
+            np.savez(f, images=images, set_names=np.array(list(sets)), set_sizes=np.array(list(sets.values())))
+        log.info("cached Omniglot %s (%d characters) in %s", images.shape, images.shape[0], cache_file)
+
+    arrays = cached(cache_file, read, build, what="Omniglot cache")
+    log.info("Omniglot: read %s", arrays.source)
+    return arrays
