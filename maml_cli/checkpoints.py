@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import logging
 import math
 import shutil
@@ -20,11 +21,58 @@ from maml_cli.run_dir import is_being_trained
 log = logging.getLogger(__name__)
 
 
-ITEM = "default"  # the folder of a step that holds the state (CheckpointManager's single item)
+ITEM = "default"  # the folder of a step that holds the state
+# The folder of a step that says where the state came from: {"run_id": ..., "config": {...}},
+# saved with the state in one atomic checkpoint (older checkpoints have none).
+PROVENANCE = "provenance"
 
 
 class CheckpointError(UserError):
     """A checkpoint that is missing or cannot be read."""
+
+
+class CheckpointMismatch(UserError):
+    """A readable checkpoint that does not belong to the run: another config, or another run.
+    Never set aside as damaged: the user's files stay as they are."""
+
+
+def read_provenance(step_dir: Path) -> dict | None:
+    """What a checkpoint records about the run that wrote it; None for one without a record."""
+    try:
+        return json.loads((Path(step_dir) / PROVENANCE / "metadata").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def check_provenance(step_dir: Path, config, run_id: str | None, keys: str = "config.yaml") -> None:
+    """Refuse a checkpoint trained with another config than ``config`` (what the run's
+    ``config.yaml`` says) or written by another run than ``run_id``."""
+    from omegaconf import OmegaConf
+
+    from maml_cli.config import resume_conflicts
+
+    record = read_provenance(step_dir)
+    if record is None:
+        return
+    step_dir = Path(step_dir)
+    run_dir = step_dir.parent.parent
+    if config is not None:
+        conflicts = [
+            c for c in resume_conflicts(OmegaConf.create(record["config"]), config) if not c.startswith("eval.")
+        ]
+        if conflicts:
+            raise CheckpointMismatch(
+                f"checkpoint {step_dir} was trained with another config than {keys} says; "
+                f"{run_dir / 'config.yaml'} was edited, or the checkpoint comes from another run. Put "
+                f"config.yaml back (the checkpoint's own config is in {step_dir / PROVENANCE / 'metadata'}) or "
+                "remove the checkpoint. Differences (checkpoint -> config.yaml):\n  " + "\n  ".join(conflicts)
+            )
+    if run_id is not None and record.get("run_id") not in (None, run_id):
+        raise CheckpointMismatch(
+            f"checkpoint {step_dir} comes from another run than {run_dir} (the run ids in its "
+            f"{PROVENANCE}/metadata and in the run's environment.json differ): remove it from "
+            f"{step_dir.parent}, or use it in the run directory it came from"
+        )
 
 
 def best_of(scores: dict, n: int) -> list:
@@ -55,7 +103,13 @@ class _KeepBest(ocp.checkpoint_managers.PreservationPolicy):
 
 class Checkpointer:
     def __init__(
-        self, directory: Path, keep: int = 3, read_only: bool = False, keep_best: int = 0, scores: dict | None = None
+        self,
+        directory: Path,
+        keep: int = 3,
+        read_only: bool = False,
+        keep_best: int = 0,
+        scores: dict | None = None,
+        provenance: dict | None = None,
     ):
         # Orbax wants absolute paths; saves go to a temporary folder renamed on success, so a run
         # killed mid-save leaves the previous checkpoints intact. ``read_only``: a reader (maml-eval)
@@ -64,6 +118,7 @@ class Checkpointer:
         # Kept: the last ``keep``, and the ``keep_best`` saved with the highest validation score
         # (what ``maml-eval checkpoint=best:N`` reads); ``scores``: those of earlier sessions.
         self.directory = Path(directory).absolute()
+        self.provenance = provenance  # saved with every checkpoint (PROVENANCE)
         self._best = _KeepBest(scores=dict(scores or {}), n=keep_best)
         policy = ocp.checkpoint_managers.AnyPreservationPolicy([ocp.checkpoint_managers.LatestN(n=keep), self._best])
         self._manager = (
@@ -99,7 +154,10 @@ class Checkpointer:
         try:
             if score is not None:
                 self._best.scores[step] = float(score)
-            self._manager.save(step, args=ocp.args.StandardSave(state))
+            items = {ITEM: ocp.args.StandardSave(state)}
+            if self.provenance is not None:
+                items[PROVENANCE] = ocp.args.JsonSave(self.provenance)
+            self._manager.save(step, args=ocp.args.Composite(**items))
             self._manager.wait_until_finished()
         except Exception as e:
             cause = _os_error(e)
@@ -112,21 +170,22 @@ class Checkpointer:
                 + " and run the same command to resume."
             ) from e
 
-    def restore(self, template, step: int | None = None, attempts: int = 5):
+    def restore(self, template, step: int | None = None, attempts: int = 5, expect: tuple | None = None):
         """Restore into the structure, dtypes and devices of ``template`` (a state or its abstract
-        shapes). Raises CheckpointError naming the file and the steps that exist.
+        shapes). Raises CheckpointError naming the file and the steps that exist; with ``expect``
+        (config, run id), CheckpointMismatch for a checkpoint of another config or run.
 
         While another process trains the run, the checkpoint being read may be replaced under the
         reader (the trainer keeps only the last N): then the newest one is read again, a few times."""
         for attempt in range(attempts):
             try:
-                return self._restore(template, step)
+                return self._restore(template, step, expect)
             except CheckpointError:
                 if attempt == attempts - 1 or not is_being_trained(self.directory.parent):
                     raise
                 time.sleep(0.2 * (attempt + 1))
 
-    def _restore(self, template, step: int | None):
+    def _restore(self, template, step: int | None, expect: tuple | None = None):
         steps = self.steps()
         if not steps:
             raise CheckpointError(f"no checkpoints in {self.directory}")
@@ -135,6 +194,8 @@ class Checkpointer:
             raise CheckpointError(
                 f"no checkpoint for step {step} in {self.directory}; available: {', '.join(map(str, steps))}"
             )
+        if expect is not None:
+            check_provenance(self.directory / str(step), *expect)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         absl = logging.getLogger("absl")
         level = absl.level
@@ -153,13 +214,14 @@ class Checkpointer:
         finally:
             absl.setLevel(level)
 
-    def restore_latest_good(self, template):
+    def restore_latest_good(self, template, expect: tuple | None = None):
         """Newest checkpoint that reads. A damaged one is moved to ``damaged_checkpoints/`` beside
-        the checkpoints folder (with a warning), so its step is trained and saved again. Returns
-        (state, step) or (None, None) where none reads."""
+        the checkpoints folder (with a warning), so its step is trained and saved again; one of
+        another config or run (``expect``) is an error. Returns (state, step) or (None, None)
+        where none reads."""
         for step in reversed(self.steps()):
             try:
-                return self.restore(template, step), step
+                return self.restore(template, step, expect=expect), step
             except CheckpointError as e:
                 aside = self.directory.parent / "damaged_checkpoints" / f"{step}"
                 shutil.rmtree(aside, ignore_errors=True)

@@ -128,8 +128,18 @@ def check_resumable(run_dir: Path, cfg) -> None:
     from maml_cli.config import resume_conflicts
 
     saved, checkpoints = Path(run_dir) / "config.yaml", Path(run_dir) / "checkpoints"
-    if not (saved.is_file() and checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+    steps = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) if checkpoints.is_dir() else []
+    if not steps:
         return  # nothing trained yet: nothing to mix
+    if not saved.is_file():
+        raise UserError(
+            f"{run_dir} holds checkpoints but no config.yaml: it was deleted. Put it back, or train in another "
+            "hydra.run.dir (resuming without it could mix two experiments)"
+        )
+    from maml_cli.checkpoints import check_provenance
+
+    # A config.yaml edited by hand, or a checkpoint copied in from another run: refused as they are.
+    check_provenance(checkpoints / str(steps[-1]), OmegaConf.load(saved), recorded_run_id(run_dir))
     conflicts = resume_conflicts(OmegaConf.load(saved), cfg)
     if conflicts:
         raise UserError(
@@ -194,17 +204,27 @@ def environment() -> dict:
     }
 
 
-def record_session(run_dir: Path, start_step: int) -> dict:
+def _sessions(run_dir: Path) -> list:
+    path = Path(run_dir) / "environment.json"
+    try:
+        return list(json.loads(path.read_text())["sessions"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def recorded_run_id(run_dir: Path) -> str | None:
+    """The run's id (made when it started, kept in environment.json and in every checkpoint), or
+    None for a run without one."""
+    ids = [s.get("run_id") for s in _sessions(run_dir) if isinstance(s, dict) and s.get("run_id")]
+    return ids[-1] if ids else None
+
+
+def record_session(run_dir: Path, start_step: int, run_id: str | None = None) -> dict:
     """Append this process's environment to ``<run_dir>/environment.json`` (one entry per
     session: a resumed run may continue on another machine)."""
     path = Path(run_dir) / "environment.json"
-    sessions = []
-    if path.is_file():
-        try:
-            sessions = json.loads(path.read_text())["sessions"]
-        except (OSError, ValueError, KeyError, TypeError):
-            sessions = []
-    env = {**environment(), "start_step": int(start_step)}
+    sessions = _sessions(run_dir)
+    env = {**environment(), "start_step": int(start_step), "run_id": run_id}
     sessions.append(env)
     atomic_write_text(path, json.dumps({"sessions": sessions}, indent=2) + "\n")
     return env

@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from maml_cli.config import IMAGE_RESAMPLE, load_run_config
 from maml_cli.data.episodes import TaskSpec
@@ -85,11 +85,14 @@ def run_spec(run_dir, cfg: DictConfig) -> TaskSpec:
 def restore_state(exp, run_dir, checkpoint: int | None = None):
     """The run's checkpoint (the latest, or step ``checkpoint``), placed on ``exp``'s devices."""
     from maml_cli.checkpoints import Checkpointer
+    from maml_cli.run_dir import recorded_run_id
 
     check_trained(run_dir)
     checkpointer = Checkpointer(Path(run_dir) / "checkpoints", read_only=True)
+    saved = Path(run_dir) / "config.yaml"
+    expect = (OmegaConf.load(saved) if saved.is_file() else None, recorded_run_id(run_dir))
     try:
-        return exp.place(checkpointer.restore(exp.init_state(), checkpoint))
+        return exp.place(checkpointer.restore(exp.init_state(), checkpoint, expect=expect))
     finally:
         checkpointer.close()
 

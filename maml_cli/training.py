@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +21,21 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from maml_cli.checkpoints import Checkpointer
+from maml_cli.checkpoints import Checkpointer, read_provenance
 from maml_cli.errors import UserError
 from maml_cli.execution import release_freed_memory
 from maml_cli.experiment import build_experiment
 from maml_cli.metrics import MetricWriter, read_jsonl
 from maml_cli.parallel import initialize, is_writer
-from maml_cli.run_dir import RUN_DATA, RunDirError, RunLock, atomic_write_text, check_resumable, record_session
+from maml_cli.run_dir import (
+    RUN_DATA,
+    RunDirError,
+    RunLock,
+    atomic_write_text,
+    check_resumable,
+    record_session,
+    recorded_run_id,
+)
 from maml_cli.runs import ranking_score, selection_key, validation_scores
 from maml_cli.scoring import diverged, eval_key, run_episodes
 
@@ -181,18 +190,23 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
     )
     state = exp.init_state()
     start = 0
+    run_id = recorded_run_id(workdir)
     if checkpointer.steps():
-        restored, restored_step = checkpointer.restore_latest_good(state)
+        # A checkpoint of another config or run is an error (CheckpointMismatch), not a restart.
+        restored, restored_step = checkpointer.restore_latest_good(state, expect=(cfg, run_id))
         if restored is not None:
             state, start = restored, restored_step
+            run_id = run_id or (read_provenance(workdir / "checkpoints" / str(start)) or {}).get("run_id")
             log.info("resuming %s from step %d", workdir, start)
+    run_id = run_id or uuid.uuid4().hex[:12]
+    checkpointer.provenance = {"run_id": run_id, "config": OmegaConf.to_container(cfg, resolve=True)}
     checkpointer.forget_scores_after(start)
     state = exp.place(state)
     writes = is_writer()
     if writes:
         atomic_write_text(workdir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         atomic_write_text(workdir / RUN_DATA, json.dumps(exp.data_record(), indent=2) + "\n")
-        record_session(workdir, start)
+        record_session(workdir, start, run_id)
     log.info("%s", exp.describe())
 
     multi_step = exp.multi_step()

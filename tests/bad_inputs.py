@@ -6,8 +6,12 @@ is the one the document prints; ``scripts/reliability_table.py`` writes the docu
 In a command, ``{tmp}`` is the folder the command runs in; the workspace there holds ``run/`` (a
 trained tiny sinusoid run), ``omniglot/`` (a tiny Omniglot source), ``notes.txt`` (a file),
 ``empty/`` (an empty folder), ``damaged/`` (a run whose newest checkpoint is truncated),
-``coded/`` (a run whose config names a model of its own to import) and ``folders/`` (broken
-class-per-folder image sets: tests/image_fakes.py ``write_bad_folders``).
+``coded/`` (a run whose config names a model of its own to import), ``folders/`` and
+``hostile/`` (broken class-per-folder image sets: tests/image_fakes.py ``write_bad_folders``,
+``write_hostile_folders``), ``zips/`` (damaged Omniglot zips), ``support.csv`` (regression
+support points) and tampered copies of ``run/``: ``edited/`` (config.yaml names another model),
+``copied/`` (its newest checkpoint comes from another run of the same config) and ``no_config/``
+(config.yaml deleted).
 """
 
 from __future__ import annotations
@@ -185,5 +189,96 @@ BAD_INPUTS = [
         "your own model from a module that is not there",
         ("maml-train", "model=custom", "model.target=my_nets:make_net"),
         "cannot import my_nets",
+    ),
+    # Files people have (docs/reliability.md, "Files people have"): one line naming the file.
+    BadInput(
+        "an empty image file", ("maml-train", *FOLDER, "dataset.path={tmp}/hostile/zero_byte"), "is empty (0 bytes)"
+    ),
+    BadInput(
+        "a JPEG cut short", ("maml-train", *FOLDER, "dataset.path={tmp}/hostile/cut_jpeg"), "image file is truncated"
+    ),
+    BadInput(
+        "a PNG cut short", ("maml-train", *FOLDER, "dataset.path={tmp}/hostile/cut_png"), "03.png is not a readable"
+    ),
+    BadInput(
+        "a decompression bomb",
+        ("maml-train", *FOLDER, "dataset.path={tmp}/hostile/bomb"),
+        "too large to decode safely",
+    ),
+    BadInput(
+        "an image in Pillow's decompression-bomb warning band",
+        ("maml-train", *FOLDER, "dataset.path={tmp}/hostile/big"),
+        "too large to decode safely",
+    ),
+    BadInput(
+        "a symbolic link that loops",
+        ("maml-train", *FOLDER, "dataset.path={tmp}/hostile/link_loop"),
+        "loops back on itself",
+    ),
+    BadInput(
+        "a symbolic link to a file that is gone",
+        ("maml-train", *FOLDER, "dataset.path={tmp}/hostile/dangling_link"),
+        "points to nothing",
+    ),
+    BadInput(
+        "an image whose name is not UTF-8",
+        ("maml-train", *FOLDER, "dataset.path={tmp}/hostile/latin1_file"),
+        "has a name that is not UTF-8",
+    ),
+    BadInput(
+        "a class folder whose name is not UTF-8",
+        ("maml-train", *FOLDER, "dataset.path={tmp}/hostile/latin1_class"),
+        "has a name that is not UTF-8",
+    ),
+    BadInput(
+        "an empty Omniglot zip",
+        ("maml-train", *OMNIGLOT[:1], "dataset.path={tmp}/zips/empty", *OMNIGLOT[2:]),
+        "is not a readable zip file",
+    ),
+    BadInput(
+        "an Omniglot zip cut short",
+        ("maml-train", *OMNIGLOT[:1], "dataset.path={tmp}/zips/cut", *OMNIGLOT[2:]),
+        "is not a readable zip file",
+    ),
+    BadInput(
+        "an Omniglot zip holding a damaged image",
+        ("maml-train", *OMNIGLOT[:1], "dataset.path={tmp}/zips/bad_png", *OMNIGLOT[2:]),
+        "is not a readable image",
+    ),
+    # Tampered run directories: refused, and nothing in them is changed.
+    BadInput(
+        "maml-eval on a run whose config.yaml was edited to another model",
+        ("maml-eval", "run_dir={tmp}/edited"),
+        "was trained with another config",
+    ),
+    BadInput(
+        "maml-adapt on a run whose config.yaml was edited to another model",
+        ("maml-adapt", "run_dir={tmp}/edited", "support={tmp}/support.csv", "query=-5:5:10"),
+        "was trained with another config",
+    ),
+    BadInput(
+        "resuming a run whose config.yaml was edited to another model",
+        ("maml-train", "experiment=sinusoid_tiny", "hydra.run.dir={tmp}/edited"),
+        "was trained with another config",
+    ),
+    BadInput(
+        "maml-eval on a run with a checkpoint copied from another run",
+        ("maml-eval", "run_dir={tmp}/copied"),
+        "comes from another run",
+    ),
+    BadInput(
+        "resuming a run with a checkpoint copied from another run",
+        ("maml-train", "experiment=sinusoid_tiny", "hydra.run.dir={tmp}/copied"),
+        "comes from another run",
+    ),
+    BadInput(
+        "resuming a run whose config.yaml was deleted",
+        ("maml-train", "experiment=sinusoid_tiny", "hydra.run.dir={tmp}/no_config"),
+        "holds checkpoints but no config.yaml",
+    ),
+    BadInput(
+        "maml-eval on a run whose config.yaml was deleted",
+        ("maml-eval", "run_dir={tmp}/no_config"),
+        "no config.yaml",
     ),
 ]

@@ -5,6 +5,12 @@ the others; maml-report over the result."""
 from __future__ import annotations
 
 import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import time
 
 import pytest
 from omegaconf import OmegaConf
@@ -12,7 +18,7 @@ from omegaconf import OmegaConf
 from maml_cli import composing
 from maml_cli.commands.train import APP
 from maml_cli.config import UserError
-from tests.conftest import TINY, run_command, run_in_process
+from tests.conftest import BIN, TINY, run_command, run_in_process
 
 for plugin in (
     "hydra_plugins.hydra_joblib_launcher",
@@ -92,14 +98,55 @@ def test_joblib_sweep_with_a_failing_job_then_maml_report(tmp_path):
     assert (sweep / "report.png").stat().st_size > 0
 
 
-def test_submitit_local_sweep(tmp_path):
-    """The SLURM launcher's code path, with submitit's local executor standing in for the cluster."""
+def test_submitit_local_sweep_jobs_are_preempted_requeued_and_resumed(tmp_path):
+    """The SLURM launcher's code path, with submitit's local executor standing in for the cluster:
+    a job sent SIGUSR1 (SLURM's warning before a preemption, with --signal) and one sent SIGTERM (the
+    preemption itself) each save a checkpoint, are requeued by submitit and resume in their own
+    folders; the same command started again finds both done."""
     sweep = tmp_path / "sweep"
-    run = run_command("maml-train", "-m", "launcher=submitit_local", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}")
-    assert run.returncode == 0, run.stderr
+    long = [
+        "train.steps=400000",
+        "train.steps_per_call=100",
+        "train.log_every=100000",
+        "train.eval_every=100000",
+        "train.checkpoint_every=100000",
+    ]
+    command = [
+        str(BIN / "maml-train"),
+        "-m",
+        "launcher=submitit_local",
+        *TINY,
+        *long,
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sent = {}
+    deadline = time.time() + 240
+    while len(sent) < 2 and time.time() < deadline and proc.poll() is None:
+        for job, signum in (("0", signal.SIGUSR1), ("1", signal.SIGTERM)):
+            metrics = sweep / job / "metrics.jsonl"
+            if job not in sent and metrics.is_file() and metrics.read_text().strip():  # training, compiled
+                os.kill(json.loads((sweep / job / ".lock").read_text())["pid"], signum)
+                sent[job] = signum
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert len(sent) == 2, f"the jobs ended before they could be signalled: {err}"
+    for job, signum in sent.items():
+        log = (sweep / job / "train.log").read_text()
+        stopped = re.search(rf"stopped at step (\d+) by {signal.Signals(signum).name}", log)
+        assert stopped, log
+        step = int(stopped.group(1))
+        assert 0 < step < 400000
+        assert "asking submitit to requeue this job" in log
+        assert f"resuming {sweep / job} from step {step}" in log
+        steps = [json.loads(line)["step"] for line in (sweep / job / "metrics.jsonl").read_text().splitlines()]
+        assert steps == [100000, 200000, 300000, 400000]  # every logged step once, to the end
+    again = run_command("maml-train", *command[1:])
+    assert again.returncode == 0, again.stderr
     for job in ("0", "1"):
-        assert '"step": 20' in (sweep / job / "metrics.jsonl").read_text().splitlines()[-1]
-    assert (sweep / ".submitit").is_dir()
+        assert "already trained to step 400000" in (sweep / job / "train.log").read_text()
 
 
 def test_optuna_search_goes_on_past_a_failed_trial(tmp_path):

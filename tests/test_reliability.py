@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ from maml_cli.data.omniglot_source import load_omniglot
 from maml_cli.training import train_and_evaluate
 from tests.bad_inputs import BAD_INPUTS
 from tests.conftest import BIN, REPO, TINY, make_cfg, run_command, run_in_process
-from tests.image_fakes import write_bad_folders
-from tests.omniglot_fakes import fake_sets, write_npz
+from tests.image_fakes import write_bad_folders, write_hostile_folders
+from tests.omniglot_fakes import fake_sets, write_npz, write_zips
 
 DOC = REPO / "docs" / "reliability.md"
 
@@ -40,6 +41,33 @@ def make_workspace(root: Path) -> Path:
     (root / "notes.txt").write_text("not data\n")
     (root / "empty").mkdir()
     write_bad_folders(root / "folders")
+    write_hostile_folders(root / "hostile")
+    for name in ("empty", "cut", "bad_png"):
+        write_zips(root / "zips" / name, fake_sets(background=10, evaluation=8, drawers=4))
+    (root / "zips" / "empty" / "images_background.zip").write_bytes(b"")
+    cut = root / "zips" / "cut" / "images_evaluation.zip"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    bad = root / "zips" / "bad_png" / "images_background.zip"
+    with zipfile.ZipFile(bad) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    damaged = sorted(n for n in entries if n.endswith(".png"))[5]
+    with zipfile.ZipFile(bad, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data[: len(data) // 2] if name == damaged else data)  # one image cut short
+    (root / "support.csv").write_text("x,y\n0.5,0.1\n1.0,0.3\n")
+    # Tampered copies of run/: config.yaml edited to another model; the newest checkpoint replaced
+    # by that of another run of the same config; config.yaml deleted.
+    shutil.copytree(root / "run", root / "edited")
+    config = root / "edited" / "config.yaml"
+    config.write_text(config.read_text().replace("hidden_sizes:\n  - 16\n  - 16", "hidden_sizes:\n  - 32\n  - 32"))
+    assert "- 32" in config.read_text()
+    train_and_evaluate(make_cfg(*TINY), root / "other")
+    shutil.copytree(root / "run", root / "copied")
+    shutil.rmtree(root / "copied" / "checkpoints" / "20")
+    shutil.copytree(root / "other" / "checkpoints" / "20", root / "copied" / "checkpoints" / "20")
+    shutil.rmtree(root / "other")
+    shutil.copytree(root / "run", root / "no_config")
+    (root / "no_config" / "config.yaml").unlink()
     return root
 
 
@@ -76,7 +104,7 @@ def results(tmp_path_factory):
     found = {}
     for i, case in enumerate(BAD_INPUTS):
         workspace = tmp_path_factory.mktemp(f"case{i}") / "workspace"
-        shutil.copytree(template, workspace)
+        shutil.copytree(template, workspace, symlinks=True)
         code, stderr, stdout = run_case(case, workspace)
         found[case.what] = (code, stderr, stdout, listing(workspace) - before)
     return found

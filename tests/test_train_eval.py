@@ -220,7 +220,12 @@ def test_sweep_gives_each_job_its_own_directory(tmp_path):
     assert len(seen) == 4
 
 
-def test_sigint_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+@pytest.mark.parametrize(
+    "signum, code",
+    [(signal.SIGINT, 130), (signal.SIGUSR1, 75)],  # Ctrl-C; a scheduler's warning (SIGTERM, SIGUSR2 alike)
+    ids=["SIGINT", "SIGUSR1"],
+)
+def test_a_stop_signal_saves_a_checkpoint_and_the_run_resumes(tmp_path, signum, code):
     run_dir = tmp_path / "run"
     args = [
         *TINY,
@@ -240,9 +245,9 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     ):
         time.sleep(0.2)
         assert proc.poll() is None and time.time() < deadline
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "checkpoint saved" in err
     stopped_at = Checkpointer(run_dir / "checkpoints").latest_step()
     assert stopped_at and stopped_at % 100 == 0 and stopped_at < 100000

@@ -14,9 +14,14 @@ draws only from what its classes hold. The decoded arrays are cached once per fo
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import io
 import json
 import logging
+import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,17 +49,75 @@ LAYOUT_HELP = (
 )
 
 
+# What cameras, file managers and zip tools leave beside the images: skipped without a word.
+SKIPPED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini", "@eaDir"}
+
+
+def _shown(path: Path | str) -> str:
+    """A path as it can be printed: a name that is not UTF-8 shows its bytes escaped."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _entries(folder: Path):
+    """The entries of ``folder`` a reader considers: not hidden, not a tool's leftovers, and with a
+    name that can be shown and stored (a name that is not UTF-8 is an error naming it)."""
+    with os.scandir(folder) as found:
+        for entry in found:
+            if entry.name.startswith(".") or entry.name in SKIPPED_NAMES:
+                continue
+            try:
+                entry.name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(
+                    f"{_shown(entry.path)} has a name that is not UTF-8 text: rename it (convmv -f latin1 -t utf-8 "
+                    "-r --notest DIR renames a whole folder)"
+                ) from None
+            yield entry
+
+
+def _broken_link(entry: os.DirEntry) -> UserError | None:
+    """The error for a symbolic link that leads nowhere (a loop, or a missing target)."""
+    if not entry.is_symlink():
+        return None
+    try:
+        os.stat(entry.path)
+    except OSError as e:
+        why = "loops back on itself" if e.errno == errno.ELOOP else f"points to nothing ({e.strerror})"
+        return UserError(f"{_shown(entry.path)} is a symbolic link that {why}: fix or remove the link")
+    return None
+
+
+def _is(entry: os.DirEntry, kind: str) -> bool:
+    """``entry.is_file()`` / ``is_dir()`` (through links), False where a link loops."""
+    try:
+        return entry.is_file() if kind == "file" else entry.is_dir()
+    except OSError:
+        return False
+
+
 def image_files(folder: Path) -> list[Path]:
-    """The PNG and JPEG files in ``folder`` (not hidden), sorted by name."""
-    return sorted(
-        f
-        for f in Path(folder).iterdir()
-        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
-    )
+    """The PNG and JPEG files in ``folder`` (not hidden), sorted by name; a broken link named like
+    an image is an error."""
+    files = []
+    for entry in _entries(Path(folder)):
+        if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
+            continue
+        if _is(entry, "file"):
+            files.append(Path(entry.path))
+        elif (broken := _broken_link(entry)) is not None:
+            raise broken
+    return sorted(files)
 
 
 def subfolders(folder: Path) -> list[Path]:
-    return sorted(f for f in Path(folder).iterdir() if f.is_dir() and not f.name.startswith("."))
+    """The class folders in ``folder``: not hidden, not ``__MACOSX``; a broken link is an error."""
+    found = []
+    for entry in _entries(Path(folder)):
+        if _is(entry, "dir"):
+            found.append(Path(entry.path))
+        elif (broken := _broken_link(entry)) is not None:
+            raise broken
+    return sorted(found)
 
 
 def class_folders(root: Path, what: str = "dataset.path") -> dict[str, list[Path]]:
@@ -107,13 +170,46 @@ def find_classes(path, layout: str = "auto") -> dict[str | None, dict[str, list[
 # --- decoding --------------------------------------------------------------------------------------
 
 
+SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I"}  # grey images of 16 (or 32) bits per pixel
+
+
+@contextlib.contextmanager
+def _opened(source: Path | bytes, name: str, hint: str):
+    """``Image.open`` whose every failure is one line naming the file: empty, not an image,
+    truncated, or over Pillow's decompression-bomb limit (also its warning band, 1-2x the limit)."""
+    if not isinstance(source, bytes) and Path(source).stat().st_size == 0:
+        raise UserError(f"{name} is empty (0 bytes); {hint}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+                yield img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UserError(
+            f"{name} is too large to decode safely ({e}); shrink it (or raise PIL.Image.MAX_IMAGE_PIXELS "
+            f"if you trust it), or remove it"
+        ) from None
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{name} is not a readable image ({type(e).__name__}: {e}); {hint}") from e
+
+
 def file_channels(path: Path) -> int:
     """1 for a grey image, 3 for a colour one (read from the header only)."""
-    try:
-        with Image.open(path) as img:
-            return 1 if img.mode in GREY_MODES else 3
-    except Exception as e:
-        raise UserError(f"{path} is not a readable image ({type(e).__name__}: {e}); replace or remove it") from e
+    with _opened(path, _shown(path), "replace or remove it") as img:
+        return 1 if img.mode in GREY_MODES else 3
+
+
+def _convert(img: Image.Image, channels: int) -> Image.Image:
+    """Grey ("L") or "RGB": 16-bit grey scaled to 8 bits (Pillow's own conversion clips it), a
+    transparent image laid on white (as a viewer shows it), palettes and CMYK converted."""
+    if img.mode in SIXTEEN_BIT:
+        wide = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(np.round(wide / 257), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA"))
+    return img.convert("L" if channels == 1 else "RGB")
 
 
 def decode_image(
@@ -129,18 +225,14 @@ def decode_image(
     """uint8 [H, W, channels]: ``source`` (a file, or its bytes) converted to grey or RGB, inverted
     if asked (dark ink on white paper -> bright on black, as Omniglot is stored), then resized to
     ``image_size`` (None: as it is)."""
-    import io
-
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-            if invert:
-                img = Image.fromarray(255 - np.asarray(img, dtype=np.uint8))
-            if image_size is not None and img.size != (image_size, image_size):
-                img = img.resize((image_size, image_size), RESAMPLE[resample])
-            array = np.asarray(img, dtype=np.uint8)
-    except Exception as e:
-        raise UserError(f"{name or source} is not a readable image ({type(e).__name__}: {e}); {hint}") from e
+    name = name or ("image" if isinstance(source, bytes) else _shown(source))
+    with _opened(source, name, hint) as img:
+        img = _convert(img, channels)  # the pixels are read here: a truncated file fails now, named
+    if invert:
+        img = Image.fromarray(255 - np.asarray(img, dtype=np.uint8))
+    if image_size is not None and img.size != (image_size, image_size):
+        img = img.resize((image_size, image_size), RESAMPLE[resample])
+    array = np.asarray(img, dtype=np.uint8)
     return array[..., None] if channels == 1 else array
 
 

@@ -146,6 +146,8 @@ def _group_pngs(entries, origin: str) -> np.ndarray:
     """entries: (relative name, bytes loader). Groups by character file number, orders drawers."""
     chars: dict[int, dict[int, object]] = {}
     for name, load in entries:
+        if any(part.startswith(".") or part == "__MACOSX" for part in name.split("/")):
+            continue  # a zip tool's or a Mac's leftovers (__MACOSX/..., ._0001_01.png)
         m = _PNG_NAME.search(name)
         if m:
             chars.setdefault(int(m.group(3)), {})[int(m.group(4))] = (name, load)
