@@ -136,10 +136,14 @@ def check_resumable(run_dir: Path, cfg) -> None:
             f"{run_dir} holds checkpoints but no config.yaml: it was deleted. Put it back, or train in another "
             "hydra.run.dir (resuming without it could mix two experiments)"
         )
-    from maml_cli.checkpoints import check_provenance
+    from maml_cli.checkpoints import check_provenance, read_provenance
 
-    # A config.yaml edited by hand, or a checkpoint copied in from another run: refused as they are.
-    check_provenance(checkpoints / str(steps[-1]), OmegaConf.load(saved), recorded_run_id(run_dir))
+    # A config.yaml edited by hand, or a checkpoint copied in from another run: refused as they are
+    # (training on would later delete the copied one with the old checkpoints).
+    run_id = recorded_run_id(run_dir) or (read_provenance(checkpoints / str(steps[-1])) or {}).get("run_id")
+    saved_cfg = OmegaConf.load(saved)
+    for step in reversed(steps):
+        check_provenance(checkpoints / str(step), saved_cfg, run_id)
     conflicts = resume_conflicts(OmegaConf.load(saved), cfg)
     if conflicts:
         raise UserError(

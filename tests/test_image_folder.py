@@ -15,14 +15,14 @@ from PIL import Image
 
 import maml_cli as mc
 from maml_cli.config import UserError
-from maml_cli.data.image_folder import ImageFolderTasks, read_classes
+from maml_cli.data.image_folder import ImageFolderTasks, find_classes, read_classes
 from maml_cli.experiment import build_experiment
 from maml_cli.run_evaluation import evaluate_run
 from maml_cli.runs import open_run, restore_state
 from maml_cli.scoring import eval_key
 from maml_cli.training import train_and_evaluate
 from tests.conftest import TINY, make_cfg, run_in_process
-from tests.image_fakes import class_image, write_classes, write_splits
+from tests.image_fakes import add_junk, class_image, write_classes, write_modes, write_splits
 
 FOLDER = [
     "dataset=image_folder",
@@ -384,3 +384,57 @@ def test_cross_domain_images_are_read_as_maml_adapt_reads_them_for_the_run():
     assert chosen.invert is True and chosen.resample == "nearest"
     kept = cross_domain_dataset(folder, run, (28, 28, 1), given={"dataset.invert"})
     assert kept.invert is False  # what the user gave wins
+
+
+# --- files people have ------------------------------------------------------------------------------
+
+
+def test_junk_is_skipped_and_every_image_mode_is_converted(tmp_path):
+    """What a Mac, Windows or a zip tool leaves beside the images is skipped; palette, 16-bit,
+    CMYK, alpha and bilevel images are read as a viewer shows them."""
+    root = add_junk(write_classes(tmp_path / "set", [3, 3, 3]))
+    expected = write_modes(root / "class03")
+    found = find_classes(root)[None]
+    assert sorted(found) == ["class00", "class01", "class02", "class03"]  # no __MACOSX, .hidden_class, @eaDir
+    assert [len(found[c]) for c in ("class00", "class01", "class02")] == [3, 3, 3]  # no ._00.png, .DS_Store
+    assert sorted(f.name for f in found["class03"]) == sorted(expected)
+    colour = read_classes({"modes": found["class03"]}, image_size=4, channels=3, cache_dir=tmp_path / "c")
+    for f, image in zip(found["class03"], colour.images):
+        np.testing.assert_allclose(image.reshape(-1, 3).mean(axis=0), expected[f.name], atol=2, err_msg=f.name)
+    grey = read_classes({"modes": found["class03"]}, image_size=4, channels=1, cache_dir=tmp_path / "c")
+    for f, image in zip(found["class03"], grey.images):
+        want = np.dot(expected[f.name], [0.299, 0.587, 0.114])  # ITU-R 601-2 luma, as Pillow's "L"
+        assert abs(float(image.mean()) - want) <= 2, f.name
+
+
+def test_maml_adapt_skips_junk_and_names_a_broken_file(image_run, tmp_path):
+    support = add_junk(write_classes(tmp_path / "support", [2, 2, 2]))
+    query = add_junk(write_classes(tmp_path / "query", [1, 1, 1]))
+    done = run_in_process(
+        "maml-adapt", f"run_dir={image_run}", f"support={support}", f"query={query}", f"out_dir={tmp_path / 'out'}"
+    )
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "out" / "predictions.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3  # the three query images, no junk
+    (query / "class01" / "00.png").write_bytes((query / "class01" / "00.png").read_bytes()[:40])  # cut short
+    broken = run_in_process("maml-adapt", f"run_dir={image_run}", f"support={support}", f"query={query}")
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr
+    assert broken.stderr.count("error:") == 1
+    assert f"{query / 'class01' / '00.png'} is not a readable image" in broken.stderr
+
+
+def test_omniglot_zips_from_a_mac_are_read(tmp_path):
+    """A zip made on a Mac holds __MACOSX/ and ._ files beside the images: skipped."""
+    import zipfile
+
+    from maml_cli.data.omniglot_source import load_omniglot
+    from tests.omniglot_fakes import fake_sets, write_zips
+
+    sets = fake_sets(background=6, evaluation=4, drawers=3)
+    plain = load_omniglot(str(write_zips(tmp_path / "plain", sets)), cache_dir=str(tmp_path / "c1")).images
+    mac = write_zips(tmp_path / "mac", sets)
+    with zipfile.ZipFile(mac / "images_background.zip", "a") as zf:
+        zf.writestr("__MACOSX/images_background/Zeta/character01/._0001_01.png", b"\0\5\26\7")
+        zf.writestr("images_background/Zeta/character01/._0001_01.png", b"\0\5\26\7")
+        zf.writestr("images_background/.DS_Store", b"\0\0\0\1Bud1")
+    np.testing.assert_array_equal(load_omniglot(str(mac), cache_dir=str(tmp_path / "c2")).images, plain)
