@@ -77,7 +77,9 @@ def run_spec(run_dir, cfg: DictConfig) -> TaskSpec:
     channels = {"omniglot": 1, "miniimagenet": 3}.get(d.name, d.get("channels"))
     if channels is None:
         raise UserError(
-            f"{run_dir} has no {RUN_DATA} and its dataset.channels is null: the image shape of its model is unknown"
+            f"{run_dir} has no {RUN_DATA} and its dataset.channels is null: the image shape of its model is "
+            f"unknown. Run its maml-train command once more (hydra.run.dir={run_dir}): a finished run trains "
+            f"nothing and writes {RUN_DATA} again"
         )
     return TaskSpec((d.image_size, d.image_size, int(channels)), int(d.ways), "classification")
 

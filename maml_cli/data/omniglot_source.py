@@ -242,7 +242,7 @@ def load_omniglot(
             return OmniglotArrays(
                 images=z["images"],
                 sets=dict(zip(z["set_names"].tolist(), z["set_sizes"].tolist())),
-                source=f"cache {path} (made from {origin})",
+                source=f"{origin} (cache {path})",
             )
 
     def build(tmp: Path) -> None:
