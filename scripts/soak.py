@@ -95,6 +95,19 @@ class Run:
         return min(self.samples, key=lambda s: abs(s["minute"] - minute), default=None)
 
 
+def trend(samples: list[dict]) -> dict:
+    """The resident memory's range and least-squares slope (MB per hour) over ``samples``: a leak
+    climbs steadily, a plateau with noise (validation and checkpoint buffers) does not."""
+    if len(samples) < 2:
+        return {}
+    import numpy as np
+
+    minutes = np.array([s["minute"] for s in samples])
+    rss = np.array([s["rss_mb"] for s in samples])
+    slope = np.polyfit(minutes, rss, 1)[0] * 60
+    return {"rss_range_mb": [round(float(rss.min())), round(float(rss.max()))], "mb_per_hour": round(float(slope), 1)}
+
+
 def metrics(run_dir: Path) -> dict[int, dict]:
     rows = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
@@ -214,6 +227,8 @@ def main() -> None:
                 "end": run.samples[-1] if run.samples else None,
                 "growth": (run.samples[-1]["rss_mb"] / run.at(early)["rss_mb"] - 1) if run.samples else None,
                 "max_rss_mb": max((s["rss_mb"] for s in run.samples), default=None),
+                **trend([s for s in run.samples if s["minute"] >= early]),
+                "samples": run.samples,
             }
             for run in (soak, reference)
         },
@@ -254,7 +269,9 @@ def markdown(r: dict) -> str:
         lines.append(
             f"- {name} resident memory: {mem['early']['rss_mb']:.0f} MB at minute {mem['early_minute']:.0f}, "
             f"{mem['end']['rss_mb']:.0f} MB at minute {mem['end']['minute']:.0f} ({mem['growth'] * 100:+.1f}%); "
-            f"open files {mem['early']['open_files']} and {mem['end']['open_files']}."
+            f"open files {mem['early']['open_files']} and {mem['end']['open_files']}; from minute "
+            f"{mem['early_minute']:.0f} on, between {mem.get('rss_range_mb')} MB, "
+            f"trend {mem.get('mb_per_hour')} MB/hour."
         )
     lines.append(
         f"- checkpoints: {c['count']} kept ({c['mb']} MB, {c['one_mb']} MB each), at most "
