@@ -105,11 +105,11 @@ def test_submitit_local_sweep_jobs_are_preempted_requeued_and_resumed(tmp_path):
     folders; the same command started again finds both done."""
     sweep = tmp_path / "sweep"
     long = [
-        "train.steps=400000",
+        "train.steps=200000",
         "train.steps_per_call=100",
-        "train.log_every=100000",
-        "train.eval_every=100000",
-        "train.checkpoint_every=100000",
+        "train.log_every=50000",
+        "train.eval_every=50000",
+        "train.checkpoint_every=50000",
     ]
     command = [
         str(BIN / "maml-train"),
@@ -138,15 +138,15 @@ def test_submitit_local_sweep_jobs_are_preempted_requeued_and_resumed(tmp_path):
         stopped = re.search(rf"stopped at step (\d+) by {signal.Signals(signum).name}", log)
         assert stopped, log
         step = int(stopped.group(1))
-        assert 0 < step < 400000
+        assert 0 < step < 200000
         assert "asking submitit to requeue this job" in log
         assert f"resuming {sweep / job} from step {step}" in log
         steps = [json.loads(line)["step"] for line in (sweep / job / "metrics.jsonl").read_text().splitlines()]
-        assert steps == [100000, 200000, 300000, 400000]  # every logged step once, to the end
+        assert steps == [50000, 100000, 150000, 200000]  # every logged step once, to the end
     again = run_command("maml-train", *command[1:])
     assert again.returncode == 0, again.stderr
     for job in ("0", "1"):
-        assert "already trained to step 400000" in (sweep / job / "train.log").read_text()
+        assert "already trained to step 200000" in (sweep / job / "train.log").read_text()
 
 
 def test_optuna_search_goes_on_past_a_failed_trial(tmp_path):
