@@ -44,7 +44,7 @@ def read_provenance(step_dir: Path) -> dict | None:
         return None
 
 
-def check_provenance(step_dir: Path, config, run_id: str | None, keys: str = "config.yaml") -> None:
+def check_provenance(step_dir: Path, config, run_id: str | None) -> None:
     """Refuse a checkpoint trained with another config than ``config`` (what the run's
     ``config.yaml`` says) or written by another run than ``run_id``."""
     from omegaconf import OmegaConf
@@ -62,7 +62,7 @@ def check_provenance(step_dir: Path, config, run_id: str | None, keys: str = "co
         ]
         if conflicts:
             raise CheckpointMismatch(
-                f"checkpoint {step_dir} was trained with another config than {keys} says; "
+                f"checkpoint {step_dir} was trained with another config than config.yaml says; "
                 f"{run_dir / 'config.yaml'} was edited, or the checkpoint comes from another run. Put "
                 f"config.yaml back (the checkpoint's own config is in {step_dir / PROVENANCE / 'metadata'}) or "
                 "remove the checkpoint. Differences (checkpoint -> config.yaml):\n  " + "\n  ".join(conflicts)
@@ -214,14 +214,14 @@ class Checkpointer:
         finally:
             absl.setLevel(level)
 
-    def restore_latest_good(self, template, expect: tuple | None = None):
+    def restore_latest_good(self, template):
         """Newest checkpoint that reads. A damaged one is moved to ``damaged_checkpoints/`` beside
-        the checkpoints folder (with a warning), so its step is trained and saved again; one of
-        another config or run (``expect``) is an error. Returns (state, step) or (None, None)
-        where none reads."""
+        the checkpoints folder (with a warning), so its step is trained and saved again. Returns
+        (state, step) or (None, None) where none reads. (Checkpoints of another config or run are
+        refused before this, by ``run_dir.check_resumable``.)"""
         for step in reversed(self.steps()):
             try:
-                return self.restore(template, step, expect=expect), step
+                return self.restore(template, step), step
             except CheckpointError as e:
                 aside = self.directory.parent / "damaged_checkpoints" / f"{step}"
                 shutil.rmtree(aside, ignore_errors=True)

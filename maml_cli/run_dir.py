@@ -121,6 +121,13 @@ def check_usable(run_dir: Path) -> None:
         ) from None
 
 
+def _checkpoint_steps(run_dir: Path) -> list[int]:
+    """The steps of the finished checkpoints in ``run_dir/checkpoints`` (Orbax renames a step's folder
+    to its bare number when the save is whole), oldest first."""
+    checkpoints = Path(run_dir) / "checkpoints"
+    return sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) if checkpoints.is_dir() else []
+
+
 def check_resumable(run_dir: Path, cfg) -> None:
     """A run directory that holds a run may only be resumed with the same experiment."""
     from omegaconf import OmegaConf
@@ -128,7 +135,7 @@ def check_resumable(run_dir: Path, cfg) -> None:
     from maml_cli.config import resume_conflicts
 
     saved, checkpoints = Path(run_dir) / "config.yaml", Path(run_dir) / "checkpoints"
-    steps = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) if checkpoints.is_dir() else []
+    steps = _checkpoint_steps(run_dir)
     if not steps:
         return  # nothing trained yet: nothing to mix
     if not saved.is_file():
@@ -136,12 +143,11 @@ def check_resumable(run_dir: Path, cfg) -> None:
             f"{run_dir} holds checkpoints but no config.yaml: it was deleted. Put it back, or train in another "
             "hydra.run.dir (resuming without it could mix two experiments)"
         )
-    from maml_cli.checkpoints import check_provenance, read_provenance
+    from maml_cli.checkpoints import check_provenance
 
     # A config.yaml edited by hand, or a checkpoint copied in from another run: refused as they are
     # (training on would later delete the copied one with the old checkpoints).
-    run_id = recorded_run_id(run_dir) or (read_provenance(checkpoints / str(steps[-1])) or {}).get("run_id")
-    saved_cfg = OmegaConf.load(saved)
+    run_id, saved_cfg = run_id_of(run_dir), OmegaConf.load(saved)
     for step in reversed(steps):
         check_provenance(checkpoints / str(step), saved_cfg, run_id)
     conflicts = resume_conflicts(OmegaConf.load(saved), cfg)
@@ -221,6 +227,21 @@ def recorded_run_id(run_dir: Path) -> str | None:
     None for a run without one."""
     ids = [s.get("run_id") for s in _sessions(run_dir) if isinstance(s, dict) and s.get("run_id")]
     return ids[-1] if ids else None
+
+
+def run_id_of(run_dir: Path) -> str | None:
+    """The run's id: the one environment.json records, else the one its newest checkpoint with a
+    provenance record carries (environment.json deleted); None for a run that has neither."""
+    from maml_cli.checkpoints import read_provenance
+
+    recorded = recorded_run_id(run_dir)
+    if recorded is not None:
+        return recorded
+    for step in reversed(_checkpoint_steps(run_dir)):
+        found = (read_provenance(Path(run_dir) / "checkpoints" / str(step)) or {}).get("run_id")
+        if found:
+            return found
+    return None
 
 
 def record_session(run_dir: Path, start_step: int, run_id: str | None = None) -> dict:

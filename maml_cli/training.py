@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from maml_cli.checkpoints import Checkpointer, read_provenance
+from maml_cli.checkpoints import Checkpointer
 from maml_cli.errors import UserError
 from maml_cli.execution import release_freed_memory
 from maml_cli.experiment import build_experiment
@@ -34,7 +34,7 @@ from maml_cli.run_dir import (
     atomic_write_text,
     check_resumable,
     record_session,
-    recorded_run_id,
+    run_id_of,
 )
 from maml_cli.runs import ranking_score, selection_key, validation_scores
 from maml_cli.scoring import diverged, eval_key, run_episodes
@@ -190,15 +190,12 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
     )
     state = exp.init_state()
     start = 0
-    run_id = recorded_run_id(workdir)
-    if checkpointer.steps():
-        # A checkpoint of another config or run is an error (CheckpointMismatch), not a restart.
-        restored, restored_step = checkpointer.restore_latest_good(state, expect=(cfg, run_id))
+    if checkpointer.steps():  # check_resumable above refused checkpoints of another config or run
+        restored, restored_step = checkpointer.restore_latest_good(state)
         if restored is not None:
             state, start = restored, restored_step
-            run_id = run_id or (read_provenance(workdir / "checkpoints" / str(start)) or {}).get("run_id")
             log.info("resuming %s from step %d", workdir, start)
-    run_id = run_id or uuid.uuid4().hex[:12]
+    run_id = run_id_of(workdir) or uuid.uuid4().hex[:12]
     checkpointer.provenance = {"run_id": run_id, "config": OmegaConf.to_container(cfg, resolve=True)}
     checkpointer.forget_scores_after(start)
     state = exp.place(state)

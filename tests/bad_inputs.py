@@ -26,6 +26,12 @@ OMNIGLOT = (
     "dataset.val_classes=4",
 )
 
+
+def omniglot_at(path: str) -> tuple[str, ...]:
+    """The OMNIGLOT settings with another source folder."""
+    return tuple(f"dataset.path={path}" if a.startswith("dataset.path=") else a for a in OMNIGLOT)
+
+
 FOLDER = (
     "dataset=image_folder",
     "model=conv4",
@@ -232,17 +238,17 @@ BAD_INPUTS = [
     ),
     BadInput(
         "an empty Omniglot zip",
-        ("maml-train", *OMNIGLOT[:1], "dataset.path={tmp}/zips/empty", *OMNIGLOT[2:]),
+        ("maml-train", *omniglot_at("{tmp}/zips/empty")),
         "is not a readable zip file",
     ),
     BadInput(
         "an Omniglot zip cut short",
-        ("maml-train", *OMNIGLOT[:1], "dataset.path={tmp}/zips/cut", *OMNIGLOT[2:]),
+        ("maml-train", *omniglot_at("{tmp}/zips/cut")),
         "is not a readable zip file",
     ),
     BadInput(
         "an Omniglot zip holding a damaged image",
-        ("maml-train", *OMNIGLOT[:1], "dataset.path={tmp}/zips/bad_png", *OMNIGLOT[2:]),
+        ("maml-train", *omniglot_at("{tmp}/zips/bad_png")),
         "is not a readable image",
     ),
     # Tampered run directories: refused, and nothing in them is changed.

@@ -124,19 +124,18 @@ def test_jobs_that_start_together_share_one_cache_and_train_alike(sources, tmp_p
     # it writes it (the programs compiled above are reused: only the dataset cache is under test).
     # Omniglot's entry is published by the same code (data/cache.py ``cached``).
     programs, cache = cache / "jax", tmp_path / "cache2"
-    for name in ("folders",):
-        overrides = dataset_overrides(sources)[name]
-        procs = [start(overrides, tmp_path / f"{name}-killed{j}", cache, programs) for j in range(JOBS)]
-        killed = kill_the_builder(cache, "image_folder-*")
-        survivors = 0
-        for j, proc in enumerate(procs):
-            _, err = proc.communicate(timeout=900)
-            if proc.pid == killed:
-                assert proc.returncode == -signal.SIGKILL
-                continue
-            assert proc.returncode == 0, err
-            assert metrics(tmp_path / f"{name}-killed{j}") == metrics(tmp_path / f"{name}0")
-            survivors += 1
-        assert survivors == JOBS - 1
+    overrides = dataset_overrides(sources)["folders"]
+    procs = [start(overrides, tmp_path / f"killed{j}", cache, programs) for j in range(JOBS)]
+    killed = kill_the_builder(cache, "image_folder-*")
+    survivors = 0
+    for j, proc in enumerate(procs):
+        _, err = proc.communicate(timeout=900)
+        if proc.pid == killed:
+            assert proc.returncode == -signal.SIGKILL
+            continue
+        assert proc.returncode == 0, err
+        assert metrics(tmp_path / f"killed{j}") == metrics(tmp_path / "folders0")
+        survivors += 1
+    assert survivors == JOBS - 1
     leftovers = sorted(p.name for p in cache.iterdir())
     assert len(leftovers) == 1 and not any(".tmp" in n or n.endswith(".lock") for n in leftovers), leftovers
