@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,63 @@ def compose(experiment: str | None = None, overrides: Sequence[str] = ()) -> Dic
     app = App("maml_cli.compose", "train", groups=TRAIN_GROUPS)
     (full,) = compose_checked(app, overrides)
     cfg, _ = split_hydra(full)
-    return prepare(cfg)
+    cfg = prepare(cfg)
+    _COMPOSED[id(cfg)] = (weakref.ref(cfg), OmegaConf.to_container(cfg, resolve=False), overrides)
+    weakref.finalize(cfg, _COMPOSED.pop, id(cfg), None)
+    return cfg
+
+
+# What each config ``compose`` returned was composed from, so that ``train`` can record it in the
+# run as maml-train's Hydra does: id(cfg) -> (a weak reference to it, its content then, overrides).
+_COMPOSED: dict[int, tuple] = {}
+
+
+def composed_from(cfg: DictConfig) -> list[str] | None:
+    """The overrides ``cfg`` was composed from (``experiment=NAME`` first), with ``KEY=VALUE`` for
+    each value edited since (``~KEY`` for a key removed); None for a config ``compose`` did not make
+    (its origin is unknown)."""
+    from maml_cli.config.resume import flatten
+
+    entry = _COMPOSED.get(id(cfg))
+    if entry is None or entry[0]() is not cfg:
+        return None
+    _, then, overrides = entry
+    before, now = flatten(then), flatten(OmegaConf.to_container(cfg, resolve=False))
+    edits = [f"{k}={_override_value(now[k])}" for k in now if k not in before or before[k] != now[k]]
+    return [*overrides, *edits, *(f"~{k}" for k in before if k not in now)]
+
+
+def _override_value(value) -> str:
+    """``value`` as Hydra's override grammar reads it back."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_override_value(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    if text and all(c.isalnum() or c in "_-./:+@" for c in text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _record_overrides(run_dir: Path, overrides: list[str]) -> None:
+    """``RUN_DIR/.hydra/overrides.yaml``, the record maml-train's Hydra writes of what a run was
+    composed from (maml-report shows it), written whole. Only Hydra's kind of file: a run that
+    fails before training leaves a folder that ``run_dir`` still counts as no run."""
+    import yaml
+
+    from maml_cli.atomic import WriteError, describe_os_error, write_text
+
+    try:
+        (run_dir / ".hydra").mkdir(exist_ok=True)
+    except OSError as e:
+        raise WriteError(f"cannot write {run_dir / '.hydra'} ({describe_os_error(e)})") from e
+    write_text(run_dir / ".hydra" / "overrides.yaml", yaml.safe_dump(list(overrides), default_flow_style=False))
 
 
 def train(cfg: DictConfig | str | None = None, overrides: Sequence[str] = (), *, run_dir: str | Path) -> Run:
@@ -52,21 +109,26 @@ def train(cfg: DictConfig | str | None = None, overrides: Sequence[str] = (), *,
     name (then ``overrides`` apply). Returns the trained ``Run``."""
     from maml_cli.composing import prepare
     from maml_cli.execution import enable_compilation_cache, use_cores_as_devices
-    from maml_cli.run_dir import check_resumable, check_usable
+    from maml_cli.run_dir import check_place, check_resumable, check_usable
     from maml_cli.training import train_and_evaluate
 
     if cfg is None or isinstance(cfg, str):
         cfg = compose(cfg, overrides)
+        recorded = composed_from(cfg)
     elif overrides:
         raise UserError("overrides go with an experiment name; apply them to a composed config with compose()")
     else:
+        recorded = composed_from(cfg)  # what compose made it from, and the edits since
         cfg = prepare(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))  # edited since compose?
     run_dir = Path(run_dir)
+    check_place(run_dir, force=cfg.train.force_run_dir)
     check_usable(run_dir)
     check_resumable(run_dir, cfg)
     use_cores_as_devices()  # a no-op once JAX has started
     enable_compilation_cache()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if recorded is not None:
+        _record_overrides(run_dir, recorded)
     with _log_to(run_dir / "train.log"):
         summary = train_and_evaluate(cfg, run_dir)
     run = Run(run_dir, trust_code=True)  # its code, if any, is the caller's own
@@ -131,7 +193,8 @@ class Run:
         mean, ci95, median and diverged tasks after each inner step), the same numbers. Unset
         values are the run's own. ``dataset``: where its data is now (``{"path": ...}``), or
         with a ``name``, another dataset's tasks (cross-domain). Nothing is written."""
-        from maml_cli.config.schema import DATASET_SCHEMAS, EvalAppConfig, EvalDatasetOverrides
+        from maml_cli.config.checks import check_values, typed_values
+        from maml_cli.config.schema import DATASET_SCHEMAS, EvalAppConfig, EvalDatasetOverrides, EvalOverrides
         from maml_cli.run_evaluation import evaluate_run
 
         dataset = dict(dataset or {})
@@ -139,6 +202,16 @@ class Run:
         if name and name not in DATASET_SCHEMAS:
             raise UserError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASET_SCHEMAS))}")
         schema = DATASET_SCHEMAS[name] if name else EvalDatasetOverrides
+        overrides = typed_values(
+            EvalOverrides,
+            {
+                "episodes": episodes,
+                "inner_steps": inner_steps,
+                "seed": seed,
+                "query_shots": query_shots,
+                "batch_size": batch_size,
+            },
+        )
         app = OmegaConf.structured(
             EvalAppConfig(
                 run_dir=str(self.run_dir), split=split, devices=str(devices), progress=False, trust_code=self.trust_code
@@ -148,16 +221,10 @@ class Run:
             app.dataset = OmegaConf.merge(OmegaConf.structured(schema), dataset)
             app.checkpoint = None if checkpoint is None else str(checkpoint)
             app.transductive = transductive
-            for key, value in (
-                ("episodes", episodes),
-                ("inner_steps", inner_steps),
-                ("seed", seed),
-                ("query_shots", query_shots),
-                ("batch_size", batch_size),
-            ):
-                app.eval[key] = value
+            app.eval = overrides
         except Exception as e:  # omegaconf's type and key errors
             raise UserError(str(e).splitlines()[0]) from None
+        check_values(app)  # the dataset's numbers too (a cross-domain dataset's image_size, ...)
         return evaluate_run(app, given={f"dataset.{k}" for k in dataset}, trust_code=self.trust_code)
 
     def adapt(
@@ -172,23 +239,25 @@ class Run:
         """The run's model adapted to one task's support set (``support_x`` [n, *input_shape],
         ``support_y`` labels 0..ways-1 or regression targets), as maml-adapt and maml-eval adapt.
         ``inner_steps``: default the run's eval.inner_steps. Returns a ``Learner``."""
-        import numpy as np
-
+        from maml_cli.config.checks import typed_values
+        from maml_cli.config.schema import AdaptAppConfig
         from maml_cli.execution import enable_compilation_cache
         from maml_cli.experiment import build_experiment
-        from maml_cli.run_adaptation import adapt, restore_one
+        from maml_cli.run_adaptation import adapt, check_support, restore_one
         from maml_cli.runs import check_trained, run_spec
 
+        values = typed_values(AdaptAppConfig, {"inner_steps": inner_steps, "seed": seed})
         enable_compilation_cache()
         cfg = self.cfg.copy()
         cfg.train.devices = "1"
         check_trained(self.run_dir)
         spec = run_spec(self.run_dir, cfg)
+        # Checked before anything is built or read: the same checks as maml-adapt's files pass.
+        support_x, support_y, used = check_support(spec, support_x, support_y)
         exp = build_experiment(cfg, training=False, spec=spec)
         state = restore_one(exp, self.run_dir, checkpoint)
-        steps = int(cfg.eval.inner_steps if inner_steps is None else inner_steps)
-        used = int(np.max(support_y)) + 1 if spec.kind == "classification" else None
-        return adapt(exp, state, support_x, support_y, steps, seed=seed, used_classes=used)
+        steps = int(cfg.eval.inner_steps if values.inner_steps is None else values.inner_steps)
+        return adapt(exp, state, support_x, support_y, steps, seed=values.seed, used_classes=used)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from maml_cli import stop_signals
 from maml_cli.errors import UserError
 from maml_cli.run_dir import is_being_trained
 
@@ -37,11 +38,12 @@ class CheckpointMismatch(UserError):
 
 
 def read_provenance(step_dir: Path) -> dict | None:
-    """What a checkpoint records about the run that wrote it; None for one without a record."""
+    """What a checkpoint records about the run that wrote it; None for one without a readable record."""
     try:
-        return json.loads((Path(step_dir) / PROVENANCE / "metadata").read_text())
+        record = json.loads((Path(step_dir) / PROVENANCE / "metadata").read_bytes())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) and isinstance(record.get("config", {}), dict) else None
 
 
 def check_provenance(step_dir: Path, config, run_id: str | None) -> None:
@@ -56,7 +58,7 @@ def check_provenance(step_dir: Path, config, run_id: str | None) -> None:
         return
     step_dir = Path(step_dir)
     run_dir = step_dir.parent.parent
-    if config is not None:
+    if config is not None and "config" in record:
         conflicts = [
             c for c in resume_conflicts(OmegaConf.create(record["config"]), config) if not c.startswith("eval.")
         ]
@@ -157,8 +159,9 @@ class Checkpointer:
             items = {ITEM: ocp.args.StandardSave(state)}
             if self.provenance is not None:
                 items[PROVENANCE] = ocp.args.JsonSave(self.provenance)
-            self._manager.save(step, args=ocp.args.Composite(**items))
-            self._manager.wait_until_finished()
+            with stop_signals.deferred():  # a stop waits for a checkpoint being written (milliseconds)
+                self._manager.save(step, args=ocp.args.Composite(**items))
+                self._manager.wait_until_finished()
         except Exception as e:
             cause = _os_error(e)
             if cause is None:
@@ -206,8 +209,10 @@ class Checkpointer:
             with ocp.StandardCheckpointer() as reader:
                 return reader.restore(self.directory / str(step) / ITEM, abstract)
         except Exception as e:  # orbax raises many kinds for damaged or mismatched files
+            reason = str(e).split(" [tensorstore_spec")[0].strip().splitlines()
+            reason = (reason[0] if reason else "")[:300]
             raise CheckpointError(
-                f"checkpoint {self.directory / str(step)} cannot be read ({type(e).__name__}: {e}); "
+                f"checkpoint {self.directory / str(step)} cannot be read ({type(e).__name__}: {reason}); "
                 "it may be damaged or from another config: delete it or pick another with checkpoint=STEP "
                 f"(available: {', '.join(map(str, steps))})"
             ) from e
@@ -244,7 +249,7 @@ def _finished_steps(directory: Path) -> list:
         names = [p.name for p in directory.iterdir()]
     except FileNotFoundError:
         return []
-    return sorted(int(n) for n in names if n.isdigit() and (directory / n).is_dir())
+    return sorted(int(n) for n in names if n.isascii() and n.isdigit() and (directory / n).is_dir())
 
 
 def _os_error(e: BaseException):

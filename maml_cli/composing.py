@@ -43,13 +43,62 @@ def parse_overrides(overrides: Sequence[str]) -> list:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
-    try:
-        return OverridesParser.create().parse_overrides(list(overrides))
-    except OverrideParseException as e:
-        first = re.sub(r"^Error parsing override ", "cannot parse ", str(e).splitlines()[0])
-        raise UserError(
-            f"{first}: write KEY=VALUE or GROUP=OPTION (values with spaces or special characters in quotes)"
-        ) from None
+    parser = OverridesParser.create()
+    parsed = []
+    for override in overrides:
+        try:
+            parsed += parser.parse_overrides([override])
+        except OverrideParseException as e:
+            raise UserError(_unparsable(override, str(e))) from None
+    return parsed
+
+
+LEXER_ERROR = "LexerNoViableAltException: "
+
+
+def _shown(text: str) -> str:
+    """``text`` on one line: characters that do not print (a newline, a zero-width space) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _plain(char: str) -> bool:
+    """A character Hydra's lexer takes outside quotes."""
+    return char.isascii() and char.isprintable() and char not in "~!#&;^`<>\"' "
+
+
+def _unparsable(override: str, error: str) -> str:
+    """One line for an override Hydra's parser refused: the character its lexer stopped at (a
+    letter outside ASCII, a ``~`` or ``!``, a newline) and how to quote it, else how to write one."""
+    hint = "write KEY=VALUE or GROUP=OPTION (values with spaces or special characters in quotes)"
+    if not error.startswith(LEXER_ERROR + override + "\n"):
+        first = _shown(error.splitlines()[0] if error.strip() else "")
+        if first.startswith("Error parsing override "):
+            return f"cannot parse {first[len('Error parsing override ') :]}: {hint}"
+        return f"cannot parse {override!r} ({first}): {hint}" if first else f"cannot parse {override!r}: {hint}"
+    caret = error[len(LEXER_ERROR + override + "\n") :].split("\n")[0]
+    at = caret.find("^") - len(LEXER_ERROR)
+    if not 0 <= at < len(override):
+        return f"cannot parse {override!r}: {hint}"
+    # The lexer points at the token it could not start: the character to blame is the first there
+    # that no unquoted value may hold.
+    at = next((i for i in range(at, len(override)) if not _plain(override[i])), at)
+    char = override[at]
+    if char in "'\"":
+        return f"cannot parse {override!r}: a quote ({char}) must enclose the whole value: write KEY='VALUE'"
+    named = repr(char) + (f" (U+{ord(char):04X})" if not char.isascii() or not char.isprintable() else "")
+    key, equals, value = override.partition("=")
+    if not equals or at < len(key) + 1:
+        return (
+            f"cannot parse {override!r}: {named} cannot be part of a key (keys are ASCII letters, "
+            "digits, _, - and .); write KEY=VALUE"
+        )
+    if "'" not in value:
+        quoted = f"\"{key}='{value}'\""  # Hydra's quotes inside the shell's
+    elif '"' not in value:
+        quoted = f"'{key}=\"{value}\"'"
+    else:
+        return f"cannot parse {override!r}: {named} is allowed only inside quotes: {hint}"
+    return f"cannot parse {override!r}: {named} is allowed only inside quotes: write {_shown(quoted)}"
 
 
 def flatten_keys(node) -> list[str]:
@@ -222,14 +271,23 @@ def compose_checked(app: App, overrides: Sequence[str], multirun: bool = False) 
     with Composer(app) as composer:
         check_overrides(composer, parsed)
         if not (multirun and any(o.is_sweep_override() for o in parsed)):
-            return [composer.compose(overrides, with_hydra=True)]
-        # A sweep: compose each job now, so a bad combination fails before the first job runs.
-        axes = [
-            [f"{o.input_line.split('=', 1)[0]}={v}" for v in _values(o)] if o.is_sweep_override() else [o.input_line]
-            for o in parsed
-        ]
-        jobs = list(itertools.islice(itertools.product(*axes), MAX_CHECKED_JOBS))
-        return [composer.compose(list(job), with_hydra=True) for job in jobs]
+            configs = [composer.compose(overrides, with_hydra=True)]
+        else:
+            # A sweep: compose each job now, so a bad combination fails before the first job runs.
+            axes = [
+                [f"{o.input_line.split('=', 1)[0]}={v}" for v in _values(o)]
+                if o.is_sweep_override()
+                else [o.input_line]
+                for o in parsed
+            ]
+            jobs = list(itertools.islice(itertools.product(*axes), MAX_CHECKED_JOBS))
+            configs = [composer.compose(list(job), with_hydra=True) for job in jobs]
+    if app.config_name != "train":  # maml-eval's, maml-adapt's numbers; maml-train's: validate (prepare)
+        from maml_cli.config.checks import check_values
+
+        for cfg in configs:
+            check_values(cfg)
+    return configs
 
 
 def split_hydra(cfg: DictConfig):

@@ -34,12 +34,15 @@ more than they save. The result equals one device's up to float reassociation (t
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jax
 
-from maml_cli.data.cache import default_cache_dir
+from maml_cli.data.cache import check_writable_dir, default_cache_dir
+from maml_cli.errors import UserError
 
 CONV_MODELS = ("conv4",)
 MAX_CPU_DEVICES = 8  # each CPU device holds its own copy of the dataset's arrays
@@ -117,13 +120,38 @@ def enable_compilation_cache() -> None:
     programs go first). Bounded, JAX also takes a file lock around every read and write of it, so
     jobs that share it never read a program another is still writing; one cut short by a kill
     fails to decompress, and JAX then compiles instead of using it."""
-    folder = os.environ.get("MAML_CLI_COMPILE_CACHE", str(default_cache_dir() / "jax"))
-    if folder.lower() in ("", "off", "0", "false"):
+    folder = compilation_cache_dir()
+    if folder is None:
         return
-    gigabytes = float(os.environ.get("MAML_CLI_COMPILE_CACHE_GB", "4"))
-    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_compilation_cache_max_size", int(gigabytes * 2**30))
+    jax.config.update("jax_compilation_cache_max_size", int(_cache_gigabytes() * 2**30))
+
+
+def compilation_cache_dir() -> Path | None:
+    """Where compiled programs are kept (None: off), checked to be a folder that can be written:
+    an unusable one is refused (``UserError``), never replaced by the working directory."""
+    setting = os.environ.get("MAML_CLI_COMPILE_CACHE")
+    if setting is not None and setting.strip().lower() in ("off", "0", "false"):
+        return None
+    if setting is not None and not setting.strip():
+        raise UserError(
+            "MAML_CLI_COMPILE_CACHE is set but empty: unset it (compiled programs then go to "
+            "$MAML_CLI_CACHE/jax), set it to a folder, or to off"
+        )
+    folder = default_cache_dir() / "jax" if setting is None else Path(setting).expanduser().absolute()
+    return check_writable_dir(folder, "MAML_CLI_COMPILE_CACHE" if setting is not None else "MAML_CLI_CACHE")
+
+
+def _cache_gigabytes() -> float:
+    value = os.environ.get("MAML_CLI_COMPILE_CACHE_GB", "4")
+    try:
+        gigabytes = float(value)
+    except ValueError:
+        gigabytes = math.nan
+    if not (math.isfinite(gigabytes) and gigabytes > 0):
+        raise UserError(f"MAML_CLI_COMPILE_CACHE_GB must be a number of gigabytes > 0 (got {value!r})")
+    return gigabytes
 
 
 def host_cores() -> int:
@@ -143,7 +171,7 @@ def use_cores_as_devices(distributed: bool = False) -> int:
     setting = os.environ.get("MAML_CLI_CPU_DEVICES", "auto").strip().lower()
     if setting == "auto":
         count = min(host_cores(), MAX_CPU_DEVICES)
-    elif setting.isdigit() and int(setting) >= 1:
+    elif setting.isascii() and setting.isdigit() and int(setting) >= 1:
         count = int(setting)
     else:
         raise ValueError(f"MAML_CLI_CPU_DEVICES must be auto or a number >= 1 (got {setting!r})")

@@ -53,7 +53,11 @@ class CSV(Tracker):
         kept = []
         if self.path.exists():
             with open(self.path, newline="") as f:
-                kept = [row for row in csv.reader(f) if row and row[0].isdigit() and int(row[0]) <= resume_step]
+                kept = [
+                    row
+                    for row in csv.reader(f)
+                    if row and row[0].isascii() and row[0].isdigit() and int(row[0]) <= resume_step
+                ]
         atomic_write_text(self.path, "step,name,value\n" + "".join(",".join(r) + "\n" for r in kept))
         self.file = open(self.path, "a", newline="")  # noqa: SIM115 (open for the run's length)
         self.writer = csv.writer(self.file)

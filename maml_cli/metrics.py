@@ -16,10 +16,31 @@ from maml_cli.run_dir import atomic_write_text
 
 
 def mean_and_ci95(values, axis: int = 0):
-    """Mean and 95% CI half-width as the papers' code computes them: 1.96 * std / sqrt(n), std
-    with ddof=0 (over episodes for maml-eval, over seeds for maml-report)."""
+    """Mean and 95% CI half-width over episodes, as the papers' code computes them: 1.96 * std /
+    sqrt(n), std with ddof=0 (maml-eval's tasks: hundreds of them, where the normal quantile holds).
+    Seeds are few: use ``mean_and_seed_ci95``."""
     values = np.asarray(values, dtype=float)
     return values.mean(axis=axis), 1.96 * values.std(axis=axis) / np.sqrt(values.shape[axis])
+
+
+EPISODE_INTERVAL = "95% CI over tasks: 1.96 * std / sqrt(tasks)"
+SEED_INTERVAL = "95% CI over seeds: Student's t, t(0.975, n-1) * std(ddof=1) / sqrt(n)"
+
+
+def mean_and_seed_ci95(values) -> tuple[float, float]:
+    """Mean and 95% CI half-width over a few seeds: t_{0.975, n-1} * std(ddof=1) / sqrt(n). With 2
+    seeds the normal quantile (1.96) and ddof=0 give a tenth of this width; the t interval is the
+    one that covers the true mean 95% of the time for normally distributed runs. NaN for one seed
+    (no spread to measure)."""
+    values = np.asarray(values, dtype=float).ravel()
+    n = values.size
+    if n == 0:
+        return float("nan"), float("nan")
+    if n < 2:
+        return float(values.mean()), float("nan")
+    from scipy import stats
+
+    return float(values.mean()), float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
 
 
 TIMING_FIELDS = ("time", "elapsed_s", "train/steps_per_s")  # differ between two runs of the same math
@@ -28,29 +49,37 @@ TIMING_FIELDS = ("time", "elapsed_s", "train/steps_per_s")  # differ between two
 def truncate_jsonl(path: Path, last_step: int) -> list:
     """Drop records after ``last_step`` (and a last line cut short by a crash): a resumed run
     recomputes them, so the stream has each step once. Returns the records kept."""
-    if not path.exists():
-        return []
     kept = [
-        line
-        for line in path.read_text().splitlines(keepends=True)
+        line if line.endswith("\n") else line + "\n"
+        for line in _lines(path)
         if line.strip() and _step_of(line) is not None and _step_of(line) <= last_step
     ]
+    if not kept and not path.is_file():
+        return []
     atomic_write_text(path, "".join(kept))
     return [json.loads(line) for line in kept]
 
 
 def read_jsonl(path: Path) -> list:
-    """The records of a metrics.jsonl (a line cut short by a crash skipped)."""
-    if not Path(path).exists():
+    """The records of a metrics.jsonl (a line cut short by a crash, or damaged, skipped)."""
+    return [json.loads(line) for line in _lines(Path(path)) if _step_of(line) is not None]
+
+
+def _lines(path: Path) -> list[str]:
+    """The lines of a file as text (bytes that are not UTF-8 replaced); none if it is not a
+    readable file."""
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace").splitlines(keepends=True)
+    except OSError:
         return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if _step_of(line) is not None]
 
 
 def _step_of(line: str):
     try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return None  # a line cut short by a crash
+        record = json.loads(line)
+        return int(record["step"]) if isinstance(record, dict) else None
+    except (ValueError, KeyError, TypeError, OverflowError):
+        return None  # a line cut short by a crash, or damaged
 
 
 class MetricWriter:

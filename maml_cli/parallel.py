@@ -46,7 +46,7 @@ TASKS = "tasks"  # the mesh axis the tasks of a meta-batch (and evaluation episo
 def slurm_processes() -> int | None:
     """Processes of the SLURM job step this process belongs to (``srun``), or None outside one."""
     value = os.environ.get("SLURM_STEP_NUM_TASKS")
-    return int(value) if value and value.isdigit() else None
+    return int(value) if value and value.isascii() and value.isdigit() else None
 
 
 def process_id_from_env(dist_cfg) -> int:
@@ -73,7 +73,7 @@ def check_distributed(dist_cfg) -> None:
             )
         return
     host, _, port = str(c.coordinator).rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not (port.isascii() and port.isdigit()):
         raise UserError(f"distributed.coordinator must be HOST:PORT (got {c.coordinator!r})")
     if slurm_processes() is None and (c.num_processes is None or c.process_id is None):
         raise UserError(

@@ -11,12 +11,19 @@ PNG:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 
 def _pyplot():
+    if "MPLCONFIGDIR" not in os.environ:  # matplotlib's font cache: in ours, not in ~/.cache or ~/.config
+        from maml_cli.data.cache import default_cache_dir
+        from maml_cli.errors import UserError
+
+        with contextlib.suppress(UserError):  # no usable cache: matplotlib picks a temporary folder itself
+            os.environ["MPLCONFIGDIR"] = str(default_cache_dir() / "matplotlib")
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -26,12 +33,20 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
+    """``fig`` as a PNG at ``path``, whole or not at all (``maml_cli.atomic``); the figure is closed
+    either way."""
+    from maml_cli.atomic import WriteError, atomic_open, describe_os_error
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
-    os.replace(tmp, path)
+    try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise WriteError(f"cannot write {path} ({describe_os_error(e)})") from e
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+    finally:
+        _pyplot().close(fig)
     return path
 
 

@@ -4,6 +4,7 @@ produced the run, and no empty folders left by a run that never started."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -29,19 +30,10 @@ class RunDirError(UserError):
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed over it, so a reader (or a
-    process killed mid-write) sees the old content or the new, never a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """``text`` into ``path``, whole or not at all (``maml_cli.atomic``)."""
+    from maml_cli.atomic import write_text
+
+    write_text(path, text)
 
 
 def _holder(lock_path: Path) -> str:
@@ -60,7 +52,10 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(_lock_unusable(self.path, e)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -70,8 +65,12 @@ class RunLock:
                 "(or stop it), or pick another hydra.run.dir"
             ) from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.write(fd, (json.dumps(info) + "\n").encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps(info) + "\n").encode())
+        except OSError as e:
+            os.close(fd)
+            raise RunDirError(_lock_unusable(self.path, e)) from None
         self._fd = fd
         return self
 
@@ -87,15 +86,31 @@ class RunLock:
         self.release()
 
 
+def _lock_unusable(lock: Path, error: OSError) -> str:
+    from maml_cli.atomic import describe_os_error
+
+    if lock.is_dir():
+        return f"{lock} is a folder, not the run's lock file: remove it (rmdir {lock}) and run the command again"
+    return f"cannot lock {lock} ({describe_os_error(error)})"
+
+
 def is_being_trained(run_dir: Path) -> bool:
-    """Whether a live process holds the run's lock."""
-    if not (Path(run_dir) / LOCK_NAME).exists():
+    """Whether a live process holds the run's lock. Reads only: the lock file is neither created
+    nor written (maml-eval and maml-report leave the run as it is)."""
+    lock = Path(run_dir) / LOCK_NAME
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:  # no lock file (or none that can be opened): nobody holds it
         return False
     try:
-        RunLock(run_dir).acquire().release()
-        return False
-    except RunDirError:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the shared lock taken by the probe
+    return False
 
 
 def check_usable(run_dir: Path) -> None:
@@ -103,36 +118,192 @@ def check_usable(run_dir: Path) -> None:
     cannot be written (read-only, full), while the files already there stay as they are."""
     run_dir = Path(run_dir)
     lock = run_dir / LOCK_NAME
-    if lock.exists():
-        RunLock(run_dir).acquire().release()  # raises RunDirError while a live process holds it
+    if lock.is_dir() or (lock.exists() and not lock.is_file()):
+        raise RunDirError(_lock_unusable(lock, OSError(errno.EISDIR, "not a file")))
+    if is_being_trained(run_dir):
+        raise RunDirError(
+            f"{run_dir} is being trained by {_holder(lock)}: wait for it to finish (or stop it), or pick "
+            "another hydra.run.dir"
+        )
     probe_dir = run_dir
-    while not probe_dir.exists():
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir():
         raise RunDirError(f"cannot create the run directory {run_dir}: {probe_dir} is a file")
+    check_entry_kinds(run_dir)
+    check_writable_entries(run_dir)
     try:
         probe = probe_dir / f".maml-cli-write-test{os.getpid()}"
-        probe.write_text("x")
+        with open(probe, "wb") as f:
+            f.write(b"x" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
         probe.unlink()
     except OSError as e:
+        with contextlib.suppress(OSError):
+            probe.unlink()
         raise RunDirError(
             f"cannot write to {probe_dir} ({e.strerror}): pick another hydra.run.dir, "
             "or make it writable" + (" (free some space)" if e.errno == errno.ENOSPC else "")
         ) from None
 
 
+# What maml-train and the readers write into a run directory: a folder holding anything else is
+# somebody's own folder, not a run.
+RUN_FILES = {
+    "config.yaml",
+    RUN_DATA,
+    "environment.json",
+    "metrics.jsonl",
+    "metrics.csv",
+    "checkpoints",
+    "damaged_checkpoints",
+    "plots",
+    "tensorboard",
+    "wandb",
+    "mlflow.db",
+    "mlruns",
+    "predictions.csv",
+    "predictions.json",
+    "adapted.png",
+    *HYDRA_ONLY,
+}
+RUN_MARKERS = ("checkpoints", "metrics.jsonl", "environment.json")  # besides config.yaml: trained by maml-train
+
+
+def _is_run_file(name: str) -> bool:
+    return (
+        name in RUN_FILES
+        or (name.startswith("eval") and name.endswith((".json", ".png")))
+        or (name.startswith("report.") and name.endswith((".md", ".csv", ".png")))
+        or (name.startswith(".") and ".tmp" in name)  # a temporary left by a killed write
+    )
+
+
+# The kind of each entry maml-train and Hydra write into a run: a folder where a file belongs (or the
+# reverse) is refused before Hydra or the trainer trips over it.
+RUN_FILE_KINDS = {
+    "config.yaml": "file",
+    RUN_DATA: "file",
+    "environment.json": "file",
+    "metrics.jsonl": "file",
+    "metrics.csv": "file",
+    "train.log": "file",
+    LOCK_NAME: "file",
+    ".hydra": "folder",
+    "checkpoints": "folder",
+    "plots": "folder",
+    "tensorboard": "folder",
+}
+
+
+def check_entry_kinds(run_dir: Path, names=None) -> None:
+    """Refuse a run directory where one of the run's own files is a folder, or a folder a file (a
+    link to nothing counts as neither)."""
+    for name in names or RUN_FILE_KINDS:
+        path = Path(run_dir) / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        kind = RUN_FILE_KINDS[name]
+        found = "a folder" if path.is_dir() else "a file" if path.is_file() else "a link to nothing"
+        if found != f"a {kind}":
+            raise RunDirError(
+                f"{path} is {found}, where maml-train keeps its {name} {kind}: move it away (or restore "
+                "it) and run the command again"
+            )
+
+
+def check_writable_entries(run_dir: Path) -> None:
+    """Refuse, before anything is written, a run whose own files or folders cannot be replaced (a
+    read-only mount, an immutable file): training would otherwise stop half-way through its first
+    writes, with some files new and others old."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    entries = [run_dir]
+    for name, kind in RUN_FILE_KINDS.items():
+        path = run_dir / name
+        if path.exists() and not path.is_symlink():
+            entries.append(path)
+            if kind == "folder":
+                entries += [p for p in path.rglob("*") if not p.is_symlink()]
+    for path in entries:
+        if not os.access(path, os.W_OK):
+            raise RunDirError(
+                f"{path} cannot be written (read-only or immutable): make it writable (chmod, chattr -i, "
+                "a writable mount) or train in another hydra.run.dir"
+            )
+
+
+def is_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a maml-train run: its config.yaml and one of its records."""
+    run_dir = Path(run_dir)
+    return (run_dir / "config.yaml").is_file() and any((run_dir / m).exists() for m in RUN_MARKERS)
+
+
+def _check_not_tilde(path: Path, key: str) -> None:
+    if str(path).startswith("~"):
+        raise RunDirError(
+            f"{key}={path} starts with ~, which is not expanded here (a folder named ~ would be made): "
+            f"write $HOME{str(path)[1:]} or an absolute path"
+        )
+
+
+def _refuse_root_and_home(path: Path, key: str, hint: str) -> None:
+    resolved = Path(path).absolute().resolve()
+    if resolved == Path(resolved.anchor):
+        raise RunDirError(f"{key}={path} is the root folder: {hint}")
+    with contextlib.suppress(RuntimeError):
+        if resolved == Path.home().resolve():
+            raise RunDirError(f"{key}={path} is your home folder: {hint}")
+
+
+def check_sweep_place(sweep_dir: Path, force: bool = False) -> None:
+    """A sweep's folder holds one run folder per job: never the root or the home folder."""
+    _check_not_tilde(sweep_dir, "hydra.sweep.dir")
+    if not force:
+        _refuse_root_and_home(
+            sweep_dir, "hydra.sweep.dir", "pick a new folder, or pass train.force_run_dir=true to sweep there anyway"
+        )
+
+
+def check_place(run_dir: Path, force: bool = False) -> None:
+    """Refuse, before anything is written, to train in the root folder, the home folder, or a
+    folder holding files that are not a run's (somebody's own folder: training would mix its files
+    in and leave them there). ``force`` (train.force_run_dir=true) trains there anyway."""
+    _check_not_tilde(run_dir, "hydra.run.dir")
+    if force:
+        return
+    run_dir = Path(run_dir).absolute()
+    hint = "pick a new or empty folder (hydra.run.dir=DIR), or pass train.force_run_dir=true to train there anyway"
+    _refuse_root_and_home(run_dir, "hydra.run.dir", hint)
+    if not run_dir.is_dir() or is_run(run_dir):
+        return
+    try:
+        foreign = sorted(e.name for e in os.scandir(run_dir) if not _is_run_file(e.name))
+    except OSError as e:
+        raise RunDirError(f"cannot list hydra.run.dir={run_dir} ({e.strerror})") from None
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise RunDirError(f"hydra.run.dir={run_dir} holds files that are not a maml-train run ({shown}): {hint}")
+
+
 def _checkpoint_steps(run_dir: Path) -> list[int]:
     """The steps of the finished checkpoints in ``run_dir/checkpoints`` (Orbax renames a step's folder
     to its bare number when the save is whole), oldest first."""
     checkpoints = Path(run_dir) / "checkpoints"
-    return sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) if checkpoints.is_dir() else []
+    return (
+        sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isascii() and p.name.isdigit())
+        if checkpoints.is_dir()
+        else []
+    )
 
 
 def check_resumable(run_dir: Path, cfg) -> None:
     """A run directory that holds a run may only be resumed with the same experiment."""
-    from omegaconf import OmegaConf
 
     from maml_cli.config import resume_conflicts
+    from maml_cli.config.checks import read_saved_config
 
     saved, checkpoints = Path(run_dir) / "config.yaml", Path(run_dir) / "checkpoints"
     steps = _checkpoint_steps(run_dir)
@@ -147,10 +318,10 @@ def check_resumable(run_dir: Path, cfg) -> None:
 
     # A config.yaml edited by hand, or a checkpoint copied in from another run: refused as they are
     # (training on would later delete the copied one with the old checkpoints).
-    run_id, saved_cfg = run_id_of(run_dir), OmegaConf.load(saved)
+    run_id, saved_cfg = run_id_of(run_dir), read_saved_config(saved)
     for step in reversed(steps):
         check_provenance(checkpoints / str(step), saved_cfg, run_id)
-    conflicts = resume_conflicts(OmegaConf.load(saved), cfg)
+    conflicts = resume_conflicts(saved_cfg.copy(), cfg)
     if conflicts:
         raise UserError(
             f"{run_dir} holds a run with a different config; resuming would mix two experiments. "

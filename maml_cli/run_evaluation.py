@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from maml_cli import strict_json
 from maml_cli.composing import absolute_paths
 from maml_cli.config import SPLITS, conform, validate
+from maml_cli.config.checks import check_values
 from maml_cli.errors import UserError, one_of
 
 # Keys of a cross-domain dataset that follow the run unless given: the task shape it was trained on.
@@ -58,6 +59,7 @@ def evaluate_run(app: DictConfig, given: set = frozenset(), trust_code: bool = F
     run_dir = Path(app.run_dir)
     if app.split not in SPLITS:
         raise UserError(one_of("split", app.split, SPLITS))
+    check_values(app)  # eval.episodes, eval.seed, ...: each within its range (EvalOverrides)
     cfg = open_run(
         run_dir, app.devices, trust_code=trust_code
     )  # scored in one process on these devices, whatever trained it
@@ -174,28 +176,111 @@ def evaluate_run(app: DictConfig, given: set = frozenset(), trust_code: bool = F
         "batch_norm": describe_batch_norm(cfg.model),
         "ci": "1.96 * std / sqrt(episodes)",
         "diverged_rule": DIVERGED_RULE,
+        "run": str(run_dir.resolve()),
         "per_step": per_step,
         "environment": environment(),
     }
+    from maml_cli.config.checks import load_run_config
+    from maml_cli.scoring import FLAG_RULE
+
+    record["flag_rule"] = FLAG_RULE  # when a step's mean is flagged (per_step[i]["flagged"])
+    # How it was scored, where that differs from the run's defaults ({}: the run's eval.json).
+    record["options"] = eval_options(record, load_run_config(run_dir))
     record["nonfinite_values"] = strict_json.finite_or_none(record)[1]  # written as null
     return record
 
 
-def record_path(app: DictConfig, other_dataset: str | None = None) -> Path:
-    """Where the record goes: ``output``, else the run's eval.json (eval_NAME.json when scored on
-    another dataset, so the run's own record is kept)."""
+# The options that name a record, in the order its file name gives them.
+OPTION_NAMES = ("split", "checkpoint", "inner_steps", "episodes", "seed", "query_shots", "transductive")
+# The options that give a record a file of its own: they score another thing (another split,
+# checkpoint or adaptation length). The others (how many tasks, which ones, how many query examples)
+# score the same thing again, into the same file; replacing a record of other options says so.
+NAMED_OPTIONS = ("split", "checkpoint", "inner_steps")
+
+
+def _checkpoint_option(record: dict) -> str | None:
+    selection = str(record.get("checkpoint_selection", "latest"))
+    if selection == "latest":
+        return None
+    if selection.startswith("best:"):
+        n = selection[5:].split()[0]
+        return "best" if n == "1" else f"best{n}"
+    return str(record.get("checkpoint_step"))
+
+
+def scored_with(record: dict) -> dict:
+    """What a record was scored with, by option name (its own fields: any record, old or new)."""
+    settings = record.get("algorithm_settings") or {}
+    return {
+        "split": record.get("split"),
+        "checkpoint": _checkpoint_option(record),
+        "inner_steps": record.get("inner_steps"),
+        "episodes": record.get("episodes"),
+        "seed": record.get("eval_seed"),
+        "query_shots": record.get("query_shots"),
+        "transductive": settings.get("transductive"),
+    }
+
+
+def eval_options(record: dict, run_cfg: DictConfig) -> dict:
+    """The options by which ``record`` was scored otherwise than maml-eval's defaults for its run
+    (test split, latest checkpoint, the run's eval.* settings): a value given equal to the default is
+    no option. Empty for the run's own record, eval.json, the one maml-report reads."""
+    e, query = run_cfg.eval, run_cfg.eval.query_shots
+    defaults = {
+        "split": "test",
+        "checkpoint": None,
+        "inner_steps": int(e.inner_steps),
+        "episodes": int(e.episodes),
+        "seed": int(e.seed),
+        "query_shots": int(run_cfg.dataset.query_shots if query is None else query),
+        "transductive": run_cfg.algorithm.get("transductive"),
+    }
+    used = scored_with(record)
+    given = [name for name in OPTION_NAMES if used[name] is not None and used[name] != defaults[name]]
+    return {name: _option_text(used[name]) for name in given}
+
+
+def _option_text(value) -> str:
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in text)
+
+
+def record_path(app: DictConfig, record: dict) -> Path:
+    """Where the record goes: ``output``, else a file of the run named from what was scored:
+    eval.json for the test split, latest checkpoint and the run's inner steps (what maml-report
+    reads), eval_NAME.json for another dataset's tasks (cross-domain), and ``_OPTION-VALUE`` for each
+    of ``NAMED_OPTIONS`` that differs from the defaults (``eval_split-val_checkpoint-best.json``).
+    Dataset names hold no ``-``, option parts always do: the two never collide."""
     if app.get("output"):
         return Path(app.output)
-    return Path(app.run_dir) / ("eval.json" if other_dataset is None else f"eval_{other_dataset}.json")
+    parts = ["eval"]
+    if record["data"]["cross_domain"]:
+        parts.append(record["data"]["name"])
+    parts += [f"{name}-{value}" for name, value in record.get("options", {}).items() if name in NAMED_OPTIONS]
+    return Path(app.run_dir) / ("_".join(parts) + ".json")
 
 
 def _fmt(value, scale: float, unit: str) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value * scale:.4f}{unit}"
 
 
+def _flagged(row: dict) -> bool:
+    """The record's own decision (``flagged``); a record written before it existed: the same rule."""
+    if "flagged" in row:
+        return bool(row["flagged"])
+    from maml_cli.scoring import is_flagged
+
+    return is_flagged(
+        row.get("mean"), row.get("diverged", 0), row.get("mean_without_diverged"), row.get("ci95_without_diverged")
+    )
+
+
 def format_table(record: dict) -> str:
-    """The per-step table; a step where tasks diverged is flagged (its mean is not to be quoted
-    bare), with the mean over the other tasks beside it."""
+    """The per-step table. Every step shows how many tasks diverged; a step is flagged (``!``, its
+    mean not to be quoted bare, the mean over the other tasks beside it) only when leaving them out
+    moves the mean by more than the 95% CI of the others' mean, or the mean is not finite
+    (``scoring.FLAG_RULE``)."""
     scale, unit = (100.0, "%") if record["metric"] == "accuracy" else (1.0, "")
     used = record.get("checkpoints", [record["checkpoint_step"]])
     which = f"checkpoint step {used[0]}" if len(used) == 1 else f"ensemble of checkpoints {', '.join(map(str, used))}"
@@ -210,7 +295,7 @@ def format_table(record: dict) -> str:
         n = row.get("diverged", 0)
         mean = f"{_fmt(row['mean'], scale, unit)} +- {_fmt(row['ci95'], scale, unit)}"
         line = f"{row['step']:>10}  {mean:>22}  {_fmt(row.get('median'), scale, unit):>10}  {n:>8}"
-        if n:
+        if _flagged(row):
             flagged = True
             line += (
                 f"  ! without them: {_fmt(row.get('mean_without_diverged'), scale, unit)} +- "
@@ -218,17 +303,29 @@ def format_table(record: dict) -> str:
             )
         lines.append(line)
     if flagged:
-        lines.append(f"! {record.get('diverged_rule', 'diverged tasks')}; their mean is dominated by them")
+        from maml_cli.scoring import FLAG_RULE
+
+        lines.append(
+            f"! {record.get('diverged_rule', 'diverged tasks')}; {record.get('flag_rule', FLAG_RULE)}: "
+            "such a mean is dominated by them"
+        )
     return "\n".join(lines)
 
 
 def diverged_warning(record: dict) -> str | None:
-    """One line for stderr when any task diverged, else None."""
-    bad = [(r["step"], r["diverged"]) for r in record["per_step"] if r.get("diverged")]
+    """One line for stderr when a step is flagged (``format_table``), else None: diverged tasks that
+    move the mean by less than its interval are counted in the table, not warned about."""
+    bad = [(r["step"], r.get("diverged", 0), r.get("mean")) for r in record["per_step"] if _flagged(r)]
     if not bad:
         return None
-    first, worst = bad[0][0], max(n for _, n in bad)
+    first, worst = bad[0][0], max(n for _, n, _ in bad)
+    if not worst:  # a mean that is not finite, with no task counted as diverged
+        return (
+            f"warning: the mean of {record['episodes']} tasks is not finite from inner step {first}: it is not "
+            "to be quoted; see the median"
+        )
     return (
-        f"warning: {worst} of {record['episodes']} tasks diverged (from inner step {first}): the mean of "
-        f"those steps is not to be quoted bare; see the median and the mean without them"
+        f"warning: {worst} of {record['episodes']} tasks diverged (from inner step {first}) and move the mean by "
+        "more than the 95% CI of the others' mean: the mean of those steps is not to be quoted bare; see the "
+        "median and the mean without them"
     )

@@ -8,9 +8,10 @@ import json
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from maml_cli.config import IMAGE_RESAMPLE, load_run_config
+from maml_cli.config.checks import read_saved_config
 from maml_cli.data.episodes import TaskSpec
 from maml_cli.errors import UserError
 from maml_cli.run_dir import RUN_DATA
@@ -92,7 +93,7 @@ def restore_state(exp, run_dir, checkpoint: int | None = None):
     check_trained(run_dir)
     checkpointer = Checkpointer(Path(run_dir) / "checkpoints", read_only=True)
     saved = Path(run_dir) / "config.yaml"
-    expect = (OmegaConf.load(saved) if saved.is_file() else None, recorded_run_id(run_dir))
+    expect = (read_saved_config(saved) if saved.is_file() else None, recorded_run_id(run_dir))
     try:
         return exp.place(checkpointer.restore(exp.init_state(), checkpoint, expect=expect))
     finally:
@@ -157,11 +158,11 @@ def parse_checkpoint(value) -> tuple:
     if value is None or str(value) == "latest":
         return "latest", None
     text = str(value).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return "step", int(text)
     if text == "best":
         return "best", 1
-    if text.startswith("best:") and text[5:].isdigit() and int(text[5:]) >= 1:
+    if text.startswith("best:") and text[5:].isascii() and text[5:].isdigit() and int(text[5:]) >= 1:
         return "best", int(text[5:])
     raise UserError(
         f"checkpoint={value} is not a checkpoint: use a step (checkpoint=5000), latest, best (the best "

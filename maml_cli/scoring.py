@@ -5,7 +5,10 @@ code).
 A mean hides a blow-up: one task whose adaptation diverges can make the mean of 600 meaningless.
 So each step also reports the median and the number of tasks that diverged: a task has diverged
 at a step when its query loss there is not finite or more than ``DIVERGED_FACTOR`` times its
-query loss before adaptation (``DIVERGED_RULE``).
+query loss before adaptation (``DIVERGED_RULE``). The count is always reported; the step is
+*flagged* (its mean not to be quoted bare) only when the diverged tasks move the mean by more than
+the 95% CI of the mean over the other tasks, or the mean is not finite (``FLAG_RULE``): a few
+diverged tasks whose scores sit among the others' leave the mean as it was, and are only counted.
 
 Several checkpoints can be scored as one ensemble (``checkpoint=best:N``): each adapts to the
 task on its own, and their query outputs (logits, or predictions for regression) are averaged
@@ -116,11 +119,34 @@ def diverged(losses: np.ndarray) -> np.ndarray:
         return ~np.isfinite(losses) | (losses > DIVERGED_FACTOR * np.abs(before))
 
 
+FLAG_RULE = (
+    "a step is flagged when its mean is not finite, when every task diverged, or when leaving out "
+    "the tasks that diverged moves the mean by more than the 95% CI of the mean over the others"
+)
+
+
+def is_flagged(mean, diverged: int, mean_without_diverged, ci95_without_diverged) -> bool:
+    """``FLAG_RULE`` for one step: ``mean`` over every task, ``diverged`` tasks, and the mean and
+    95% CI over the tasks that did not diverge (None when every task diverged). The yardstick is
+    the interval of the other tasks' mean: a blow-up widens the interval of the mean over every
+    task along with the mean itself, so that interval would never show it."""
+    mean = float("nan") if mean is None else float(mean)
+    if not np.isfinite(mean):
+        return True
+    if not diverged:
+        return False
+    if mean_without_diverged is None or ci95_without_diverged is None:
+        return True
+    return bool(abs(mean - float(mean_without_diverged)) > float(ci95_without_diverged))
+
+
 def summarize(values: dict) -> list:
     """{"loss", "metric"} [episodes, steps + 1] -> per step {"step", "mean", "ci95", "median",
-    "diverged", "mean_without_diverged", "ci95_without_diverged"}. ``mean`` and ``ci95`` are over
-    every task, as the papers compute them (not finite where a task's metric is not); the
-    ``_without_diverged`` pair leaves out the tasks that diverged at that step (None if all did)."""
+    "diverged", "mean_without_diverged", "ci95_without_diverged", "flagged"}. ``mean`` and ``ci95``
+    are over every task, as the papers compute them (not finite where a task's metric is not); the
+    ``_without_diverged`` pair leaves out the tasks that diverged at that step (None if all did);
+    ``flagged`` by ``FLAG_RULE``, decided here once so every reader (maml-eval's table and warning,
+    maml-report) follows the same rule."""
     metric = np.asarray(values["metric"], dtype=float)
     bad = diverged(values["loss"])
     with np.errstate(invalid="ignore", over="ignore"):
@@ -130,18 +156,21 @@ def summarize(values: dict) -> list:
     rows = []
     for k in range(metric.shape[1]):
         kept = metric[~bad[:, k], k]
-        m, c = mean_and_ci95(kept) if kept.size else (None, None)
-        rows.append(
-            {
-                "step": k,
-                "mean": float(means[k]),
-                "ci95": float(ci95[k]),
-                "median": float(medians[k]),
-                "diverged": int(bad[:, k].sum()),
-                "mean_without_diverged": None if m is None else float(m),
-                "ci95_without_diverged": None if c is None else float(c),
-            }
+        with np.errstate(invalid="ignore", over="ignore"):
+            m, c = mean_and_ci95(kept) if kept.size else (None, None)
+        row = {
+            "step": k,
+            "mean": float(means[k]),
+            "ci95": float(ci95[k]),
+            "median": float(medians[k]),
+            "diverged": int(bad[:, k].sum()),
+            "mean_without_diverged": None if m is None else float(m),
+            "ci95_without_diverged": None if c is None else float(c),
+        }
+        row["flagged"] = is_flagged(
+            row["mean"], row["diverged"], row["mean_without_diverged"], row["ci95_without_diverged"]
         )
+        rows.append(row)
     return rows
 
 

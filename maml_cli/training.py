@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from maml_cli import stop_signals
 from maml_cli.checkpoints import Checkpointer
 from maml_cli.errors import UserError
 from maml_cli.execution import release_freed_memory
@@ -32,6 +33,7 @@ from maml_cli.run_dir import (
     RunDirError,
     RunLock,
     atomic_write_text,
+    check_place,
     check_resumable,
     record_session,
     run_id_of,
@@ -45,10 +47,10 @@ log = logging.getLogger(__name__)
 class TrainingInterrupted(Exception):
     """A stop signal arrived; a checkpoint of the last completed step was written.
 
-    ``requeue``: the signal came from a scheduler (SIGTERM, SIGUSR1, SIGUSR2: a preemption or a
-    time limit), not from a person (SIGINT). ``resubmit``: when the job runs under submitit (Hydra's
-    slurm and submitit_local launchers), submitit's own handler, which hands the same job back to
-    the queue and exits."""
+    ``requeue``: the signal came from a scheduler or a closed session (SIGTERM, SIGUSR1, SIGUSR2:
+    a preemption or a time limit; SIGHUP), not from a person's Ctrl-C (SIGINT). ``resubmit``: when
+    the job runs under submitit (Hydra's slurm and submitit_local launchers), submitit's own
+    handler, which hands the same job back to the queue and exits."""
 
     def __init__(self, message: str, signum: int, resubmit=None):
         super().__init__(message)
@@ -61,12 +63,6 @@ class NonFiniteLoss(UserError):
     pass
 
 
-# SIGINT: Ctrl-C. SIGTERM: a scheduler's stop (SLURM's preemption and time limit, Kubernetes).
-# SIGUSR1 / SIGUSR2: the warning SLURM sends before either when asked (--signal=USR1@120);
-# submitit asks for USR2.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
-
-
 def _submitit_resubmit(handlers: dict, signum: int):
     """submitit's checkpoint-and-requeue handler among the handlers ours replaced (it answers to
     USR2, or ``SUBMITIT_PREEMPT_SIGNAL``), as a call that requeues the job; None outside submitit."""
@@ -75,36 +71,6 @@ def _submitit_resubmit(handlers: dict, signum: int):
         if type(owner).__module__.startswith("submitit") and hasattr(owner, "checkpoint_and_try_requeue"):
             return lambda: owner.checkpoint_and_try_requeue(signum, None)
     return None
-
-
-class _StopFlag:
-    """Turns the stop signals into a flag checked between jitted calls, so the state is never left
-    half-donated and the last completed step can be checkpointed."""
-
-    def __init__(self):
-        self.signum = None
-        self.replaced: dict = {}  # the handlers ours stood in for
-
-    @contextlib.contextmanager
-    def installed(self):
-        def handler(signum, frame):
-            if self.signum is not None:  # second signal: stop now
-                raise KeyboardInterrupt
-            self.signum = signum
-            log.warning(
-                "received %s: stopping after the current step and saving a checkpoint", signal.Signals(signum).name
-            )
-
-        try:
-            self.replaced = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-        except ValueError:  # not the main thread: leave signals alone
-            yield self
-            return
-        try:
-            yield self
-        finally:
-            for s, h in self.replaced.items():
-                signal.signal(s, h)
 
 
 def _next_boundary(step: int, every: int) -> int:
@@ -124,19 +90,34 @@ class Summary:
     metric: str
 
     def text(self) -> str:
+        """The summary; with the TensorBoard logger (the default), the command that opens its event
+        files, and the install that brings the viewer when it is missing (the default install has
+        tensorboardX, which writes them, but no viewer)."""
+        import importlib.util
+
+        import yaml
+
         val = self.last_val.get(f"val/{self.metric}")
         shown = "none yet" if val is None else f"{val * 100:.2f}%" if self.metric == "accuracy" else f"{val:.4g}"
         done = "done" if self.step >= self.steps else "stopped early (run the same command to continue)"
-        return "\n".join(
-            [
-                f"== maml-train {done}",
-                f"   steps      {self.step} of {self.steps} ({self.step - self.start_step} in this session)",
-                f"   wall time  {self.seconds / 60:.1f} min",
-                f"   val {self.metric:<6} {shown}",
-                f"   run dir    {self.run_dir}",
-                f"   next       maml-eval run_dir={self.run_dir}",
-            ]
-        )
+        lines = [
+            f"== maml-train {done}",
+            f"   steps      {self.step} of {self.steps} ({self.step - self.start_step} in this session)",
+            f"   wall time  {self.seconds / 60:.1f} min",
+            f"   val {self.metric:<6} {shown}",
+            f"   run dir    {self.run_dir}",
+            f"   next       maml-eval run_dir={self.run_dir}",
+        ]
+        try:  # the logger this session used: the config it wrote when it started
+            logger = (yaml.safe_load((Path(self.run_dir) / "config.yaml").read_text()) or {}).get("logger") or {}
+        except (OSError, ValueError, yaml.YAMLError, AttributeError):
+            logger = {}
+        if logger.get("name") == "tensorboard":
+            viewer = f"tensorboard --logdir {self.run_dir}"
+            if importlib.util.find_spec("tensorboard") is None:
+                viewer = f'pip install "maml-cli[tensorboard]" && {viewer}'
+            lines.append(f"   curves     {viewer}")
+        return "\n".join(lines)
 
 
 def _write_plots(exp, workdir: Path, state=None) -> None:
@@ -162,17 +143,19 @@ def _write_plots(exp, workdir: Path, state=None) -> None:
 def train_and_evaluate(cfg: DictConfig, workdir: Path) -> Summary:
     """Train (or resume) the run in ``workdir``; returns what the console summary shows."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     initialize(cfg.distributed)  # maml-train did it before Hydra started; a direct caller may not have
-    # In a run over several processes, process 0 owns the run directory (parallel.py).
-    with RunLock(workdir) if is_writer() else contextlib.nullcontext():
-        try:
+    if is_writer():  # maml-train checked it before Hydra started; a sweep's job or a direct caller may not have
+        check_place(workdir, force=cfg.train.force_run_dir)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        # In a run over several processes, process 0 owns the run directory (parallel.py).
+        with RunLock(workdir) if is_writer() else contextlib.nullcontext():
             return _train(cfg, workdir)
-        except OSError as e:  # a write that failed outside the checkpointer: full or read-only disk
-            raise RunDirError(
-                f"cannot write to {workdir} ({e.strerror or e}): free some space or make it "
-                "writable, then run the same command to resume from the last checkpoint"
-            ) from e
+    except OSError as e:  # a write that failed outside the checkpointer: full or read-only disk
+        raise RunDirError(
+            f"cannot write to {workdir} ({e.strerror or e}): free some space or make it "
+            "writable, then run the same command to resume from the last checkpoint"
+        ) from e
 
 
 def _train(cfg: DictConfig, workdir: Path) -> Summary:
@@ -243,7 +226,6 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
 
     writer = None
     last_val: dict = {}
-    stop = _StopFlag()
     step = start
     out_of_time = False
     last_phase = None
@@ -256,7 +238,7 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
             tracker = make_tracker(cfg.logger, workdir, start, OmegaConf.to_container(cfg, resolve=True))
             writer = MetricWriter(workdir, resume_step=start, tracker=tracker)
         with (
-            stop.installed(),
+            stop_signals.flagging() as stop,  # a stop signal now finishes the call, then saves
             logging_redirect_tqdm(),
             tqdm(
                 total=t.steps,
@@ -335,7 +317,7 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
             if stop.signum is not None:
                 checkpointer.save(step, state)
                 raise TrainingInterrupted(
-                    f"stopped at step {step} by {signal.Signals(stop.signum).name}; checkpoint saved. "
+                    f"stopped at step {step} by {stop_signals.name(stop.signum)}; checkpoint saved. "
                     "Run the same command with the same hydra.run.dir to resume.",
                     stop.signum,
                     _submitit_resubmit(stop.replaced, stop.signum),

@@ -101,12 +101,12 @@ def evaluate(run_dir: Path, step: int, episodes: int) -> dict:
                 f"run_dir={run_dir}",
                 f"checkpoint={step}",
                 f"eval.episodes={episodes}",
+                f"output={out}",
                 "progress=false",
             ],
             check=True,
             capture_output=True,
         )
-        out.write_text((run_dir / "eval.json").read_text())
     return json.loads(out.read_text())
 
 

@@ -40,7 +40,15 @@ HEADER = """\
 | 4 jobs (a sweep's) start together on one empty `MAML_CLI_CACHE`, Omniglot and `image_folder` | one job builds each dataset cache under an `flock` on `<entry>.lock` while the others wait (`waiting for pid N on HOST, which is building the cache ...`); the entry is written under a temporary name and renamed into place whole (`image_folder`: one folder holding `images.npy` and `classes.json`), so no job reads a part; the compiled programs (`$MAML_CLI_CACHE/jax`) are shared, JAX locking each read and write; all 4 train to the same metrics | `tests/test_shared_cache.py::test_jobs_that_start_together_share_one_cache_and_train_alike` |
 | the job building a cache is `SIGKILL`ed midway, 3 others waiting | the kernel drops its lock; the next job removes the temporary it left, builds the entry and the 3 train to the same metrics as above; nothing partial, no lock or temporary is left | same test, second half |
 | a compiled program cut short by a kill | JAX cannot decompress it, warns, and compiles instead of using it | (JAX's own behaviour: `jax/_src/compiler.py`, `_cache_read`) |
-| `SIGTERM`, `SIGUSR1` or `SIGUSR2`: a scheduler's preemption, or its warning before a time limit (`sbatch --signal=USR1@120`) | the current step finishes, a checkpoint is saved, exit code **75** (`EX_TEMPFAIL`: requeue me); the same command resumes. Ctrl-C (`SIGINT`) does the same with exit code 130 | `tests/test_train_eval.py::test_a_stop_signal_saves_a_checkpoint_and_the_run_resumes` |
+| `SIGTERM`, `SIGHUP`, `SIGUSR1` or `SIGUSR2`: a scheduler's preemption, or its warning before a time limit (`sbatch --signal=USR1@120`), a closed session | the current step finishes, a checkpoint is saved, exit code **75** (`EX_TEMPFAIL`: requeue me); the same command resumes. Ctrl-C (`SIGINT`) does the same with exit code 130 | `tests/test_train_eval.py::test_a_stop_signal_saves_a_checkpoint_and_the_run_resumes` |
+| any stop signal, sent 1 to 3 times at any moment: start-up, compiling, training, a checkpoint being written, a validation | before training starts (or after it ends) the command stops at once with the same codes and one line (every file is written whole or not at all, so nothing is half-written); while training, further TERM, HUP or USR signals wait for the save under way, and only a second Ctrl-C stops at once, after any checkpoint being written is whole; never a traceback or a crash; the same command then ends where an uninterrupted run ends, bit for bit | `tests/test_generated_signals.py` (generated: see "Generated inputs and faults") |
+| a bug of ours: any error that is not bad input | one line, `TOOL: internal error: TYPE: message (traceback in FILE); please report it`, exit code **70**; the traceback goes to `$MAML_CLI_CACHE/errors/` (or the system's temporary folder), never to the terminal; every generated test fails on it | `tests/test_boundary.py::test_an_unexpected_error_is_one_line_exit_70_and_its_traceback_in_a_file` |
+| a file of a run directory deleted, cut short, filled with random bytes, made invalid YAML or JSON, a folder in its place (or a file in a folder's), or made unwritable (immutable) | a resume, `maml-eval`, `maml-adapt` and `maml-report` each either work (exit 0, what they write whole, readers changing nothing but their own records) or refuse with one line and exit 2, changing nothing; a damaged checkpoint is set aside and trained again, damaged metrics lines are skipped, an unwritable run is refused before its first write | `tests/test_generated_run_files.py` (generated) |
+| `hydra.run.dir=/`, the home folder, or a folder holding files that are not a run's (`notes.txt`, a project) | refused before anything is written (`... is the root folder`, `... holds files that are not a maml-train run (notes.txt)`), unless `train.force_run_dir=true`; a sweep's `hydra.sweep.dir` likewise; `~` at the start of a path (not expanded there) is refused with the path to write instead | rows of the table below |
+| `MAML_CLI_CACHE` or `MAML_CLI_COMPILE_CACHE` empty, blank, a file, a link to nothing, read-only, immutable or on a full disk; `HOME` unset, empty or relative; `TMPDIR` missing | refused before anything is written, with one line naming the variable (an empty path would have put the cache in the working directory); a usable one works, and nothing is written outside the run and the caches | `tests/test_generated_environment.py` (generated) |
+| Omniglot without `dataset.path` on a machine without network (an offline compute node) | fails within about 10 s (a reachability check of the host, retries bounded): one line naming the two zips to fetch, and to pass their folder as `dataset.path` or put them in `<data_dir>/downloads/manual/`; nothing is left under `data_dir` | `tests/test_offline.py` |
+| `maml-eval` or `maml-report` on a run (even a read-only one) | they read only: the run's lock file is tested with a shared lock, never created or written | `tests/test_generated_run_files.py`, `tests/test_generated_numbers.py` |
+| `maml-adapt` killed while writing `predictions.csv` | the previous file stays whole: every file the tool produces goes through one helper (`maml_cli/atomic.py`: a temporary renamed into place), whose next write removes the killed writer's temporary | `tests/test_boundary.py::test_a_writer_killed_at_any_moment_leaves_the_old_file_or_the_new_one` (generated), `tests/test_generated_values.py` |
 | a sweep job under submitit (`launcher=slurm`, `launcher=submitit_local`) sent `SIGUSR1` or `SIGTERM` | it saves, then hands itself back to submitit, which requeues it (`scontrol requeue` on SLURM); the requeued job resumes in its own folder and trains to the end; the same sweep command started again finds every job done | `tests/test_cluster.py::test_submitit_local_sweep_jobs_are_preempted_requeued_and_resumed` |
 | `config.yaml` edited by hand to another model | every checkpoint records its config and run id (`checkpoints/N/provenance/metadata`); `maml-train` (resuming), `maml-eval` and `maml-adapt` refuse with exit 2 and the differences, and change nothing in the folder | `tests/test_tampered_runs.py::test_a_refused_tampered_run_is_left_as_it_was`, rows 60-62 below |
 | a checkpoint copied in from another run (same config) | refused the same way (`comes from another run`): never restored, never deleted by training on | same test, rows 63-64 |
@@ -75,6 +83,8 @@ reader (`maml_cli/data/image_folder.py`); each case has one behaviour, tested:
 
 {soak}
 
+{generated}
+
 ## Bad input: exit code 2, one message, nothing created
 
 Written by `python scripts/reliability_table.py` ({date}, {machine}). Each row below is a test
@@ -84,9 +94,10 @@ the installed script calls it) from a folder `<tmp>` holding `run/` (a trained t
 checkpoint was cut short), `coded/` (a run whose config names a model of its own), `folders/` and
 `hostile/` (broken class-per-folder image sets: `tests/image_fakes.py`), `zips/` (damaged Omniglot
 zips), `support.csv`, and tampered copies of `run/`: `edited/` (config.yaml edited to another
-model), `copied/` (its newest checkpoint taken from another run of the same config) and
-`no_config/` (config.yaml deleted). Each row checks exit code 2, no traceback, one `TOOL: error:`
-message equal to the one shown here, and no new file or folder.
+model), `copied/` (its newest checkpoint taken from another run of the same config),
+`no_config/` (config.yaml deleted) and `lock_folder/` (its lock file replaced by a folder); `VAR=value`
+before a command sets an environment variable. Each row checks exit code 2, no traceback, one
+`TOOL: error:` message equal to the one shown here, and no new file or folder.
 
 | # | mistake | command | exit |
 |---|---|---|---|
@@ -106,7 +117,7 @@ def main() -> None:
             created = listing(workspace) - before
             if code != 2 or created or "Traceback" in stderr:
                 raise SystemExit(f"{case.what}: exit {code}, created {sorted(created)}\n{stderr}")
-            command = " ".join(case.command).replace("{tmp}", "<tmp>")
+            command = " ".join([*(f"{k}={v}" for k, v in case.env), *case.command]).replace("{tmp}", "<tmp>")
             rows.append(f"| {i} | [{case.what}](#{i}-{_anchor(case.what)}) | `{command}` | {code} |")
             sections.append(f"### {case.what}\n\n`{command}` exits {code}:\n\n```text\n{stderr}```\n")
             print(f"{i:2d} {case.what}: exit {code}", file=sys.stderr)
@@ -119,11 +130,15 @@ def main() -> None:
 
 
 def _kept_sections(doc: Path) -> dict:
-    """The measured sections other scripts' figures fill (bench_listing.py, soak.py), kept as they
-    are in the current document: this script does not measure them."""
+    """The measured sections other scripts' figures fill (bench_listing.py, soak.py,
+    generated_tests.py), kept as they are in the current document: this script does not measure them."""
     text = doc.read_text() if doc.is_file() else ""
     kept = {}
-    for key, heading in (("listing", "### Listing 100,000 files"), ("soak", "## Soak")):
+    for key, heading in (
+        ("listing", "### Listing 100,000 files"),
+        ("soak", "## Soak"),
+        ("generated", "## Generated inputs and faults"),  # scripts/generated_tests.py
+    ):
         start = text.find(heading)
         end = text.find("\n## ", start + len(heading)) if start >= 0 else -1
         kept[key] = text[start:end].strip() if start >= 0 and end >= 0 else f"{heading}\n\n(not measured yet)"

@@ -87,13 +87,13 @@ def main() -> None:
                     f"run_dir={run_dir}",
                     f"checkpoint={step}",
                     f"eval.episodes={args.episodes}",
+                    f"output={run_dir / f'eval_step{step}.json'}",
                     "progress=false",
                 ],
                 check=True,
                 capture_output=True,
             )
-            record = json.loads((run_dir / "eval.json").read_text())
-            (run_dir / f"eval_step{step}.json").write_text(json.dumps(record, indent=2))
+            record = json.loads((run_dir / f"eval_step{step}.json").read_text())
             final = record["per_step"][-1]
             rows.append((step, wall.get(step), record["per_step"][0], final, record["inner_steps"]))
             print(f"{preset} step {step}: {100 * final['mean']:.2f} +- {100 * final['ci95']:.2f}%", flush=True)

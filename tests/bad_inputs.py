@@ -10,8 +10,9 @@ trained tiny sinusoid run), ``omniglot/`` (a tiny Omniglot source), ``notes.txt`
 ``hostile/`` (broken class-per-folder image sets: tests/image_fakes.py ``write_bad_folders``,
 ``write_hostile_folders``), ``zips/`` (damaged Omniglot zips), ``support.csv`` (regression
 support points) and tampered copies of ``run/``: ``edited/`` (config.yaml names another model),
-``copied/`` (its newest checkpoint comes from another run of the same config) and ``no_config/``
-(config.yaml deleted).
+``copied/`` (its newest checkpoint comes from another run of the same config), ``no_config/``
+(config.yaml deleted) and ``lock_folder/`` (its lock file replaced by a folder). A row's ``env``
+sets environment variables for its command.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class BadInput:
     what: str  # the mistake, in the words of the person who made it
     command: tuple[str, ...]  # the console script and its arguments
     says: str  # a fragment the message must contain
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for the command
 
 
 BAD_INPUTS = [
@@ -286,5 +288,77 @@ BAD_INPUTS = [
         "maml-eval on a run whose config.yaml was deleted",
         ("maml-eval", "run_dir={tmp}/no_config"),
         "no config.yaml",
+    ),
+    # Values (issue 30, item 5): every number within its field's declared range, user data finite.
+    BadInput("a learning rate that is not finite", ("maml-train", "train.outer_lr=inf"), "must be a finite number"),
+    BadInput(
+        "a seed larger than the random generator takes",
+        ("maml-train", "seed=99999999999999999999"),
+        "seed must be <= 4294967295",
+    ),
+    BadInput(
+        "a hidden layer of width zero",
+        ("maml-train", "model.hidden_sizes=[40,0]"),
+        "model.hidden_sizes[1] must be >= 1",
+    ),
+    BadInput(
+        "an accented letter in an unquoted path",
+        ("maml-train", "dataset.path={tmp}/café"),
+        "'é' (U+00E9) is allowed only inside quotes",
+    ),
+    BadInput(
+        "maml-eval with more inner steps than it keeps scores for",
+        ("maml-eval", "run_dir={tmp}/run", "eval.inner_steps=1000000"),
+        "eval.inner_steps must be <= 10000",
+    ),
+    BadInput(
+        "maml-adapt query range of no points",
+        ("maml-adapt", "run_dir={tmp}/run", "support={tmp}/support.csv", "query=-5:5:0"),
+        "NUM must be in 1..1000000",
+    ),
+    BadInput(
+        "maml-adapt support file that holds no numbers",
+        ("maml-adapt", "run_dir={tmp}/run", "support={tmp}/notes.txt", "query=-5:5:10"),
+        "holds no rows of numbers",
+    ),
+    BadInput(
+        "maml-adapt out_dir that is a file",
+        ("maml-adapt", "run_dir={tmp}/run", "support={tmp}/support.csv", "query=-5:5:10", "out_dir={tmp}/notes.txt"),
+        "is a file: give a folder",
+    ),
+    # Where it writes: refused before anything is written.
+    BadInput("the root folder as the run directory", ("maml-train", "hydra.run.dir=/"), "is the root folder"),
+    BadInput(
+        "a folder of one's own files as the run directory",
+        ("maml-train", "hydra.run.dir={tmp}/folders"),
+        "holds files that are not a maml-train run",
+    ),
+    BadInput(
+        "a run directory path starting with ~ (not expanded there)",
+        ("maml-train", "hydra.run.dir=~/runs/sine"),
+        "which is not expanded here",
+    ),
+    BadInput(
+        "a run whose lock file was replaced by a folder",
+        ("maml-train", "experiment=sinusoid_tiny", "hydra.run.dir={tmp}/lock_folder"),
+        "is a folder, not the run's lock file",
+    ),
+    BadInput(
+        "an empty cache path",
+        ("maml-train", "experiment=sinusoid_tiny"),
+        "MAML_CLI_CACHE is set but empty",
+        env=(("MAML_CLI_CACHE", ""),),
+    ),
+    BadInput(
+        "a file as the cache folder",
+        ("maml-eval", "run_dir={tmp}/run"),
+        "is a file, not a folder",
+        env=(("MAML_CLI_CACHE", "{tmp}/notes.txt"),),
+    ),
+    BadInput(
+        "Omniglot from TFDS where no network answers",
+        ("maml-train", "experiment=omniglot_tiny", "dataset.data_dir={tmp}/tfds"),
+        "then pass the folder that holds them as dataset.path=DIR",
+        env=(("HTTPS_PROXY", "http://127.0.0.1:9"), ("https_proxy", "http://127.0.0.1:9")),
     ),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from hydra import compose, initialize_config_module
 
 from maml_cli.config import register_configs
 from maml_cli.execution import enable_compilation_cache
+from tests.generated import FUZZ_ENV
 
 register_configs()
 # Entry points keep a persistent compilation cache; give the tests their own, not the user's, and
@@ -40,6 +42,20 @@ BIN = Path(sys.executable).parent  # where pip put maml-train, maml-eval, maml-a
 SHARED_DATA = REPO.parent / "shared" / "data"
 # Plots cost seconds per tiny run; the tests that check them turn them back on.
 TINY = ["experiment=sinusoid_tiny", "train.progress=false", "train.plots=false"]
+
+
+def pytest_configure(config):
+    """``-m fuzz`` selects the generated tests' long profile (tests/generated.py)."""
+    if re.search(r"(?<!not )\bfuzz\b", config.getoption("markexpr") or ""):
+        os.environ[FUZZ_ENV] = "1"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Every generated test also runs in the long profile, which ``-m fuzz`` selects."""
+    for item in items:
+        if item.get_closest_marker("generated"):
+            item.add_marker(pytest.mark.fuzz)
 
 
 def make_cfg(*overrides: str, config_name: str = "train"):

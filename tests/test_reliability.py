@@ -4,6 +4,7 @@ and must exit 2 with one message (the one the document shows), no traceback, and
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -67,6 +68,9 @@ def make_workspace(root: Path) -> Path:
     provenance.write_text(json.dumps({**json.loads(provenance.read_text()), "run_id": "0123456789ab"}))
     shutil.copytree(root / "run", root / "no_config")
     (root / "no_config" / "config.yaml").unlink()
+    shutil.copytree(root / "run", root / "lock_folder")  # its lock file replaced by a folder
+    (root / "lock_folder" / ".lock").unlink(missing_ok=True)
+    (root / "lock_folder" / ".lock").mkdir()
     return root
 
 
@@ -79,7 +83,16 @@ def run_case(case, workspace: Path):
     run in this process from ``workspace`` (every case fails before anything starts, so a process
     of its own would only add its start-up)."""
     args = [a.replace("{tmp}", str(workspace)) for a in case.command]
-    out = run_in_process(args[0], *args[1:], cwd=workspace)
+    saved = {key: os.environ.get(key) for key, _ in case.env}
+    try:
+        os.environ.update({key: value.replace("{tmp}", str(workspace)) for key, value in case.env})
+        out = run_in_process(args[0], *args[1:], cwd=workspace)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return out.returncode, out.stderr.replace(str(workspace), "<tmp>"), out.stdout
 
 

@@ -10,6 +10,7 @@ It adapts exactly as maml-eval does (the algorithm's ``adapt_to_task``, the run'
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from maml_cli import strict_json
 from maml_cli.commands import shell as cli
 from maml_cli.config import register_configs
+from maml_cli.config.schema import FLOAT32_MAX
 from maml_cli.errors import UserError
 
 log = logging.getLogger("maml_cli.commands.adapt")
@@ -54,9 +56,10 @@ Batch norm: a transductive model (batch statistics at test time, as MAML) normal
 images as one batch; the output says how many. One query image alone is refused unless
 allow_single_query=true: its own statistics are not those of a task's query set.
 
-Regression: support=CSV with columns x,y; query=CSV with a column x (and y, then the MSE is
-printed) or START:STOP:NUM. Writes predictions.csv and adapted.png (support points, the curve
-before and after adaptation).""",
+Regression: support=CSV with columns x,y (a run of several inputs or outputs: x1,x2,...,y1,...),
+exactly those, every value a finite number; query=CSV with the x columns (and y, then the MSE is
+printed) or START:STOP:NUM (NUM points, 1..1000000). A header row of names may come first. Writes
+predictions.csv and adapted.png (support points, the curve before and after adaptation).""",
 )
 
 
@@ -133,37 +136,167 @@ def read_image_task(support: str, query: str, shape: tuple, ways: int, invert: b
     )
 
 
-def read_points(path: str, what: str, min_columns: int) -> np.ndarray:
-    """float [rows, columns] from a CSV (a header row of names is skipped)."""
+MAX_QUERY_POINTS = 1_000_000  # query=START:STOP:NUM: the points predicted (and written) at once
+
+
+@dataclass
+class PointsFile:
+    """The numbers of a CSV of points (float64 [rows, columns]) and each row's line in the file."""
+
+    source: str  # the file, or query=START:STOP:NUM
+    values: np.ndarray
+    lines: list[int] | None  # None: the points of START:STOP:NUM
+    inputs: int  # the first ``inputs`` columns are x, the rest y
+
+    def where(self, name: str, index: tuple) -> str:
+        """Where ``name[index]`` (support_x, support_y, query_x; a row, or one value) came from: the
+        file's line and column, or the point of START:STOP:NUM."""
+        if self.lines is None:
+            return f"point {index[0] + 1} of query={self.source}"
+        if len(index) == 1 and not name.endswith("_y"):
+            return f"{self.source}, line {self.lines[index[0]]}"
+        column = (index[1] if len(index) > 1 else 0) + (self.inputs if name.endswith("_y") else 0)
+        return f"{self.source}, line {self.lines[index[0]]}, column {column + 1}"
+
+
+def _column_names(inputs: int, outputs: int) -> tuple[list[str], list[str]]:
+    xs = ["x"] if inputs == 1 else [f"x{i + 1}" for i in range(inputs)]
+    ys = ["y"] if outputs == 1 else [f"y{i + 1}" for i in range(outputs)]
+    return xs, ys
+
+
+def _columns_text(count: int, inputs: int, outputs: int) -> str:
+    xs, ys = _column_names(inputs, outputs)
+    return f"{count} ({', '.join((xs + ys)[:count])})"
+
+
+def read_points(path: str, what: str, inputs: int, outputs: int) -> PointsFile:
+    """A CSV of points: a support file has ``inputs + outputs`` numbers a row (x then y), a query
+    file ``inputs`` (or ``inputs + outputs``: then the MSE is printed); one header row of names
+    may come first, blank lines are skipped. A missing value, a word, a row of another width, a
+    file that is no UTF-8 text: one line naming the file and line."""
     f = Path(path).expanduser()
+    xs, ys = _column_names(inputs, outputs)
     if not f.is_file():
         raise UserError(
-            f"{what}={f} is not a file: give a CSV with columns x,y" + (" or START:STOP:NUM" if what == "query" else "")
+            f"{what}={f} is not a file: give a CSV with columns {','.join(xs + ys)}"
+            + (" or START:STOP:NUM" if what == "query" and inputs == 1 else "")
         )
-    rows = []
-    with open(f, newline="") as handle:
-        for i, row in enumerate(csv.reader(handle)):
-            if not row or not "".join(row).strip():
-                continue
-            try:
-                rows.append([float(v) for v in row])
-            except ValueError:
-                if i == 0:  # a header
+    allowed = (inputs + outputs,) if what == "support" else (inputs, inputs + outputs)
+    need = " or ".join(_columns_text(n, inputs, outputs) for n in allowed)
+    rows, lines, first = [], [], True
+    try:
+        with open(f, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            for row in reader:
+                line = reader.line_num
+                if not "".join(row).strip():
                     continue
-                raise UserError(f"{f}, line {i + 1}: {row} is not numbers") from None
-    if not rows or min(len(r) for r in rows) < min_columns:
-        raise UserError(f"{f} needs at least {min_columns} numeric column(s) and one row")
-    return np.asarray([r[:2] for r in rows], dtype=np.float32)
+                cells = [c.strip() for c in row]
+                numbers = [_number(c) for c in cells]
+                if first and all(n is None for n in numbers):  # a header of names
+                    first = False
+                    continue
+                first = False
+                if len(cells) not in allowed:
+                    hint = " (columns are separated by commas)" if any(c in row[0] for c in ";\t") else ""
+                    raise UserError(f"{f}, line {line}: {len(cells)} values; a {what} row needs {need}{hint}")
+                if rows and len(cells) != len(rows[0]):
+                    raise UserError(
+                        f"{f}, line {line}: {len(cells)} values where the rows above have {len(rows[0])}: "
+                        "every row needs the same columns"
+                    )
+                for column, (cell, number) in enumerate(zip(cells, numbers)):
+                    if number is None:
+                        said = "is empty (a missing value)" if not cell else f"is {_shown(cell)}, not a number"
+                        hint = " (columns are separated by commas)" if any(c in cell for c in ";\t") else ""
+                        raise UserError(f"{f}, line {line}, column {column + 1} {said}{hint}")
+                rows.append(numbers)
+                lines.append(line)
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what}={f} is not a text file (byte {e.start} is not UTF-8): give a CSV of numbers") from None
+    except csv.Error as e:
+        raise UserError(f"{what}={f} is not a CSV file ({e}): give a CSV of numbers") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what}={f}: {e.strerror or e}") from None
+    if not rows:
+        raise UserError(f"{f} holds no rows of numbers: a {what} CSV needs rows of {need} values")
+    return PointsFile(str(f), np.asarray(rows, dtype=np.float64), lines, inputs)
 
 
-def query_points(query: str) -> np.ndarray:
-    if query.count(":") == 2:
-        try:
-            start, stop, num = query.split(":")
-            return np.linspace(float(start), float(stop), int(num), dtype=np.float32)[:, None]
-        except ValueError:
-            raise UserError(f"query={query}: write START:STOP:NUM, e.g. -5:5:200") from None
-    return read_points(query, "query", 1)
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted on one line, cut at ``limit`` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def query_points(query: str, inputs: int, outputs: int) -> PointsFile:
+    """The regression query: a CSV (``read_points``), or for one input ``START:STOP:NUM``, NUM
+    points evenly from START to STOP."""
+    if Path(query).expanduser().is_file() or query.count(":") != 2:
+        return read_points(query, "query", inputs, outputs)
+    if inputs != 1:
+        raise UserError(f"query=START:STOP:NUM gives one input per point; this run takes {inputs}: give a CSV")
+    start, stop, num = (part.strip() for part in query.split(":"))
+    ends = []
+    for name, text in (("START", start), ("STOP", stop)):
+        value = _number(text)
+        if value is None or not abs(value) <= FLOAT32_MAX:
+            raise UserError(f"query={query}: {name} must be a finite number (got {_shown(text)}); e.g. -5:5:200")
+        ends.append(value)
+    if not (num.isascii() and num.isdigit()):
+        raise UserError(f"query={query}: NUM must be a whole number of points (got {_shown(num)}); e.g. -5:5:200")
+    count = int(num)
+    if not 1 <= count <= MAX_QUERY_POINTS:
+        raise UserError(f"query={query}: NUM must be in 1..{MAX_QUERY_POINTS} (got {count})")
+    values = np.linspace(ends[0], ends[1], count, dtype=np.float64)[:, None]
+    return PointsFile(query, values, None, 1)
+
+
+def check_out_paths(app: DictConfig) -> None:
+    """out_dir and save_adapted must be somewhere a file can go: checked before anything is read
+    or compiled, so a mistake costs nothing and nothing is written."""
+    targets = [("out_dir", Path(app.out_dir).expanduser(), True)]
+    if app.save_adapted:
+        targets.append(("save_adapted", _adapted_path(app), False))
+    for name in ("predictions.csv", "predictions.json", "adapted.png"):
+        targets.append(("out_dir", targets[0][1] / name, False))
+    for key, path, folder in targets:
+        if folder and path.exists() and not path.is_dir():
+            raise UserError(f"{key}={path} is a file: give a folder (it is created if missing)")
+        if not folder and key == "out_dir" and path.is_dir():
+            raise UserError(f"out_dir={targets[0][1]} holds a folder {path.name}: remove it or write elsewhere")
+        if not folder and path.is_dir():
+            raise UserError(f"{key}={path} is a folder: give a file name (FILE.npz)")
+        parent = path if folder else path.parent
+        for above in [parent, *parent.parents]:
+            if above.exists():
+                if not above.is_dir():
+                    raise UserError(f"{key}={path}: {above} is a file, not a folder")
+                break
+
+
+def _adapted_path(app: DictConfig) -> Path:
+    """Where save_adapted= puts the parameters: the path, with .npz added as np.savez adds it."""
+    path = Path(app.save_adapted).expanduser()
+    if path.name in ("", "..") or path.is_dir():
+        raise UserError(f"save_adapted={app.save_adapted} is a folder: give a file name (FILE.npz)")
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def _make_folder(key: str, folder: Path) -> None:
+    from maml_cli.atomic import WriteError, describe_os_error
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(f"cannot create {key} folder {folder} ({describe_os_error(e)})") from e
 
 
 # --- adapting ---------------------------------------------------------------------------------------
@@ -174,15 +307,16 @@ def _transductive(cfg, network) -> bool:
 
 
 def adapt_run(app: DictConfig, out=None) -> dict:
-    """Adapt the run to the task ``app`` names, print and write the predictions; returns the record."""
+    """Adapt the run to the task ``app`` names, print and write the predictions; returns the record.
+    Every input is checked, and every prediction made, before the first file is written."""
     import jax
     from flax import traverse_util
 
+    from maml_cli.atomic import atomic_open, write_text
     from maml_cli.execution import enable_compilation_cache
     from maml_cli.experiment import build_experiment
     from maml_cli.models import describe_batch_norm
-    from maml_cli.run_adaptation import adapt, restore_one
-    from maml_cli.run_dir import atomic_write_text
+    from maml_cli.run_adaptation import adapt, check_examples, check_support, restore_one
     from maml_cli.runs import (
         check_trained,
         open_run,
@@ -191,29 +325,38 @@ def adapt_run(app: DictConfig, out=None) -> dict:
     )
 
     out = out or sys.stdout
+    check_out_paths(app)
     enable_compilation_cache()
     run_dir = Path(app.run_dir)
     cfg = open_run(run_dir, devices="1", trust_code=bool(app.trust_code))
     check_trained(run_dir)
     spec = run_spec(run_dir, cfg)
     steps = int(cfg.eval.inner_steps if app.inner_steps is None else app.inner_steps)
-    if steps < 0:
-        raise UserError(f"inner_steps must be >= 0 (got {steps})")
-    out_dir = Path(app.out_dir)
+    out_dir = Path(app.out_dir).expanduser()
 
     if spec.kind == "classification":
         images = preprocessing(cfg.dataset)  # as maml-eval reads a cross-domain folder for this run
         invert = images["invert"] if app.invert is None else bool(app.invert)
         task = read_image_task(app.support, app.query, spec.input_shape, spec.output_dim, invert, images["resample"])
-        support_x, support_y, query_x = task.support_x, task.support_y, task.query_x
+        support_x, support_y, used = check_support(spec, task.support_x, task.support_y, len(task.classes))
+        query_x, truth = check_examples("query_x", task.query_x, spec.input_shape), None
+        query_where = lambda name, index: str(task.query_files[index[0]])  # noqa: E731
     else:
-        if tuple(spec.input_shape) != (1,):
+        if len(spec.input_shape) != 1:
             raise UserError(
-                f"maml-adapt reads regression tasks of one input (x, y); this run's inputs are {spec.input_shape}"
+                f"maml-adapt reads regression tasks whose inputs are vectors; this run's are {spec.input_shape}"
             )
-        points = read_points(app.support, "support", 2)
-        query = query_points(app.query)
-        support_x, support_y, query_x = points[:, :1], points[:, 1:2], query[:, :1]
+        inputs, outputs = int(spec.input_shape[0]), spec.output_dim
+        points = read_points(app.support, "support", inputs, outputs)
+        support_x, support_y, used = check_support(
+            spec, points.values[:, :inputs], points.values[:, inputs:], where=points.where
+        )
+        query = query_points(app.query, inputs, outputs)
+        query_x = check_examples("query_x", query.values[:, :inputs], spec.input_shape, query.where)
+        truth = None
+        if query.values.shape[1] > inputs:
+            truth = check_support(spec, query_x, query.values[:, inputs:], where=query.where)[1]
+        query_where = lambda name, index: query.where("query_x", index)  # noqa: E731
 
     exp = build_experiment(cfg, training=False, spec=spec)  # no data read: the task is the user's
     network = exp.network
@@ -227,17 +370,9 @@ def adapt_run(app: DictConfig, out=None) -> dict:
             "allow_single_query=true to predict it anyway"
         )
     state = restore_one(exp, run_dir, app.checkpoint)
-    learner = adapt(
-        exp,
-        state,
-        support_x,
-        support_y,
-        steps,
-        seed=app.seed,
-        used_classes=len(task.classes) if spec.kind == "classification" else None,
-    )
-    before = learner.predict(query_x, adapted=False)
-    after = learner.predict(query_x)
+    learner = adapt(exp, state, support_x, support_y, steps, seed=app.seed, used_classes=used)
+    before = learner.predict(query_x, adapted=False, where=query_where)
+    after = learner.predict(query_x, where=query_where)
     adapted = learner.params
     record = {
         "run_dir": str(run_dir.resolve()),
@@ -249,28 +384,43 @@ def adapt_run(app: DictConfig, out=None) -> dict:
         "query": str(app.query),
         "query_examples": n_query,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}  # name -> text, written together once all is known
     if spec.kind == "classification":
-        record.update(_classify(task, before, after, out, out_dir))
+        record.update(_classify(task, before, after, files))
         record["batch_norm"] = describe_batch_norm(cfg.model)
         if transductive:
             record["normalisation"] = f"the {n_query} query images were normalised together, as one batch"
-            print(
-                f"# batch norm: the {n_query} query images were normalised together, as one batch "
-                "(transductive, as at meta-training)",
-                file=sys.stderr,
-            )
     else:
-        record.update(_regress(support_x, support_y, query, before[:, 0], after[:, 0], steps, out, out_dir))
-    atomic_write_text(out_dir / "predictions.json", strict_json.dumps(record, indent=2) + "\n")
+        record.update(_regress(support_x, support_y, query_x, truth, before, after, files))
+    # Every file whole (maml_cli.atomic); predictions.csv and predictions.json last, side by side.
     if app.save_adapted:
-        path = Path(app.save_adapted)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        record["adapted_parameters"] = str(_adapted_path(app))
+    summary = strict_json.dumps(record, indent=2) + "\n"
+    _make_folder("out_dir", out_dir)
+    wrote = ["predictions.csv", "predictions.json"]
+    if spec.kind == "regression" and support_x.shape[1] == 1 and support_y.shape[1] == 1:
+        _plot(support_x, support_y, query_x, truth, before, after, steps, out_dir / "adapted.png")
+        wrote.append("adapted.png")
+    if app.save_adapted:
+        path = _adapted_path(app)
+        _make_folder("save_adapted", path.parent)
         flat = traverse_util.flatten_dict(jax.device_get(adapted), sep="/")
         extra = {"classes": np.asarray(task.classes)} if spec.kind == "classification" else {}
-        np.savez(path, **{k: np.asarray(v) for k, v in flat.items()}, **extra)
-        record["adapted_parameters"] = str(path)
-        print(f"# adapted parameters: {path}", file=sys.stderr)
+        with atomic_open(path, "wb") as f:
+            np.savez(f, **{k: np.asarray(v) for k, v in flat.items()}, **extra)
+    write_text(out_dir / "predictions.csv", files["predictions.csv"])
+    write_text(out_dir / "predictions.json", summary)
+    for line in files["stdout"]:
+        print(line, file=out)
+    if spec.kind == "classification" and transductive:
+        print(
+            f"# batch norm: the {n_query} query images were normalised together, as one batch "
+            "(transductive, as at meta-training)",
+            file=sys.stderr,
+        )
+    print(f"# wrote {out_dir / wrote[0]}, {', '.join(wrote[1:])}", file=sys.stderr)
+    if app.save_adapted:
+        print(f"# adapted parameters: {record['adapted_parameters']}", file=sys.stderr)
     return record
 
 
@@ -279,29 +429,32 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def _classify(task: ImageTask, before: np.ndarray, after: np.ndarray, out, out_dir: Path) -> dict:
+def _csv_text(rows: list[list]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
+
+
+def _classify(task: ImageTask, before: np.ndarray, after: np.ndarray, files: dict) -> dict:
     probs = _softmax(after)[:, : len(task.classes)]
     predicted = probs.argmax(-1)
     labelled = task.query_labels >= 0
-    rows = []
-    with open(out_dir / "predictions.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file", "predicted", "probability", "label"] + [f"p_{c}" for c in task.classes])
-        for i, path in enumerate(task.query_files):
-            label = task.classes[task.query_labels[i]] if labelled[i] else ""
-            writer.writerow(
-                [str(path), task.classes[predicted[i]], f"{probs[i, predicted[i]]:.6f}", label]
-                + [f"{p:.6f}" for p in probs[i]]
-            )
-            rows.append(
-                {
-                    "file": str(path),
-                    "predicted": task.classes[predicted[i]],
-                    "probability": float(probs[i, predicted[i]]),
-                    **({"label": label} if label else {}),
-                }
-            )
-            print(f"{path}\t{task.classes[predicted[i]]}\t{probs[i, predicted[i]]:.4f}", file=out)
+    rows, table, said = [], [["file", "predicted", "probability", "label"] + [f"p_{c}" for c in task.classes]], []
+    for i, path in enumerate(task.query_files):
+        label = task.classes[task.query_labels[i]] if labelled[i] else ""
+        table.append(
+            [str(path), task.classes[predicted[i]], f"{probs[i, predicted[i]]:.6f}", label]
+            + [f"{p:.6f}" for p in probs[i]]
+        )
+        rows.append(
+            {
+                "file": str(path),
+                "predicted": task.classes[predicted[i]],
+                "probability": float(probs[i, predicted[i]]),
+                **({"label": label} if label else {}),
+            }
+        )
+        said.append(f"{path}\t{task.classes[predicted[i]]}\t{probs[i, predicted[i]]:.4f}")
     record = {
         "classes": task.classes,
         "support_examples": {c: int((task.support_y == k).sum()) for k, c in enumerate(task.classes)},
@@ -311,54 +464,60 @@ def _classify(task: ImageTask, before: np.ndarray, after: np.ndarray, out, out_d
         acc = float(np.mean(predicted[labelled] == task.query_labels[labelled]))
         acc0 = float(np.mean(before.argmax(-1)[labelled] == task.query_labels[labelled]))
         record.update(accuracy=acc, accuracy_before_adaptation=acc0, labelled_query_examples=int(labelled.sum()))
-        print(
+        said.append(
             f"# accuracy {100 * acc:.2f}% on {int(labelled.sum())} labelled query images "
-            f"({100 * acc0:.2f}% before adaptation)",
-            file=out,
+            f"({100 * acc0:.2f}% before adaptation)"
         )
-    print(f"# wrote {out_dir / 'predictions.csv'} and predictions.json", file=sys.stderr)
+    files.update({"predictions.csv": _csv_text(table), "stdout": said})
     return record
 
 
-def _regress(support_x, support_y, query, before, after, steps: int, out, out_dir: Path) -> dict:
-    from maml_cli import plots
+def _regress(support_x, support_y, query_x, truth, before, after, files: dict) -> dict:
+    """predictions.csv (x..., y..., y..._before_adaptation, y..._true when the query has y), the
+    record's predictions (one number per x and y when the run has one input and one output)."""
+    xs, ys = _column_names(query_x.shape[1], after.shape[1])
+    header = xs + ys + [f"{c}_before_adaptation" for c in ys] + ([f"{c}_true" for c in ys] if truth is not None else [])
+    table, said = [header], []
+    for i in range(len(query_x)):
+        cells = [*query_x[i], *after[i], *before[i], *(truth[i] if truth is not None else [])]
+        table.append([f"{v:.6g}" for v in cells])
+        said.append("\t".join(f"{v:.6g}" for v in [*query_x[i], *after[i]]))
 
-    x = query[:, 0]
-    truth = query[:, 1] if query.shape[1] > 1 else None
-    with open(out_dir / "predictions.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["x", "y", "y_before_adaptation"] + (["y_true"] if truth is not None else []))
-        for i in range(len(x)):
-            writer.writerow(
-                [f"{x[i]:.6g}", f"{after[i]:.6g}", f"{before[i]:.6g}"]
-                + ([f"{truth[i]:.6g}"] if truth is not None else [])
-            )
-            print(f"{x[i]:.6g}\t{after[i]:.6g}", file=out)
-    order = np.argsort(x)
-    plots.adaptation(
-        [
-            {
-                "x": x[order],
-                "true": None if truth is None else truth[order],
-                "support_x": support_x[:, 0],
-                "support_y": support_y[:, 0],
-                "pred": {0: before[order], steps: after[order]},
-            }
-        ],
-        sorted({0, steps}),
-        out_dir / "adapted.png",
-    )
+    def one_or_all(row):
+        return float(row[0]) if len(row) == 1 else [float(v) for v in row]
+
     record = {
         "support_points": int(len(support_x)),
-        "predictions": [{"x": float(a), "y": float(b)} for a, b in zip(x, after)],
+        "predictions": [{"x": one_or_all(a), "y": one_or_all(b)} for a, b in zip(query_x, after)],
     }
     if truth is not None:
         record.update(
             mse=float(np.mean((after - truth) ** 2)), mse_before_adaptation=float(np.mean((before - truth) ** 2))
         )
-        print(f"# mse {record['mse']:.4g} ({record['mse_before_adaptation']:.4g} before adaptation)", file=out)
-    print(f"# wrote {out_dir / 'predictions.csv'}, predictions.json and adapted.png", file=sys.stderr)
+        said.append(f"# mse {record['mse']:.4g} ({record['mse_before_adaptation']:.4g} before adaptation)")
+    files.update({"predictions.csv": _csv_text(table), "stdout": said})
     return record
+
+
+def _plot(support_x, support_y, query_x, truth, before, after, steps: int, path: Path) -> None:
+    """adapted.png: the support points, the curve before and after adaptation (one input, one output)."""
+    from maml_cli import plots
+
+    x = query_x[:, 0]
+    order = np.argsort(x)
+    plots.adaptation(
+        [
+            {
+                "x": x[order],
+                "true": None if truth is None else truth[order, 0],
+                "support_x": support_x[:, 0],
+                "support_y": support_y[:, 0],
+                "pred": {0: before[order, 0], steps: after[order, 0]},
+            }
+        ],
+        sorted({0, steps}),
+        path,
+    )
 
 
 def run_jobs(line: cli.CommandLine, composed: list) -> bool:
@@ -378,6 +537,7 @@ def run_jobs(line: cli.CommandLine, composed: list) -> bool:
     return False  # done: nothing is handed to Hydra
 
 
+@cli.guarded("maml-adapt")
 def main(argv: Sequence[str] | None = None) -> None:
     cli.main(APP, argv, run_jobs, hydra_job)
 

@@ -1,5 +1,6 @@
-"""maml-eval: score a run's checkpoint on fresh tasks and write ``eval.json`` and ``eval.png``
-into the run.
+"""maml-eval: score a run's checkpoint on fresh tasks and write its record and plot into the run:
+``eval.json`` and ``eval.png`` with the defaults, a file named from the options otherwise
+(``eval_split-val_checkpoint-best.json``), so that no record of other options is overwritten.
 
     maml-eval run_dir=runs/sine                       # latest checkpoint, test split
     maml-eval run_dir=runs/sine checkpoint=5000 eval.episodes=1000 eval.inner_steps=10 split=val
@@ -8,7 +9,9 @@ into the run.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +23,7 @@ from maml_cli import composing, strict_json
 from maml_cli.commands import shell as cli
 from maml_cli.config import register_configs
 from maml_cli.errors import UserError
-from maml_cli.run_evaluation import diverged_warning, evaluate_run, format_table, record_path
+from maml_cli.run_evaluation import diverged_warning, evaluate_run, format_table, record_path, scored_with
 
 log = logging.getLogger("maml_cli.commands.evaluate")
 register_configs()
@@ -36,7 +39,7 @@ APP = cli.App(
     groups=("dataset",),
     exit_codes=cli.READER_EXIT_CODES,
     usage="""\
-maml-eval: score a maml-train run on fresh tasks; writes eval.json and eval.png into the run.
+maml-eval: score a maml-train run on fresh tasks; writes its record (eval.json) and plot into the run.
 
 Usage:
   maml-eval run_dir=PATH [KEY=VALUE ...]
@@ -56,9 +59,16 @@ tasks instead, recorded in eval_NAME.json (its "data" says which): ways, shots, 
 size and channels follow the run unless given, and every class of an image folder is a test class
 unless a split is given.
 
+The defaults (latest checkpoint, test split, the run's eval.* settings) write eval.json, the record
+maml-report reads; other options write a record of their own, named from them
+(eval_split-val_checkpoint-best.json, eval_inner_steps-5.json, ...), beside eval_NAME.json of a
+cross-domain score. output=FILE puts it elsewhere (stderr says so when that replaces a record of
+other options).
+
 Each inner step shows the mean +- 95% CI over tasks, the median and how many tasks diverged (query
-loss not finite or over 10x its value before adaptation); a step with diverged tasks is flagged
-with the mean over the others, and stderr says so.""",
+loss not finite or over 10x its value before adaptation); a step is flagged, with the mean over the
+others, when leaving the diverged tasks out moves the mean by more than the 95% CI of the others'
+mean (or the mean is not finite), and stderr says so.""",
 )
 
 
@@ -68,6 +78,8 @@ def run_jobs(line: cli.CommandLine, composed: list) -> bool:
     if OmegaConf.is_missing(composed[0], "run_dir"):
         raise UserError("which run? pass run_dir=PATH, a directory maml-train wrote (maml-eval --help)")
     given = {o.split("=", 1)[0].lstrip("+~") for o in line.overrides}
+    for full in composed:
+        check_output(composing.split_hydra(full)[0])  # every job's, before the first is scored
     for full in composed:
         app, _ = composing.split_hydra(full)
         record = evaluate_run(app, given=given, trust_code=bool(app.trust_code))
@@ -82,21 +94,95 @@ def run_jobs(line: cli.CommandLine, composed: list) -> bool:
     return False  # done: nothing is handed to Hydra
 
 
-def write_record(app: DictConfig, record: dict) -> Path:
-    """eval.json (or ``output``) and the plot beside it; the table is printed if they cannot be written."""
-    from maml_cli import plots
-    from maml_cli.run_dir import atomic_write_text
+def check_output(app: DictConfig) -> None:
+    """``output=`` before anything is scored: a file (not a folder, not the .png beside it) in a
+    folder that exists and can be written, and not a file that holds something other than a
+    maml-eval record (replacing it would lose it)."""
+    if not app.get("output"):
+        return
+    path = Path(app.output)
+    if path.suffix.lower() == ".png":
+        raise UserError(
+            f"output={path} names the plot; name the record instead (a .json file): its .png goes beside it"
+        )
+    if path.is_dir():
+        raise UserError(f"output={path} is a folder; name a file in it, e.g. output={path / 'eval.json'}")
+    if not path.parent.is_dir():
+        raise UserError(f"output={path}: the folder {path.parent} does not exist; create it or name a file elsewhere")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UserError(f"output={path}: {path.parent} cannot be written; make it writable or name a file elsewhere")
+    if path.exists() and read_record(path) is None:
+        raise UserError(
+            f"output={path} exists and is not a maml-eval record; replacing it would lose it: remove it or name "
+            "another file"
+        )
 
-    output = record_path(app, record["data"]["name"] if record["data"]["cross_domain"] else None)
+
+def read_record(path: Path) -> dict | None:
+    """The maml-eval record in ``path``, or None (missing, unreadable, not a record)."""
     try:
-        atomic_write_text(output, strict_json.dumps(record, indent=2) + "\n")
+        record = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("per_step"), list) else None
+
+
+def _what_was_scored(record: dict) -> dict:
+    """What makes two records records of the same options: the run, how it was scored, and the
+    tasks' dataset when it is not the run's own."""
+    cross_domain = bool((record.get("data") or {}).get("cross_domain"))
+    return {
+        "run": record.get("run"),
+        **scored_with(record),
+        "dataset": record.get("dataset") if cross_domain else None,
+    }
+
+
+def replaced_note(path: Path, record: dict) -> str | None:
+    """What writing ``record`` to ``path`` replaces, when that is a record of other options (or no
+    readable record); None when there is nothing there or a record of the same options (re-scored)."""
+    if not path.exists():
+        return None
+    old = read_record(path)
+    if old is None:
+        return "which held no readable record"
+    before, now = _what_was_scored(old), _what_was_scored(record)
+    if before["run"] is None or now["run"] is None:  # a record written before runs were named
+        before["run"] = now["run"]
+    changed = [k for k in now if before.get(k) != now[k]]
+    if not changed:
+        return None
+    shown = ", ".join(f"{k} {_shown(before.get(k))} -> {_shown(now[k])}" for k in changed if k != "dataset")
+    if "dataset" in changed:
+        shown = ", ".join(filter(None, [shown, "another dataset"]))
+    return f"a record of other options ({shown})"
+
+
+def _shown(value) -> str:
+    return "default" if value is None else str(value)
+
+
+def write_record(app: DictConfig, record: dict) -> Path:
+    """The record (``record_path``: eval.json for the defaults, a file named from the options
+    otherwise, or ``output``) and its plot beside it, each written whole; the table is printed if
+    they cannot be written. Replacing a record of other options says so on stderr."""
+    from maml_cli import plots
+    from maml_cli.atomic import write_text
+
+    output = record_path(app, record)
+    replaced = replaced_note(output, record)
+    try:
+        write_text(output, strict_json.dumps(record, indent=2) + "\n")
         plots.eval_curve(record, output.with_suffix(".png"))
-    except OSError as err:
+    except UserError as err:
         print(format_table(record))
-        raise UserError(f"cannot write {output} ({err.strerror or err}); the scores are above") from err
+        raise UserError(f"{err}; the scores are above") from err
+    if replaced:
+        print(f"{APP.name}: replaced {output}, {replaced}", file=sys.stderr)
     return output
 
 
+@cli.guarded("maml-eval")
 def main(argv: Sequence[str] | None = None) -> None:
     cli.main(APP, argv, run_jobs, hydra_job)
 

@@ -3,20 +3,28 @@
     maml-report multirun/2026-11-27_10-00-00.000000
     maml-report runs/ --out reports/today
 
-Per run: its overrides, status (done, stopped, training, failed), steps trained, training time, the
-last validation metric and, where ``eval.json`` exists, the test metric after each inner step.
-Runs that differ only in ``seed`` form a group, reported with the mean and 95% CI across seeds
-(1.96 * std / sqrt(n), as for episodes). Rows are sorted by the metric (accuracy: highest first;
-MSE: lowest first). Writes ``report.md``, ``report.csv`` and ``report.png`` (the groups'
-validation curves) into the folder (or ``--out``). Runs still training or failed are listed as such,
-never dropped.
+Runs are grouped by what they compute: their resolved config (each run's config.yaml) less the
+seed and the settings that change neither the trained weights nor how the reported numbers are
+computed (``NOT_THE_MATH``). A group is named by the KEY=VALUE settings by which it differs from the
+other groups. Per group: status (done, stopped, training, failed, damaged), steps, training time,
+the last validation metric and, from each run's ``eval.json`` (maml-eval's defaults), the test
+metric after each inner step; across seeds the mean with Student's t 95% interval, beside the
+papers' conventions (std over seeds; 95% CI over test tasks). One table per metric, rows sorted by
+it (accuracy: highest first; MSE: lowest first).
+
+Writes ``report.md``, ``report.csv`` (one row per run) and ``report.png`` (the groups' validation
+curves) into the folder (or ``--out``), never into a run it reads. Runs still training, failed or
+damaged (a record missing, unreadable or not what it should be) are listed as such, never dropped,
+and a damaged run's numbers are not averaged.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,18 +32,41 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from maml_cli.commands.shell import guarded
+from maml_cli.config.resume import RESUMABLE_CHANGES, flatten
 from maml_cli.config.schema import REGRESSION_DATASETS
-from maml_cli.metrics import mean_and_ci95, read_jsonl
+from maml_cli.errors import UserError
+from maml_cli.metrics import EPISODE_INTERVAL, SEED_INTERVAL, mean_and_seed_ci95
 from maml_cli.run_dir import is_being_trained
 
 EXIT_USER_ERROR = 2
+
+# Settings a run may change when resumed (config/resume.py) change how long, how chatty and on
+# which hardware it runs, not its math; of those, these still change what a report row compares:
+# - train.steps: a run trained for 1,000 steps is not a seed of one trained for 70,000 (and MAML++'s
+#   and Reptile's outer step sizes are annealed over it);
+# - eval.episodes: the number of test tasks behind eval.json's mean and its CI over tasks;
+# - eval.val_episodes, eval.query_shots: the validation tasks behind the validation metric.
+KEPT_RESUMABLE = ("train.steps", "eval.episodes", "eval.val_episodes", "eval.query_shots")
+# Where the data is kept or cached, not what it is. dataset.path stays: for image_folder (and any
+# dataset read from files) it names the data itself.
+LOCATION_KEYS = ("dataset.cache_dir", "dataset.data_dir")
+NOT_THE_MATH = frozenset({"seed", *LOCATION_KEYS, *(k for k in RESUMABLE_CHANGES if k not in KEPT_RESUMABLE)})
+
+
+def counts_for_grouping(key: str) -> bool:
+    """Whether a flattened config key changes what a run computes: everything but the seed, the
+    trackers (logger.*) and ``NOT_THE_MATH``."""
+    return key not in NOT_THE_MATH and not key.startswith("logger.")
 
 
 @dataclass
 class RunRow:
     path: Path
-    overrides: list[str]
-    status: str  # done | stopped | training | failed
+    overrides: list[str] | None  # None: no record of them (.hydra/overrides.yaml)
+    status: str  # done | stopped | training | failed | damaged (FILE: why)
+    config: dict | None = None  # the resolved config, as read (config.yaml, else Hydra's .hydra/config.yaml)
+    seed: object = None
     steps: int = 0
     train_steps: int | None = None
     minutes: float | None = None
@@ -44,72 +75,374 @@ class RunRow:
     test: list[float] = field(default_factory=list)  # after each inner step
     test_ci: float | None = None  # 95% CI over the test tasks of the last inner step
     diverged: int = 0  # test tasks that diverged at the last inner step
+    flagged: bool = False  # the last inner step's mean is flagged (scoring.FLAG_RULE)
     curve: dict[int, float] = field(default_factory=dict)  # step -> validation metric
-
-    common: tuple = ()  # overrides every run of the report shares (left out of group names)
+    notes: list[str] = field(default_factory=list)  # said in the run list (an eval.json of other options)
 
     @property
-    def group(self) -> str:
-        return (
-            " ".join(o for o in self.overrides if o.split("=")[0].lstrip("+") != "seed" and o not in self.common)
-            or "(defaults)"
-        )
+    def damaged(self) -> bool:
+        return self.status.startswith("damaged")
+
+    @property
+    def scored(self) -> bool:
+        """Whether its numbers are averaged: a damaged run's are not."""
+        return not self.damaged
+
+
+# --- finding and reading runs --------------------------------------------------------------------
+
+RUN_RECORDS = (".hydra", "metrics.jsonl", "checkpoints", "environment.json")
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Folders under ``root`` (itself included) that a maml-train job wrote into."""
+    """Folders under ``root`` (itself included) that a maml-train job (or ``maml_cli.train``) wrote
+    into: a config.yaml, or Hydra's ``.hydra/overrides.yaml``. A config.yaml inside a run (a
+    tracker's files) is not another run."""
     found = {p.parent for p in root.rglob("config.yaml") if p.parent.name != ".hydra"}
     found |= {p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
-    return sorted(found, key=lambda p: [int(s) if s.isdigit() else s for s in p.relative_to(root).parts])
+    runs = {p for p in found if (p / "config.yaml").exists() and any((p / r).exists() for r in RUN_RECORDS)}
+    found = {p for p in found if not any(r != p and r in p.parents for r in runs)}
+    return sorted(
+        found,
+        key=lambda p: [
+            (0, int(s), "") if s.isascii() and s.isdigit() else (1, 0, s) for s in p.relative_to(root).parts
+        ],
+    )
+
+
+def _read(path: Path, parse) -> tuple[object, str | None]:
+    """(``parse(text)``, None), or (None, what is wrong with the file)."""
+    if not path.exists() and not path.is_symlink():
+        return None, "missing"
+    if path.is_dir():
+        return None, "a folder, not a file"
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, f"unreadable ({e.strerror or e})"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not text (binary bytes)"
+    try:
+        return parse(text), None
+    except (ValueError, yaml.YAMLError) as e:
+        return None, f"invalid {'JSON' if parse is json.loads else 'YAML'} ({str(e).splitlines()[0][:80]})"
+
+
+def _number(value) -> float | None:
+    """A record's number: None (strict JSON's non-finite value) is NaN; anything else not a number
+    is None (the record is damaged)."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+_CONFORMED: dict[str, tuple] = {}  # a config less its seed -> (resolved, None) or (None, why not)
+
+
+def _resolved_config(raw) -> tuple[dict | None, object, str | None]:
+    """(the config read through the current schemas and resolved, its seed, None) or (None, None,
+    why not). A key added to the schemas since the run was made takes its default, as on resume."""
+    from omegaconf import OmegaConf
+
+    from maml_cli.config import conform
+
+    if not isinstance(raw, dict):
+        return None, None, "not a mapping of settings"
+    seed = raw.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return None, None, f"its seed is not an integer ({seed!r})"
+    key = json.dumps({k: v for k, v in raw.items() if k != "seed"}, sort_keys=True, default=str)
+    if key not in _CONFORMED:  # the runs of a sweep differ in their seed alone: read through the schemas once
+        try:
+            cfg = conform(OmegaConf.create({**raw, "seed": 0}), source="config")
+            _CONFORMED[key] = (OmegaConf.to_container(cfg, resolve=True), None)
+        except Exception as e:  # UserError from the schemas; omegaconf's interpolation errors
+            detail = str(e).splitlines()[0].split("does not match the config schema: ")[-1]
+            _CONFORMED[key] = (None, f"does not match the config schema ({detail[:100]})")
+    cfg, why = _CONFORMED[key]
+    return (None, None, why) if cfg is None else ({**cfg, "seed": seed}, seed, None)
+
+
+RECORD_START = '{"step"'  # how MetricWriter begins every line of metrics.jsonl
+
+
+def _read_metrics(path: Path, metric: str) -> tuple[list[dict], str | None]:
+    """The records of metrics.jsonl, or what is wrong with it. A last line cut short (a crash
+    mid-write) is skipped; a bad line before it, or a value that is not a number, is damage."""
+    lines, problem = _read(path, lambda text: text.splitlines())
+    if problem:
+        return [], problem
+    records = []
+    body = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
+    for n, (i, line) in enumerate(body):
+        try:
+            record = json.loads(line)
+            step = record["step"]
+            if isinstance(step, bool) or not isinstance(step, int):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            if n == len(body) - 1 and (line.startswith(RECORD_START) or RECORD_START.startswith(line)):
+                continue  # a record cut short by a crash mid-write
+            return [], f"line {i} is not a record"
+        for key in ("elapsed_s", f"val/{metric}"):
+            if key in record and _number(record[key]) is None:
+                return [], f"line {i}: {key} is not a number"
+        records.append(record)
+    return records, None
+
+
+def _read_eval(path: Path, row: RunRow, cfg) -> str | None:
+    """The test scores of eval.json into ``row``; what is wrong with it, or None."""
+    record, problem = _read(path, json.loads)
+    if problem:
+        return problem
+    per_step = record.get("per_step") if isinstance(record, dict) else None
+    if not isinstance(per_step, list) or not per_step or not all(isinstance(s, dict) for s in per_step):
+        return "not a maml-eval record (no per_step scores)"
+    if record.get("metric") != row.metric:
+        return f"scores {record.get('metric')!r}, the run is scored by {row.metric}"
+    means = [_number(s.get("mean")) for s in per_step]
+    last = per_step[-1]
+    ci, diverged = _number(last.get("ci95")), last.get("diverged", 0)
+    if None in means or ci is None or isinstance(diverged, bool) or not isinstance(diverged, int):
+        return "a score that is not a number"
+    options = record.get("options")
+    if options is None:  # a record written before maml-eval named its options
+        from omegaconf import OmegaConf
+
+        from maml_cli.run_evaluation import eval_options
+
+        try:
+            options = eval_options(record, OmegaConf.create(cfg))
+        except Exception:  # fields missing from an old record
+            options = {"record": "of unknown options"}
+    from maml_cli.run_evaluation import NAMED_OPTIONS
+
+    shown = " ".join(f"{k}={v}" for k, v in options.items())
+    if any(k in NAMED_OPTIONS or k == "record" for k in options):  # scores another thing than the defaults
+        row.notes.append(f"eval.json was scored with other options than maml-eval's defaults ({shown}): left out")
+        return None
+    if options:  # the same thing scored on other tasks or another number of them: kept, and said
+        row.notes.append(f"eval.json scored with {shown}")
+    row.test = means
+    row.test_ci = ci
+    row.diverged = diverged
+    if "flagged" in last:
+        row.flagged = bool(last["flagged"])
+    else:  # a record written before the flag was stored: the same rule
+        from maml_cli.scoring import is_flagged
+
+        without = [last.get(k) for k in ("mean_without_diverged", "ci95_without_diverged")]
+        row.flagged = is_flagged(means[-1], diverged, *(None if v is None else _number(v) for v in without))
+    return None
+
+
+def _train_log_failed(run_dir: Path) -> bool:
+    try:
+        return b"[ERROR]" in (run_dir / "train.log").read_bytes()
+    except OSError:
+        return False
 
 
 def read_run(run_dir: Path) -> RunRow:
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) or [] if overrides_file.exists() else []
-    overrides = [o for o in overrides if not o.split("=")[0].startswith("hydra.")]
-    config = run_dir / "config.yaml"
-    if not config.exists():
-        return RunRow(run_dir, overrides, "training" if is_being_trained(run_dir) else "failed")
-    cfg = yaml.safe_load(config.read_text())
-    records = read_jsonl(run_dir / "metrics.jsonl")
-    metric = "mse" if cfg["dataset"]["name"] in REGRESSION_DATASETS else "accuracy"
-    curve = {r["step"]: r[f"val/{metric}"] for r in records if f"val/{metric}" in r}
-    steps = records[-1]["step"] if records else 0
-    train_steps = int(cfg["train"]["steps"])
-    log = run_dir / "train.log"
-    if is_being_trained(run_dir):
-        status = "training"
-    elif log.exists() and "[ERROR]" in log.read_text(errors="replace"):
-        status = "failed"
+    """What one run holds, read only: nothing in ``run_dir`` is created or changed."""
+    overrides, problem = _read(run_dir / ".hydra" / "overrides.yaml", yaml.safe_load)
+    if problem or not isinstance(overrides, list):
+        overrides = None
     else:
-        status = "done" if steps >= train_steps else "stopped"
-    row = RunRow(
-        run_dir,
-        overrides,
-        status,
-        steps,
-        train_steps,
-        records[-1].get("elapsed_s", 0.0) / 60 if records else None,
-        metric,
-        curve[max(curve)] if curve else None,
-        curve=curve,
-    )
-    eval_file = run_dir / "eval.json"
-    if eval_file.exists():
-        per_step = json.loads(eval_file.read_text())["per_step"]
-        row.test = [_number(s["mean"]) for s in per_step]
-        row.test_ci = _number(per_step[-1]["ci95"])
-        row.diverged = int(per_step[-1].get("diverged", 0))
+        overrides = [str(o) for o in overrides if not str(o).split("=")[0].lstrip("+~").startswith("hydra.")]
+    training = is_being_trained(run_dir)
+    failed = not training and _train_log_failed(run_dir)
+    problems: list[tuple[str, str]] = []  # (file, why)
+
+    raw, why = _read(run_dir / "config.yaml", yaml.safe_load)
+    cfg = seed = None
+    if why is None:
+        cfg, seed, why = _resolved_config(raw)
+    if why is not None:
+        problems.append(("config.yaml", why))
+        # Hydra's record of the job's config groups a job that has not written its own yet.
+        hydra_raw, hydra_why = _read(run_dir / ".hydra" / "config.yaml", yaml.safe_load)
+        if hydra_why is None:
+            cfg, seed, _ = _resolved_config(hydra_raw)
+    row = RunRow(run_dir, overrides, "", config=cfg, seed=seed)
+    if cfg is not None:
+        row.metric = "mse" if cfg["dataset"]["name"] in REGRESSION_DATASETS else "accuracy"
+        row.train_steps = int(cfg["train"]["steps"])
+    if not problems and row.metric:
+        records, why = _read_metrics(run_dir / "metrics.jsonl", row.metric)
+        if why is not None:
+            problems.append(("metrics.jsonl", why))
+        if records:
+            val_key = f"val/{row.metric}"
+            row.curve = {r["step"]: _number(r[val_key]) for r in records if val_key in r}
+            row.steps = records[-1]["step"]
+            row.minutes = _number(records[-1].get("elapsed_s", 0.0)) / 60
+            row.val = row.curve[max(row.curve)] if row.curve else None
+        eval_file = run_dir / "eval.json"
+        if eval_file.exists() or eval_file.is_symlink():
+            why = _read_eval(eval_file, row, cfg)
+            if why is not None:
+                problems.append(("eval.json", why))
+    # A run being trained, or one that failed, has not written every file yet: a missing one is no damage.
+    damage = [(f, why) for f, why in problems if why != "missing" or not (training or failed)]
+    if training:
+        row.status = "training"
+    elif damage:
+        row.status = "damaged (" + "; ".join(f"{f}: {why}" for f, why in damage) + ")"
+    elif failed:
+        row.status = "failed"
+    else:
+        row.status = "done" if row.train_steps is not None and row.steps >= row.train_steps else "stopped"
+    if row.damaged:  # its numbers are not averaged
+        row.val, row.test, row.test_ci, row.diverged, row.flagged, row.curve = None, [], None, 0, False, {}
     return row
 
 
-def _number(value) -> float:
-    return float("nan") if value is None else float(value)  # strict JSON writes a non-finite value as null
+# --- grouping ----------------------------------------------------------------------------------
 
 
-def mean_ci(values: list[float]):
-    mean, ci = mean_and_ci95(values)
-    return float(mean), float(ci)
+def experiment_key(row: RunRow) -> tuple:
+    """What a run computes: its metric and every setting that counts (``counts_for_grouping``), as
+    canonical text. Runs with the same key are seeds of one experiment. A run without a readable
+    config is a group of its own."""
+    if row.config is None:
+        return ("(no readable config)", str(row.path))
+    settings = flatten(row.config)
+    return (row.metric, *sorted((k, _canonical(v)) for k, v in settings.items() if counts_for_grouping(k)))
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _value_text(value) -> str:
+    """A setting as the command line writes it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_value_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_value_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def group_names(groups: dict[tuple, list[RunRow]]) -> dict[tuple, str]:
+    """Each group's name: its KEY=VALUE for the settings whose values differ between the groups of
+    its table (one table per metric). A setting under a node whose ``name`` differs between them
+    (dataset.name, model.name, ...) is named only where it tells apart groups of the same choice,
+    so an Omniglot group is not named by every key the sinusoid lacks. A group alone in its table
+    is named by its choices (``dataset.name=omniglot model.name=conv4``) that differ from other
+    tables'. Distinct groups of a table get distinct names."""
+    named = {key: dict(key[1:]) for key in groups if groups[key][0].config is not None}
+    out = {key: f"(no readable config: {groups[key][0].path})" for key in groups if key not in named}
+    for metric in dict.fromkeys(key[0] for key in named):
+        table = {key: settings for key, settings in named.items() if key[0] == metric}
+        if len(table) == 1:
+            ((key, settings),) = table.items()
+            choices = [k for k in settings if k.endswith(".name") and k.count(".") == 1]
+            differ = [k for k in choices if any(s.get(k) != settings[k] for s in named.values())]
+            out[key] = " ".join(f"{k}={_value_text(json.loads(settings[k]))}" for k in differ) or "(every run)"
+        else:
+            out.update(_differences(table))
+    return out
+
+
+def _differences(table: dict[tuple, dict]) -> dict[tuple, str]:
+    order = list(dict.fromkeys(k for settings in table.values() for k in settings))
+    varying = [k for k in order if len({s.get(k) for s in table.values()}) > 1]
+    out = {}
+    for key, settings in table.items():
+        shown = []
+        for k in varying:
+            if k not in settings:
+                continue
+            node = k.split(".")[0] + ".name"
+            if k != node and node in varying:
+                same_choice = [s for s in table.values() if s.get(node) == settings.get(node)]
+                if len({s.get(k) for s in same_choice}) == 1:
+                    continue  # it comes with the choice
+            shown.append(f"{k}={_value_text(json.loads(settings[k]))}")
+        out[key] = " ".join(shown)
+    return out
+
+
+def _mean_seed_ci(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and Student's t 95% half-width over seeds (None for one seed)."""
+    if not values:
+        return None, None
+    mean, ci = mean_and_seed_ci95(values)
+    return mean, (ci if len(values) > 1 else None)
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and 95% CI over seeds, as the report prints them (Student's t, n-1 degrees of freedom)."""
+    return mean_and_seed_ci95(values)
+
+
+def summarize(rows: list[RunRow]) -> list[dict]:
+    """One line per group (runs that compute the same thing, seeds apart), sorted by the
+    validation metric within each metric."""
+    groups: dict[tuple, list[RunRow]] = {}
+    for r in rows:
+        groups.setdefault(experiment_key(r), []).append(r)
+    names = group_names(groups)
+    lines = []
+    for key, members in groups.items():
+        scored = [r for r in members if r.scored and r.val is not None]
+        evaluated = [r for r in members if r.scored and r.test]
+        tests = [r.test[-1] for r in evaluated]
+        val, val_ci = _mean_seed_ci([r.val for r in scored])
+        test, test_ci = _mean_seed_ci(tests)
+        task_cis = [r.test_ci for r in evaluated if r.test_ci is not None]
+        lengths = {len(r.test) for r in evaluated}
+        lines.append(
+            {
+                "group": names[key],
+                "key": key,
+                "runs": len(members),
+                "seeds_scored": len(scored),
+                "metric": members[0].metric,
+                "status": ", ".join(sorted({r.status.split(" (")[0] for r in members})),
+                "steps": "/".join(
+                    sorted({f"{r.steps}" + (f" of {r.train_steps}" if r.train_steps else "") for r in members})
+                ),
+                "minutes": max((r.minutes or 0.0) for r in members),
+                "val": val,
+                "val_ci": val_ci,
+                "test_last_step": test,
+                "test_ci": test_ci,
+                "seeds_evaluated": len(tests),
+                # The papers' two conventions: +- the std over seeds (MAML++), or the 95% CI over
+                # test tasks (MAML, Meta-SGD; here the mean of the runs' own CIs).
+                "test_std_seeds": float(np.std(tests)) if len(tests) > 1 else None,
+                "test_ci_tasks": float(np.mean(task_cis)) if task_cis else None,
+                "diverged": sum(r.diverged for r in evaluated),
+                "flagged": any(r.flagged for r in evaluated),
+                "test_per_step": [sum(v) / len(v) for v in zip(*[r.test for r in evaluated])]
+                if len(lengths) == 1
+                else [],
+                "members": members,
+            }
+        )
+
+    def best_first(g):
+        val = g["val"]
+        missing = val is None or not math.isfinite(val)
+        return (g["metric"] or "~", missing, 0.0 if missing else (-val if g["metric"] == "accuracy" else val))
+
+    return sorted(lines, key=best_first)
+
+
+# --- the report's three files ---------------------------------------------------------------------
 
 
 def _fmt(value: float | None, metric: str | None, ci: float | None = None) -> str:
@@ -120,155 +453,178 @@ def _fmt(value: float | None, metric: str | None, ci: float | None = None) -> st
     return text if ci is None else f"{text} +- {ci * scale:.2g}{unit}"
 
 
-def summarize(rows: list[RunRow]) -> list[dict]:
-    """One line per group (runs differing only in seed), sorted by the validation metric."""
-    common = tuple(set.intersection(*[set(r.overrides) for r in rows])) if rows else ()
-    groups: dict[str, list[RunRow]] = {}
-    for r in rows:
-        r.common = common
-        groups.setdefault(r.group, []).append(r)
-    lines = []
-    for name, members in groups.items():
-        scored = [r for r in members if r.val is not None]
-        metric = next((r.metric for r in members if r.metric), None)
-        val = mean_ci([r.val for r in scored]) if scored else (None, None)
-        tests = [r.test[-1] for r in members if r.test]
-        test = mean_ci(tests) if tests else (None, None)
-        task_cis = [r.test_ci for r in members if r.test_ci is not None]
-        lines.append(
-            {
-                "group": name,
-                "runs": len(members),
-                "seeds_scored": len(scored),
-                "metric": metric,
-                "status": ", ".join(sorted({r.status for r in members})),
-                "steps": "/".join(
-                    sorted({f"{r.steps}" + (f" of {r.train_steps}" if r.train_steps else "") for r in members})
-                ),
-                "minutes": max((r.minutes or 0.0) for r in members),
-                "val": val[0],
-                "val_ci": val[1] if len(scored) > 1 else None,
-                "test_last_step": test[0],
-                "test_ci": test[1] if len(tests) > 1 else None,
-                # The two conventions papers use: +- the std over seeds (MAML++), or the 95% CI over
-                # test tasks (MAML, Meta-SGD; here the mean of the runs' own CIs).
-                "test_std_seeds": float(np.std(tests)) if len(tests) > 1 else None,
-                "test_ci_tasks": float(np.mean(task_cis)) if task_cis else None,
-                "diverged": sum(r.diverged for r in members),
-                "test_per_step": [sum(v) / len(v) for v in zip(*[r.test for r in members if r.test])],
-                "members": members,
-            }
-        )
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
 
-    def best_first(g):
-        return (
-            g["metric"] or "~",
-            g["val"] is None,
-            -(g["val"] or 0) if g["metric"] == "accuracy" else (g["val"] or 0),
-        )
 
-    return sorted(lines, key=best_first)
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path != root else "."
+
+
+def common_overrides(rows: list[RunRow]) -> list[str]:
+    """The recorded overrides every run shares (seed apart), in the order the first run gives them."""
+    recorded = [r.overrides for r in rows if r.overrides is not None]
+    if not recorded:
+        return []
+    shared = set.intersection(*[set(o) for o in recorded])
+    return [o for o in recorded[0] if o in shared and o.split("=")[0].lstrip("+") != "seed"]
 
 
 def markdown(root: Path, groups: list[dict]) -> str:
     """The report: one table per metric (accuracy and MSE are never ranked together), then the runs."""
-    common = [o for o in (groups[0]["members"][0].overrides if groups else []) if o in groups[0]["members"][0].common]
-    out = [f"# Sweep report: {root}", "", f"Common to every run: `{' '.join(common) or '(nothing)'}`"]
+    rows = [r for g in groups for r in g["members"]]
+    common = common_overrides(rows)
+    out = [f"# Sweep report: {root}", "", f"Overrides common to every run: `{' '.join(common) or '(none)'}`"]
     metrics = list(dict.fromkeys(g["metric"] for g in groups))
     for metric in metrics:
-        name = metric or "no metric yet"
+        name = metric or "no metric (no readable config)"
         if len(metrics) > 1:
             out += ["", f"## {name}"]
+        m = metric or "metric"
         out += [
             "",
-            f"| group (overrides but seed) | runs | status | steps | minutes | last validation {name} | "
-            f"test {name}, last step: mean +- std over seeds | test {name}, last step: +- 95% CI over tasks | "
-            f"test {name} after each inner step (mean over seeds) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            f"| group (settings that differ, seed apart) | runs | status | steps | minutes | "
+            f"last validation {m}: mean +- 95% CI over seeds (t) | "
+            f"test {m}, last step: mean +- 95% CI over seeds (t) | test {m}, last step: +- std over seeds | "
+            f"test {m}, last step: +- 95% CI over tasks | diverged test tasks, last step | "
+            f"test {m} after each inner step (mean over seeds) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for g in (g for g in groups if g["metric"] == metric):
-            test = ", ".join(_fmt(v, g["metric"]) for v in g["test_per_step"]) or "-"
-            flag = f" ! {g['diverged']} diverged task(s)" if g["diverged"] else ""
-            seeds = _fmt(g["test_last_step"], g["metric"], g["test_std_seeds"])
-            if g["test_last_step"] is not None and g["test_std_seeds"] is None:
-                seeds += " (one seed)"
-            tasks = "-" if g["test_ci_tasks"] is None else _fmt(g["test_last_step"], g["metric"], g["test_ci_tasks"])
+            metric_of = g["metric"]
+            val = _fmt(g["val"], metric_of, g["val_ci"])
+            if g["seeds_scored"] == 1:
+                val += " (one seed)"
+            test = _fmt(g["test_last_step"], metric_of, g["test_ci"])
+            if g["seeds_evaluated"] == 1:
+                test += " (one seed)"
+            std = "-" if g["test_std_seeds"] is None else _fmt(g["test_last_step"], metric_of, g["test_std_seeds"])
+            tasks = "-" if g["test_ci_tasks"] is None else _fmt(g["test_last_step"], metric_of, g["test_ci_tasks"])
+            diverged = "-" if not g["seeds_evaluated"] else str(g["diverged"])
+            if g["flagged"]:
+                diverged = f"! {g['diverged']} diverged"
+            per_step = ", ".join(_fmt(v, metric_of) for v in g["test_per_step"]) or "-"
             out.append(
-                f"| `{g['group']}` | {g['runs']} | {g['status']} | {g['steps']} | {g['minutes']:.1f} | "
-                f"{_fmt(g['val'], g['metric'], g['val_ci'])} | {seeds}{flag} | {tasks} | {test} |"
+                f"| `{_cell(g['group'])}` | {g['runs']} | {g['status']} | {g['steps']} | {g['minutes']:.1f} | "
+                f"{val} | {test} | {std} | {tasks} | {diverged} | {per_step} |"
             )
     out += [
         "",
-        "Last validation: the mean over seeds +- the 95% CI over seeds. Test columns: the same mean with "
-        "the two +- conventions papers use (MAML++ reports the std over seeds; MAML and Meta-SGD the 95% CI "
-        "over test tasks, 1.96 * std / sqrt(tasks)).",
+        f"Intervals: over seeds, the {SEED_INTERVAL} (last validation; test, first column); over test "
+        f"tasks, the {EPISODE_INTERVAL}, as MAML and Meta-SGD report it (the mean of the runs' own); "
+        "+- std over seeds as MAML++ reports it. Test scores are each run's eval.json (maml-eval's "
+        "defaults). `! N diverged`: leaving the diverged tasks out moves a run's mean by more than its "
+        "95% CI over tasks, or the mean is not finite; without `!`, N tasks diverged and the mean "
+        "stands. A damaged run is listed but not averaged.",
     ]
     out += ["", "Runs:", ""]
     for g in groups:
         for r in g["members"]:
+            recorded = "(no overrides recorded)" if r.overrides is None else " ".join(r.overrides) or "(defaults)"
+            notes = "".join(f"; {n}" for n in r.notes)
             out.append(
-                f"- `{r.path.relative_to(root) if r.path != root else '.'}`: {r.status}, "
-                f"{' '.join(o for o in r.overrides if o not in r.common) or '(defaults)'}, step {r.steps}, "
-                f"val {_fmt(r.val, r.metric)}"
+                f"- `{_relative(r.path, root)}`: {r.status}, seed {r.seed if r.seed is not None else '?'}, "
+                f"`{recorded}`, step {r.steps}, val {_fmt(r.val, r.metric)}{notes}"
             )
     return "\n".join(out) + "\n"
 
 
-def write_csv(path: Path, root: Path, groups: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(
-            ["run", "group", "overrides", "status", "steps", "train_steps", "minutes", "metric", "val", "test_per_step"]
-        )
-        for g in groups:
-            for r in g["members"]:
-                w.writerow(
-                    [
-                        str(r.path.relative_to(root)) if r.path != root else ".",
-                        g["group"],
-                        " ".join(r.overrides),
-                        r.status,
-                        r.steps,
-                        r.train_steps,
-                        "" if r.minutes is None else round(r.minutes, 3),
-                        r.metric or "",
-                        "" if r.val is None else r.val,
-                        " ".join(f"{v:.6g}" for v in r.test),
-                    ]
-                )
+def csv_text(root: Path, groups: list[dict]) -> str:
+    buffer = io.StringIO(newline="")
+    w = csv.writer(buffer)
+    w.writerow(
+        [
+            "run",
+            "group",
+            "seed",
+            "overrides",
+            "status",
+            "steps",
+            "train_steps",
+            "minutes",
+            "metric",
+            "val",
+            "test_per_step",
+        ]
+    )
+    for g in groups:
+        for r in g["members"]:
+            w.writerow(
+                [
+                    _relative(r.path, root),
+                    g["group"],
+                    "" if r.seed is None else r.seed,
+                    "" if r.overrides is None else " ".join(r.overrides),
+                    r.status,
+                    r.steps,
+                    r.train_steps,
+                    "" if r.minutes is None else round(r.minutes, 3),
+                    r.metric or "",
+                    "" if r.val is None else r.val,
+                    " ".join(f"{v:.6g}" for v in r.test),
+                ]
+            )
+    return buffer.getvalue()
 
 
-def plot(path: Path, groups: list[dict]) -> None:
-    """The groups' validation curves, one panel per metric."""
-    from maml_cli.plots import _pyplot, _save
+def plot_png(groups: list[dict]) -> bytes:
+    """The groups' validation curves, one panel per metric, as PNG bytes."""
+    from maml_cli.plots import _pyplot
 
     plt = _pyplot()
     metrics = [m for m in dict.fromkeys(g["metric"] for g in groups) if m] or [None]
     fig, axes = plt.subplots(1, len(metrics), figsize=(8 * len(metrics), 4.5), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        for g in (g for g in groups if g["metric"] == metric):
-            curves = [r.curve for r in g["members"] if r.curve]
-            if not curves:
-                continue
-            steps = sorted(set.intersection(*[set(c) for c in curves]))
-            ax.plot(
-                steps,
-                [sum(c[s] for c in curves) / len(curves) for s in steps],
-                marker="o",
-                markersize=3,
-                label=f"{g['group']} (n={len(curves)})",
-            )
-        ax.set_xlabel("outer step")
-        ax.set_ylabel(f"validation {metric or ''} (mean over seeds)")
-        if metric == "mse":
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, path)
+    try:
+        for ax, metric in zip(axes[0], metrics):
+            for g in (g for g in groups if g["metric"] == metric):
+                curves = [r.curve for r in g["members"] if r.curve]
+                if not curves:
+                    continue
+                steps = sorted(set.intersection(*[set(c) for c in curves]))
+                ax.plot(
+                    steps,
+                    [sum(c[s] for c in curves) / len(curves) for s in steps],
+                    marker="o",
+                    markersize=3,
+                    label=f"{g['group']} (n={len(curves)})",
+                )
+            ax.set_xlabel("outer step")
+            ax.set_ylabel(f"validation {metric or ''} (mean over seeds)")
+            if metric == "mse" and ax.lines:
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        return buffer.getvalue()
+    finally:
+        plt.close(fig)
 
 
+def write_report(out: Path, files: dict[str, str | bytes]) -> None:
+    """Each file whole (``maml_cli.atomic``) into ``out``, created if need be."""
+    from maml_cli.atomic import WriteError, describe_os_error, write_bytes, write_text
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(f"cannot create {out} ({describe_os_error(e)})") from e
+    for name, content in files.items():
+        (write_bytes if isinstance(content, bytes) else write_text)(out / name, content)
+
+
+def _inside_a_run(out: Path, runs: list[Path]) -> Path | None:
+    out = out.absolute().resolve()
+    for run in runs:
+        run = run.absolute().resolve()
+        if out == run or run in out.parents:
+            return run
+    return None
+
+
+@guarded("maml-report")
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="maml-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -278,23 +634,33 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     root = args.dir
     if not root.is_dir():
-        print(f"maml-report: error: {root} is not a directory", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        raise UserError(f"{root} is not a directory: pass a multirun folder, or any folder holding run directories")
     runs = find_runs(root)
     if not runs:
-        print(
-            f"maml-report: error: no run directories under {root} (folders maml-train wrote, with "
-            "config.yaml or .hydra/)",
-            file=sys.stderr,
+        raise UserError(
+            f"no run directories under {root} (folders maml-train wrote, with config.yaml or .hydra/): "
+            "pass a multirun folder, or any folder holding run directories"
         )
-        sys.exit(EXIT_USER_ERROR)
     groups = summarize([read_run(r) for r in runs])
     out = args.out or root
-    out.mkdir(parents=True, exist_ok=True)
     text = markdown(root, groups)
-    (out / "report.md").write_text(text)
-    write_csv(out / "report.csv", root, groups)
-    plot(out / "report.png", groups)
+    inside = _inside_a_run(out, runs)
+    if inside is not None:
+        print(text, end="")
+        raise UserError(
+            f"{out} is {'a run' if out.absolute().resolve() == inside.resolve() else 'inside the run ' + str(inside)}, "
+            "which maml-report only reads: pass --out DIR for report.md, report.csv and report.png"
+        )
+    try:
+        write_report(out, {"report.md": text, "report.csv": csv_text(root, groups), "report.png": plot_png(groups)})
+    except UserError as e:
+        from maml_cli.atomic import describe_os_error
+
+        print(text, end="")
+        reason = describe_os_error(e.__cause__) if isinstance(e.__cause__, OSError) else str(e)
+        raise UserError(
+            f"cannot write the report into {out} ({reason}); the table is above: pass --out DIR, a folder you can write"
+        ) from e
     print(text, end="")
     print(f"wrote {out / 'report.md'}, report.csv, report.png", file=sys.stderr)
 

@@ -12,31 +12,42 @@ apply, every key with its value and one-line meaning, the exit codes.
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
+import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import fields
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from maml_cli import stop_signals
 from maml_cli.composing import App, Composer, compose_checked, open_keys
 from maml_cli.config import schema
 from maml_cli.errors import UserError
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
-EXIT_REQUEUE = 75  # sysexits.h EX_TEMPFAIL: "try again later"
+EXIT_INTERRUPTED = stop_signals.EXIT_INTERRUPTED  # 130
+EXIT_REQUEUE = stop_signals.EXIT_REQUEUE  # 75, sysexits.h EX_TEMPFAIL: "try again later"
+EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: a bug of ours
+_INTERNAL_TEXT = (
+    "70 internal error: a bug of ours; one line names the file that holds the traceback, please\n"
+    "report it with that file."
+)
 EXIT_CODES = (
     "Exit codes: 0 done (or nothing left to do); 2 bad input: one message says what and how to fix\n"
     "it, and nothing is created; 130 interrupted by Ctrl-C (a checkpoint was saved: run the same\n"
-    "command to resume); 75 stopped by SIGTERM, SIGUSR1 or SIGUSR2, a scheduler's preemption or time\n"
-    "limit (a checkpoint was saved: requeue the same command); 1 anything else (a bug: please\n"
-    "report it with the run's train.log)."
+    "command to resume; a second Ctrl-C stops at once); 75 stopped by SIGTERM, SIGHUP, SIGUSR1 or\n"
+    "SIGUSR2, a scheduler's preemption or time limit (a checkpoint was saved: requeue the same\n"
+    "command); 1 a sweep (-m) in which some jobs failed (each one's reason is in its train.log);\n" + _INTERNAL_TEXT
 )
 READER_EXIT_CODES = (
     "Exit codes: 0 done; 2 bad input: one message says what and how to fix it, and nothing is\n"
-    "written; 130 interrupted (nothing half-written: run it again); 1 anything else (a bug: please\n"
-    "report it with the command line)."
+    "written; 130 interrupted by Ctrl-C, 75 stopped by SIGTERM, SIGHUP, SIGUSR1 or SIGUSR2\n"
+    "(nothing half-written: run it again);\n" + _INTERNAL_TEXT
 )
 ENVIRONMENT = (
     "Environment: MAML_CLI_CPU_DEVICES=auto|N JAX CPU devices to make of the cores (auto: one per\n"
@@ -74,6 +85,69 @@ def fail(app: App, error: UserError) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
+# --- the boundary every command runs inside ---------------------------------------------------------
+
+
+def guarded(name: str) -> Callable:
+    """The one boundary of a console script's ``main``: a known error (``UserError``) is one line
+    and exit 2 (stop signals: ``maml_cli.stop_signals``, installed by ``entry``); anything else one line,
+    ``internal error: ... (traceback in FILE); please report it``, and exit 70, the traceback
+    written to that file. No traceback ever reaches the terminal, and no error passes silently."""
+
+    def wrap(main: Callable) -> Callable:
+        @functools.wraps(main)
+        def run(argv: Sequence[str] | None = None):
+            try:
+                return main(argv)
+            except SystemExit:
+                raise
+            except UserError as e:
+                print(f"{name}: error: {e}", file=sys.stderr)
+                sys.exit(EXIT_USER_ERROR)
+            except KeyboardInterrupt:  # Ctrl-C where the console script's handlers are not in place
+                print(f"{name}: interrupted", file=sys.stderr)
+                sys.exit(EXIT_INTERRUPTED)
+            except Exception as e:
+                sys.exit(internal_error(name, e))
+
+        return run
+
+    return wrap
+
+
+def _error_folder() -> Path:
+    """Where tracebacks go: the cache's errors/ folder, else the system's temporary folder."""
+    import tempfile
+
+    from maml_cli.data.cache import default_cache_dir
+
+    try:
+        folder = default_cache_dir() / "errors"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    except (OSError, UserError):
+        return Path(tempfile.gettempdir())
+
+
+def internal_error(name: str, error: BaseException) -> int:
+    """Write the traceback of an unexpected error to a file and say one line naming it; returns
+    the exit code (70)."""
+    text = "".join(traceback.format_exception(error))
+    first = (str(error).strip().splitlines() or [""])[0][:300]
+    what = f"{type(error).__name__}" + (f": {first}" if first else "")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        path = _error_folder() / f"{name}-{stamp}-{os.getpid()}.txt"
+        command = " ".join([name, *sys.argv[1:]])
+        path.write_text(f"{command}\n\n{text}")
+        where = f"traceback in {path}"
+    except OSError as e:  # nowhere to write it: the traceback is shown rather than lost
+        print(text, file=sys.stderr)
+        where = f"traceback above: it could not be written to a file ({e.strerror})"
+    print(f"{name}: internal error: {what} ({where}); please report it", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
 def main(
     app: App,
     argv: Sequence[str] | None,
@@ -81,29 +155,47 @@ def main(
     job: Callable[[], None],
 ) -> CommandLine:
     """A console script: --help, or the command line composed and checked (every job's config,
-    then the app's own ``check``; False: nothing more to do; a list: Hydra overrides to add), then
-    handed to the Hydra ``job``."""
+    the caches, then the app's own ``check``; False: nothing more to do; a list: Hydra overrides to
+    add), then handed to the Hydra ``job``. Errors are reported by the command's ``guarded``
+    boundary."""
     argv = open_keys(sys.argv[1:] if argv is None else argv)
     line = CommandLine(argv)
-    try:
-        if line.help:
-            print(help_text(app, line.overrides), end="")
+    if line.help:
+        print(help_text(app, line.overrides), end="")
+        return line
+    if not line.hydra_flags:
+        cfgs = compose_checked(app, line.overrides, multirun=line.multirun)
+        check_caches(cfgs)
+        use_cores(cfgs)
+        verdict = check(line, cfgs)
+        if verdict is False:
             return line
-        if not line.hydra_flags:
-            cfgs = compose_checked(app, line.overrides, multirun=line.multirun)
-            use_cores(cfgs)
-            verdict = check(line, cfgs)
-            if verdict is False:
-                return line
-            argv += verdict if isinstance(verdict, list) else []
-    except UserError as e:
-        fail(app, e)
-    except KeyboardInterrupt:
-        print(f"{app.name}: interrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        argv += verdict if isinstance(verdict, list) else []
     sys.argv = [sys.argv[0] if sys.argv else app.name, *argv]
     job()
     return line
+
+
+def check_caches(cfgs: list[DictConfig]) -> None:
+    """Refuse, before anything is read or written, a cache that is empty (it would land in the
+    working directory) or cannot be written: the compilation cache, $MAML_CLI_CACHE when it is set
+    or used, and each job's dataset.cache_dir."""
+    from maml_cli.data.cache import CACHE_ENV, check_writable_dir, default_cache_dir
+    from maml_cli.execution import compilation_cache_dir
+
+    compilation_cache_dir()
+    folders = {}
+    if os.environ.get(CACHE_ENV) is not None:
+        folders[default_cache_dir()] = CACHE_ENV
+    for cfg in cfgs:
+        dataset = cfg.get("dataset")
+        if isinstance(dataset, DictConfig) and "cache_dir" in dataset:
+            if dataset.cache_dir:
+                folders.setdefault(Path(str(dataset.cache_dir)), "dataset.cache_dir")
+            else:
+                folders.setdefault(default_cache_dir(), CACHE_ENV)
+    for folder, what in folders.items():
+        check_writable_dir(folder, what)
 
 
 def use_cores(cfgs: list[DictConfig]) -> None:
@@ -176,7 +268,8 @@ def key_table(app: App, cfg: DictConfig) -> list[str]:
             if f.name not in node or isinstance(node[f.name], dict) and section == "":
                 continue
             key = f.name if section == "" else f"{section}.{f.name}"
-            rows.append((f"{key}={_show(node[f.name])}", schema.help_of(cls, f.name)))
+            text, allowed = schema.help_of(cls, f.name), schema.range_of(cls, f.name)
+            rows.append((f"{key}={_show(node[f.name])}", text + (f" [{allowed.describe()}]" if allowed else "")))
     width = min(max(len(k) for k, _ in rows) + 2, 40)
     out = []
     for key, text in rows:

@@ -10,6 +10,7 @@ maml-train experiment=omniglot_5w1s train.dry_run=true   # check config and data
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import traceback
@@ -88,40 +89,81 @@ def check_command_line(line: cli.CommandLine, composed: list):
     pinned = []
     if line.multirun:  # the sweep's folder, known now so that its table can be printed at the end
         line.sweep_dir = Path(str(jobs[0][1].sweep.dir))
+        from maml_cli.run_dir import check_sweep_place
+
+        check_sweep_place(line.sweep_dir, force=any(cfg.train.force_run_dir for cfg, _ in jobs))
         if not any(o.split("=")[0].lstrip("+") == "hydra.sweep.dir" for o in line.overrides):
             pinned = [f"hydra.sweep.dir={line.sweep_dir}"]
+    if any(cfg.train.dry_run for cfg, _ in jobs):
+        return dry_run(jobs)
     if len(jobs) > 1:  # a sweep: each job reads its data when it starts
         return pinned or True
     cfg, hydra_node = jobs[0]
     explicit_dir = not line.multirun and any(o.split("=")[0].lstrip("+") == "hydra.run.dir" for o in line.overrides)
     several = parallel.wants_distributed(cfg.distributed)
-    if several and not explicit_dir and not cfg.train.dry_run:
+    if several and not explicit_dir:
         raise UserError(
             "a run over several processes needs hydra.run.dir=DIR, the same folder for every process "
             "(on a shared file system)"
         )
     process_id = parallel.process_id_from_env(cfg.distributed) if several else 0
-    from maml_cli.experiment import build_experiment
-
-    exp = build_experiment(cfg)  # reads the data: a missing dataset is reported here (and kept for the job)
-    if cfg.train.dry_run:
-        if process_id == 0:
-            print(OmegaConf.to_yaml(cfg, resolve=True), end="")
-            print(f"# plan: {exp.describe()}")
-            print("# dry run: config and data are fine; nothing was trained or written")
-        return False
-    if explicit_dir and process_id == 0:
-        from maml_cli.run_dir import check_resumable, check_usable
+    if process_id == 0 and not line.multirun:  # the run directory, before any data is read
+        from maml_cli.run_dir import check_place, check_resumable, check_usable
 
         run_dir = Path(hydra_node.run.dir)
+        check_place(run_dir, force=cfg.train.force_run_dir)
         check_usable(run_dir)
         check_resumable(run_dir, cfg)  # before Hydra rewrites the run's .hydra/ record
+    from maml_cli.experiment import build_experiment
+
+    build_experiment(cfg)  # reads the data: a missing dataset is reported here (and kept for the job)
     if process_id != 0:  # process 0 writes the run's .hydra/ and train.log; the others log to stderr only
         return ["hydra.output_subdir=null", "hydra/job_logging=stdout", *pinned]
     if line.multirun:
         return pinned or True
     run_one(composed[0])
     return False  # done here: Hydra composed once
+
+
+def dry_run(jobs: list) -> bool:
+    """``train.dry_run=true``: every job's (config, hydra node) data read and its plan printed (one
+    job: its config too), nothing trained. Returns False: nothing more to do."""
+    from maml_cli import parallel
+    from maml_cli.experiment import build_experiment
+
+    speaks = parallel.process_id_from_env(jobs[0][0].distributed) == 0
+    plans = []
+    for i, (cfg, hydra_node) in enumerate(jobs):
+        plan = build_experiment(cfg).describe()
+        plans.append(plan)
+        if not speaks:
+            continue
+        if len(jobs) == 1:
+            print(OmegaConf.to_yaml(cfg, resolve=True), end="")
+            print(f"# plan: {plan}")
+        else:
+            print(f"# job {i} ({' '.join(hydra_node.overrides.task)}): plan: {plan}")
+    if speaks:
+        print(dry_run_outcome(" ".join(plans)))
+    return False
+
+
+def dry_run_outcome(plan: str) -> str:
+    """The dry run's last line: what it wrote, which is at most the data cache entries it had to
+    build to check the data (``data.cache.built_entries``, those of this experiment's data, which
+    its ``plan`` names). Nothing is compiled into the compilation cache: maml-train turns that
+    cache on only in the job that trains."""
+    from maml_cli.data.cache import built_entries
+
+    built = [entry for entry in built_entries() if str(entry) in plan]
+    if not built:
+        return "# dry run: config and data are fine; nothing was trained or written"
+    return (
+        "# dry run: config and data are fine; nothing was trained; written: the data cache "
+        + ("entry " if len(built) == 1 else "entries ")
+        + ", ".join(str(p) for p in built)
+        + " (reused by training)"
+    )
 
 
 class _NoCallbacks:
@@ -152,6 +194,7 @@ def run_one(full: DictConfig) -> None:
     done.return_value  # noqa: B018 (raises what the job raised)
 
 
+@cli.guarded("maml-train")
 def main(argv: Sequence[str] | None = None) -> None:
     line = cli.main(APP, argv, check_command_line, run_job)
     if line.sweep_dir is not None and line.sweep_dir.is_dir():
@@ -190,13 +233,14 @@ def train_job(cfg: DictConfig) -> float | None:
             e.resubmit()
         sys.exit(cli.EXIT_REQUEUE)
     except Exception as e:
-        if not in_sweep and not isinstance(e, UserError):
-            raise
-        if in_sweep or not remove_if_not_a_run(run_dir):  # a real run or a sweep's job: keep the reason with it
-            with open(run_dir / "train.log", "a") as f:
+        if in_sweep or not isinstance(e, UserError) or not remove_if_not_a_run(run_dir):
+            # A real run or a sweep's job: keep the reason with it.
+            with contextlib.suppress(OSError), open(run_dir / "train.log", "a") as f:
                 f.write(f"[ERROR] {e if isinstance(e, UserError) else traceback.format_exc()}\n")
-        if not in_sweep:
-            cli.fail(APP, e)
+        if not in_sweep:  # said here: raised, Hydra's job runner would add a line of its own
+            if isinstance(e, UserError):
+                cli.fail(APP, e)
+            sys.exit(cli.internal_error(APP.name, e))
         return sweep_job_failed(hydra_cfg, run_dir, e)
     from maml_cli.parallel import is_writer
 

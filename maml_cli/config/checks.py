@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import typing
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from maml_cli.config.schema import (
     ALGORITHM_SCHEMAS,
@@ -18,8 +22,12 @@ from maml_cli.config.schema import (
     MODEL_SCHEMAS,
     TASK_BATCHING,
     TrainConfig,
+    range_of,
 )
 from maml_cli.errors import UserError, one_of
+
+# The scores after every inner step of every task are held in memory: [tasks, inner_steps + 1], twice.
+MAX_SCORES = 100_000_000
 
 
 def _typed(schemas: dict, node: Any, group: str) -> DictConfig:
@@ -59,14 +67,111 @@ def load_run_config(run_dir: Path) -> DictConfig:
             f"{run_dir} is not a maml-train run directory (no config.yaml); "
             "pass run_dir=PATH of a directory that maml-train wrote"
         )
-    return conform(OmegaConf.load(path), source=str(path))
+    return conform(read_saved_config(path), source=str(path))
+
+
+def read_saved_config(path: Path) -> DictConfig:
+    """A run's config.yaml as written, or a UserError saying it is damaged (not YAML, not text,
+    not a mapping, not a file)."""
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as e:  # yaml's parse errors, UnicodeDecodeError, IsADirectoryError, ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{path} is damaged ({reason}): it is the run's record of its config; restore it from the "
+            "checkpoint's own copy (checkpoints/STEP/provenance/metadata) or train in another folder"
+        ) from None
+    if not isinstance(loaded, DictConfig):
+        raise UserError(f"{path} is damaged (not a mapping of settings): restore it or train in another folder")
+    return loaded
+
+
+def _schema_of(node, hint) -> type | None:
+    """The dataclass ``node`` was composed against (a dataset's own, say), else the field's type."""
+    for candidate in (OmegaConf.get_type(node) if isinstance(node, DictConfig) else None, hint):
+        if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def _numbers(value) -> list[tuple[str, Any]]:
+    """(index suffix, number) of a value: itself, or each element of a list."""
+    items = (
+        [(f"[{i}]", v) for i, v in enumerate(value)] if isinstance(value, (list, tuple, ListConfig)) else [("", value)]
+    )
+    return [(i, v) for i, v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def range_problems(node: DictConfig, schema: type | None = None, prefix: str = "") -> list[str]:
+    """Every number of ``node`` (a config composed against the schemas: a training config, a
+    command's) outside the ``Range`` its field declares (``schema.opt``), as ``KEY must be >= N
+    (got V)``; a list's elements each. Fields are found through the schemas, so a key added to
+    them is checked without a line here."""
+    schema = _schema_of(node, schema)
+    if schema is None:
+        return []
+    hints = typing.get_type_hints(schema)
+    problems = []
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}{f.name}"
+        if f.name not in node.keys() or OmegaConf.is_missing(node, f.name):  # noqa: SIM118 (see validate)
+            continue
+        try:
+            value = node[f.name]
+        except OmegaConfBaseException as e:  # an interpolation that does not resolve, or to the wrong type
+            problems.append(f"{key}: {str(e).splitlines()[0]}")
+            continue
+        if isinstance(value, DictConfig):
+            problems += range_problems(value, hints.get(f.name), f"{key}.")
+            continue
+        allowed = range_of(schema, f.name)
+        if allowed is None or value is None:
+            continue
+        nullable = type(None) in typing.get_args(hints.get(f.name))
+        for index, number in _numbers(value):
+            problem = allowed.problem(number)
+            if problem:
+                problems.append(f"{key}{index} {problem}{' or null' if nullable and not index else ''} (got {number})")
+    return problems
+
+
+def raise_problems(problems: list[str]) -> None:
+    """UserError with ``invalid config: ...``: every problem, on one line."""
+    if problems:
+        raise UserError("invalid config: " + "; ".join(problems))
+
+
+def check_values(cfg: DictConfig) -> DictConfig:
+    """Raise a UserError when a number of ``cfg`` lies outside its field's range: the check that
+    maml-eval's and maml-adapt's own keys pass (``composing.compose_checked``, ``Run.evaluate``,
+    ``Run.adapt``), as ``validate`` runs it on a training config."""
+    raise_problems(range_problems(cfg))
+    return cfg
+
+
+def typed_values(schema: type, values: dict) -> DictConfig:
+    """``values`` (keyword arguments of the Python API) on ``schema``, checked as the command
+    line's are: a wrong type or a number out of range is a UserError naming the key."""
+    node = OmegaConf.structured(schema)
+    for key, value in values.items():
+        try:
+            node[key] = value
+        except OmegaConfBaseException as e:
+            text = str(e).splitlines()[0]
+            text = re.sub(
+                r"Value '(.*)' of type '\w+' could not be converted to (\w+)",
+                lambda m: f"{m.group(1)!r} is not a valid {m.group(2).lower()}",
+                text,
+            )
+            raise UserError(f"{key}={value!r}: {text}") from None
+    return check_values(node)
 
 
 def validate(cfg: DictConfig) -> None:
-    """Checks that types cannot express. Raises UserError with every problem found."""
-    conform(cfg)
+    """Checks that types cannot express: every number within its range (``range_problems``), then
+    the keys that must agree. Raises UserError with every problem found."""
+    typed = conform(cfg)
     problems = []
-    d, a, t, e = cfg.dataset, cfg.algorithm, cfg.train, cfg.eval
 
     def need(ok: bool, msg: str) -> None:
         if not ok:
@@ -80,9 +185,10 @@ def validate(cfg: DictConfig) -> None:
                 f"{section}={node.name} needs {section}.target=module.path:name, the Python object to import "
                 f"(got {node._get_node('target')._value()!r})",
             )
-    need(d.ways >= 1, f"dataset.ways must be >= 1 (got {d.ways})")
-    need(d.shots >= 1, f"dataset.shots must be >= 1 (got {d.shots})")
-    need(d.query_shots >= 1, f"dataset.query_shots must be >= 1 (got {d.query_shots})")
+    out_of_range = range_problems(typed)
+    if out_of_range:  # the checks below compare numbers, which must be in range first
+        raise_problems(problems + out_of_range)
+    d, a, t, e = typed.dataset, typed.algorithm, typed.train, typed.eval
     if d.name in ("sinusoid", "function"):
         need(d.ways == 1, f"{d.name} is regression: dataset.ways must be 1 (got {d.ways})")
     if d.name == "sinusoid":
@@ -92,44 +198,26 @@ def validate(cfg: DictConfig) -> None:
     if d.name == "image_folder":
         need(d.layout in IMAGE_FOLDER_LAYOUTS, one_of("dataset.layout", d.layout, IMAGE_FOLDER_LAYOUTS))
         need(d.channels in (None, 1, 3), f"dataset.channels must be 1, 3 or null (got {d.channels})")
-        need(d.image_size >= 1, f"dataset.image_size must be >= 1 (got {d.image_size})")
         need(d.resample in IMAGE_RESAMPLE, one_of("dataset.resample", d.resample, IMAGE_RESAMPLE))
         for key in ("train_classes", "val_classes"):
             need(
-                d[key] >= 0 and (d[key] < 1 or d[key] == int(d[key])),
+                d[key] < 1 or d[key] == int(d[key]),
                 f"dataset.{key} must be a whole number of classes or a fraction below 1 (got {d[key]})",
             )
-    need(a.inner_lr >= 0, f"algorithm.inner_lr must be >= 0 (got {a.inner_lr})")
-    need(a.inner_steps >= 0, f"algorithm.inner_steps must be >= 0 (got {a.inner_steps})")
-    need(t.steps >= 0, f"train.steps must be >= 0 (got {t.steps})")
-    need(t.meta_batch_size >= 1, f"train.meta_batch_size must be >= 1 (got {t.meta_batch_size})")
-    need(t.outer_lr > 0, f"train.outer_lr must be > 0 (got {t.outer_lr})")
-    need(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be > 0 or null")
-    need(t.grad_clip_value is None or t.grad_clip_value > 0, "train.grad_clip_value must be > 0 or null")
-    for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "steps_per_call"):
-        need(t[key] >= 1, f"train.{key} must be >= 1 (got {t[key]})")
-    need(t.keep_best >= 0, f"train.keep_best must be >= 0 (got {t.keep_best})")
     need(t.grad_clip_scope in GRAD_CLIP_SCOPES, one_of("train.grad_clip_scope", t.grad_clip_scope, GRAD_CLIP_SCOPES))
     need(t.task_batching in TASK_BATCHING, one_of("train.task_batching", t.task_batching, TASK_BATCHING))
     need(
-        str(t.devices) == "auto" or (str(t.devices).isdigit() and int(t.devices) >= 1),
+        str(t.devices) == "auto" or (re.fullmatch(r"[0-9]+", str(t.devices)) is not None and int(t.devices) >= 1),
         f"train.devices must be auto or a number >= 1 (got {t.devices!r})",
     )
-    need(e.episodes >= 1, f"eval.episodes must be >= 1 (got {e.episodes})")
-    need(e.inner_steps >= 0, f"eval.inner_steps must be >= 0 (got {e.inner_steps})")
-    need(e.val_episodes >= 1, f"eval.val_episodes must be >= 1 (got {e.val_episodes})")
-    need(e.batch_size >= 1, f"eval.batch_size must be >= 1 (got {e.batch_size})")
-    need(e.query_shots is None or e.query_shots >= 1, f"eval.query_shots must be >= 1 or null (got {e.query_shots})")
-    need(t.time_limit_minutes is None or t.time_limit_minutes > 0, "train.time_limit_minutes must be > 0 or null")
-    problems += _algorithm_problems(a, cfg.model, t)
-    if cfg.model.name == "conv4":
-        m = cfg.model
-        need(m.bn_epsilon > 0, f"model.bn_epsilon must be > 0 (got {m.bn_epsilon})")
-        need(0 < m.bn_momentum <= 1, f"model.bn_momentum must be in (0, 1] (got {m.bn_momentum})")
-    if len(problems) == 1:
-        raise UserError(f"invalid config: {problems[0]}")
-    if problems:
-        raise UserError("invalid config:\n  " + "\n  ".join(problems))
+    for key in ("episodes", "val_episodes"):
+        need(
+            e[key] * (e.inner_steps + 1) <= MAX_SCORES,
+            f"eval.{key} x (eval.inner_steps + 1) must be <= {MAX_SCORES}: the score after every inner step "
+            f"of every task is kept (got {e[key]} x {e.inner_steps + 1}); take fewer tasks or steps",
+        )
+    problems += _algorithm_problems(a, typed.model, t)
+    raise_problems(problems)
 
 
 def _is_target(value) -> bool:
@@ -157,16 +245,6 @@ def _algorithm_problems(a, model, t) -> list[str]:
             problems.append("algorithm=mamlpp needs algorithm.inner_steps >= 1")
         if a.multi_step_loss and a.multi_step_loss_steps < 1:
             problems.append("algorithm.multi_step_loss_steps must be >= 1 (or multi_step_loss=false)")
-        if a.first_order_steps < 0:
-            problems.append(f"algorithm.first_order_steps must be >= 0 (got {a.first_order_steps})")
         if a.cosine_annealing and not 0 < a.min_outer_lr <= t.outer_lr:
             problems.append(f"algorithm.min_outer_lr must be in (0, train.outer_lr] (got {a.min_outer_lr})")
-    if a.name == "reptile":
-        for key in ("inner_batch_size", "eval_inner_batch_size"):
-            if a[key] < 1:
-                problems.append(f"algorithm.{key} must be >= 1 (got {a[key]})")
-        if a.train_shots is not None and a.train_shots < 1:
-            problems.append(f"algorithm.train_shots must be >= 1 or null (got {a.train_shots})")
-        if not a.outer_step_size > 0 or a.outer_step_size_final < 0:
-            problems.append("algorithm.outer_step_size must be > 0 and outer_step_size_final >= 0")
     return problems

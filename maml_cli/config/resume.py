@@ -19,6 +19,7 @@ RESUMABLE_CHANGES = (
     "train.keep_best",
     "train.progress",
     "train.dry_run",
+    "train.force_run_dir",
     "train.plots",
     "eval.episodes",
     "eval.val_episodes",

@@ -21,15 +21,65 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from maml_cli.errors import UserError
+
 log = logging.getLogger(__name__)
 
-CACHE_HOME = Path.home() / ".cache" / "maml-cli"  # datasets and compiled programs, by default
+CACHE_ENV = "MAML_CLI_CACHE"
 T = TypeVar("T")
 
 
 def default_cache_dir() -> Path:
-    """``$MAML_CLI_CACHE``, else ~/.cache/maml-cli (``dataset.cache_dir`` overrides both)."""
-    return Path(os.environ.get("MAML_CLI_CACHE", CACHE_HOME))
+    """``$MAML_CLI_CACHE``, else ~/.cache/maml-cli (``dataset.cache_dir`` overrides both), made
+    absolute. A variable that is set but empty is refused: it would put the cache in the working
+    directory."""
+    value = os.environ.get(CACHE_ENV)
+    if value is None:
+        try:
+            home = Path.home()
+        except RuntimeError:  # no HOME and no entry in the password database
+            raise UserError(
+                f"the home folder is unknown (HOME is not set): set HOME, or {CACHE_ENV}=DIR for the cache"
+            ) from None
+        given = os.environ.get("HOME")
+        if given is not None and not os.path.isabs(given):  # "" means "/" to Python; relative, the working dir
+            raise UserError(f"HOME={given!r} is not an absolute path: set HOME, or {CACHE_ENV}=DIR for the cache")
+        return home / ".cache" / "maml-cli"
+    if not value.strip():
+        raise UserError(
+            f"{CACHE_ENV} is set but empty: unset it (the cache is then ~/.cache/maml-cli) or set it to a folder"
+        )
+    return Path(value).expanduser().absolute()
+
+
+def check_writable_dir(path: Path, what: str) -> Path:
+    """Refuse a cache folder that cannot hold files: a file in its place, a read-only or full
+    disk. The check writes and removes a small probe in the folder (or in its nearest existing
+    parent, creating nothing)."""
+    path = Path(path).expanduser().absolute()
+    probe_dir = path
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        if probe_dir.is_symlink():  # a dangling link: creating the folder would fail
+            raise UserError(f"{what}={path}: {probe_dir} is a link to nothing; point {what} to a folder")
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise UserError(f"{what}={path}: {probe_dir} is a file, not a folder; point {what} to a folder")
+    probe = probe_dir / f".maml-cli-probe{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        from maml_cli.atomic import describe_os_error
+
+        raise UserError(
+            f"{what}={path} cannot be written ({describe_os_error(e)}), or point {what} elsewhere"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    return path
 
 
 def _holder(lock: Path) -> str:
@@ -79,6 +129,33 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+@contextlib.contextmanager
+def _as_cache_errors(entry: Path, what: str) -> Iterator[None]:
+    """An OSError while building ``entry`` as one line: the cache's folder (full, read-only) or,
+    when the error names another file, the source being read."""
+    try:
+        yield
+    except OSError as e:
+        from maml_cli.atomic import describe_os_error
+
+        reason = describe_os_error(e)
+        if e.filename and not str(e.filename).startswith(str(entry.parent)):
+            raise UserError(f"cannot read {e.filename} ({reason}) while building the {what} {entry}") from e
+        raise UserError(
+            f"cannot write the {what} {entry} ({reason}); or set {CACHE_ENV}=DIR "
+            "(dataset.cache_dir for this dataset alone)"
+        ) from e
+
+
+_BUILT: list[Path] = []  # the entries this process built, in order (a dry run says which)
+
+
+def built_entries() -> list[Path]:
+    """The cache entries this process built and published (not those it found whole), oldest
+    first: what a run that promises to write nothing did write."""
+    return list(_BUILT)
+
+
 def cached(entry: Path, read: Callable[[Path], T], build: Callable[[Path], None], what: str = "cache") -> T:
     """``read(entry)`` of a whole, readable entry; else build it once and read it.
 
@@ -91,20 +168,22 @@ def cached(entry: Path, read: Callable[[Path], T], build: Callable[[Path], None]
             return read(entry)
         except Exception as e:  # damaged: rebuilt below, under the lock
             log.warning("rebuilding the damaged %s %s (%s)", what, entry, e)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with build_lock(entry):
-        if entry.exists():  # another job built it while this one waited, or it is the damaged one
+    with _as_cache_errors(entry, what):
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with build_lock(entry):
+            if entry.exists():  # another job built it while this one waited, or it is the damaged one
+                try:
+                    return read(entry)
+                except Exception:
+                    _remove(entry)
+            for stale in entry.parent.glob(entry.name + ".tmp*"):  # left by a builder that was killed
+                _remove(stale)
+            tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}{entry.suffix}")
             try:
-                return read(entry)
-            except Exception:
-                _remove(entry)
-        for stale in entry.parent.glob(entry.name + ".tmp*"):  # left by a builder that was killed
-            _remove(stale)
-        tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}{entry.suffix}")
-        try:
-            build(tmp)
-            os.replace(tmp, entry)  # the publish: atomic, a file or a whole folder
-        except BaseException:  # a bad input or Ctrl-C: leave no half-written entry behind
-            _remove(tmp)
-            raise
+                build(tmp)
+                os.replace(tmp, entry)  # the publish: atomic, a file or a whole folder
+                _BUILT.append(entry)
+            except BaseException:  # a bad input, a full disk or Ctrl-C: leave no half-written entry behind
+                _remove(tmp)
+                raise
     return read(entry)
