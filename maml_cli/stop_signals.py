@@ -125,6 +125,20 @@ def install(command: str) -> None:
     STOPS.install(command)
 
 
+def stop_pending() -> bool:
+    """Whether a stop waits for a ``deferred`` block to end: the block should wrap up quickly."""
+    return STOPS.pending_exit is not None
+
+
+def ignore_from_now() -> None:
+    """The command has done its work and the process is ending: a stop signal now is ignored.
+    Python restores the default handlers (terminate) while it shuts down, which takes JAX a
+    moment, and a signal then would kill the process and lose its exit code."""
+    if STOPS.installed:
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def flagging() -> Iterator[_Stops]:
     """While the block runs, a stop signal sets ``STOPS.signum`` instead of stopping the process;

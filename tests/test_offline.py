@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from maml_cli.data import omniglot_source
-from maml_cli.data.omniglot_source import OFFICIAL_SETS, SMALL_SETS, download_with_tfds, probe
+from maml_cli.data.download import probe
+from maml_cli.data.omniglot_source import OFFICIAL_SETS, SMALL_SETS, download_with_tfds
 from maml_cli.errors import UserError
 from tests.conftest import SHARED_DATA, run_command
 

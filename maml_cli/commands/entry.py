@@ -32,7 +32,10 @@ def _quiet_background_errors(name: str) -> None:
 def _run(module: str, name: str) -> None:
     stop_signals.install(name)
     _quiet_background_errors(name)
-    importlib.import_module(f"maml_cli.commands.{module}").main()
+    try:
+        importlib.import_module(f"maml_cli.commands.{module}").main()
+    finally:
+        stop_signals.ignore_from_now()
 
 
 def train() -> None:
