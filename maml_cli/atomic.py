@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from maml_cli import stop_signals
 from maml_cli.errors import UserError
 
 
@@ -34,8 +36,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale(path: Path) -> None:
+NAME_MAX = 255  # bytes in one file name, on Linux's file systems
+
+
+def _temporary(path: Path) -> Path:
+    """``.NAME.tmpPID`` beside ``path``; for a name too long to take the prefix and suffix, a
+    hash of it stands in (a legal name is never refused for its temporary's sake)."""
+    return path.with_name(f"{_prefix(path)}{os.getpid()}")
+
+
+def _prefix(path: Path) -> str:
     prefix = f".{path.name}.tmp"
+    if len(prefix.encode("utf-8", "surrogateescape")) + 10 > NAME_MAX:
+        prefix = f".{hashlib.sha1(path.name.encode('utf-8', 'surrogateescape')).hexdigest()}.tmp"
+    return prefix
+
+
+def _remove_stale(path: Path) -> None:
+    prefix = _prefix(path)
     with contextlib.suppress(OSError):
         for entry in os.scandir(path.parent):
             rest = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
@@ -64,7 +82,8 @@ def atomic_open(path: str | Path, mode: str = "w", newline: str | None = None) -
     path = Path(path)
     if path.is_dir():
         raise WriteError(f"cannot write {path}: it is a folder; remove it or write elsewhere")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = _temporary(path)
+    _LIVE.add(tmp)
     try:
         _remove_stale(path)
         with open(tmp, mode, **({"newline": newline} if mode == "w" else {})) as f:
@@ -80,6 +99,20 @@ def atomic_open(path: str | Path, mode: str = "w", newline: str | None = None) -
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    finally:
+        _LIVE.discard(tmp)
+
+
+_LIVE: set[Path] = set()  # temporaries being written now, removed if a stop signal ends the process
+
+
+def _remove_live() -> None:
+    for tmp in list(_LIVE):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+stop_signals.before_exit(_remove_live)
 
 
 def write_text(path: str | Path, text: str) -> Path:

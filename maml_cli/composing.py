@@ -151,12 +151,20 @@ class Composer:
             raise UserError(text if text == where else f"{where}: {text}") from None
 
 
-def _values(override) -> list:
+def _values(override, options: list | None = None) -> list:
+    """The values an override gives (each of a sweep's); ``options``: its group's, for glob()."""
     from hydra.core.override_parser.types import ValueType
 
     if override.value_type == ValueType.INTERVAL_SWEEP:  # a search range (search=optuna): check its ends
         sweep = override.value()
         return [str(sweep.start), str(sweep.end)]
+    if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        if options is None:
+            raise UserError(
+                f"{override.input_line}: glob() picks options of a config group (dataset, model, algorithm, "
+                "...); for other keys list the values: KEY=a,b,c"
+            )
+        return list(override.value().filter(options))
     if override.is_sweep_override():
         return list(override.sweep_string_iterator())
     value = override.value()
@@ -165,7 +173,7 @@ def _values(override) -> list:
 
 def check_overrides(composer: Composer, parsed: list) -> None:
     """Every group option and key on the command line must exist (for every value of a sweep)."""
-    from hydra.core.override_parser.types import OverrideType
+    from hydra.core.override_parser.types import OverrideType, ValueType
 
     app = composer.app
     groups = {g: composer.options(g) for g in app.groups}
@@ -173,7 +181,7 @@ def check_overrides(composer: Composer, parsed: list) -> None:
     for o in parsed:
         name = o.key_or_group
         if name in groups:
-            values = [v for v in _values(o) if v not in (None, "null")]
+            values = [v for v in _values(o, groups[name]) if v not in (None, "null")]
             for v in values:
                 if v not in groups[name]:
                     raise UserError(
@@ -182,6 +190,13 @@ def check_overrides(composer: Composer, parsed: list) -> None:
                     )
                 _check_plugin(app, f"{name}={v}")
             choices[name] = values or [None]
+    searched = [c for c in choices.get("search", []) if c is not None]
+    for o in parsed:
+        if o.value_type == ValueType.INTERVAL_SWEEP and not searched:
+            raise UserError(
+                f"{o.input_line} is a search range: add search=optuna to search it (a grid sweep takes a "
+                "list: KEY=a,b,c)"
+            )
     # The keys of every configuration the command line can compose.
     combos = list(itertools.product(*[[(g, v) for v in vs] for g, vs in choices.items()]))[:16]
     keys = set()
@@ -275,7 +290,10 @@ def compose_checked(app: App, overrides: Sequence[str], multirun: bool = False) 
         else:
             # A sweep: compose each job now, so a bad combination fails before the first job runs.
             axes = [
-                [f"{o.input_line.split('=', 1)[0]}={v}" for v in _values(o)]
+                [
+                    f"{o.input_line.split('=', 1)[0]}={v}"
+                    for v in _values(o, composer.options(o.key_or_group) if o.key_or_group in app.groups else None)
+                ]
                 if o.is_sweep_override()
                 else [o.input_line]
                 for o in parsed

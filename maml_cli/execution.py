@@ -125,7 +125,7 @@ def enable_compilation_cache() -> None:
         return
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_compilation_cache_max_size", int(_cache_gigabytes() * 2**30))
+    jax.config.update("jax_compilation_cache_max_size", int(compilation_cache_gigabytes() * 2**30))
 
 
 def compilation_cache_dir() -> Path | None:
@@ -143,7 +143,7 @@ def compilation_cache_dir() -> Path | None:
     return check_writable_dir(folder, "MAML_CLI_COMPILE_CACHE" if setting is not None else "MAML_CLI_CACHE")
 
 
-def _cache_gigabytes() -> float:
+def compilation_cache_gigabytes() -> float:
     value = os.environ.get("MAML_CLI_COMPILE_CACHE_GB", "4")
     try:
         gigabytes = float(value)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from maml_cli.errors import UserError
+from maml_cli.paths import checked_path
 
 LOCK_NAME = ".lock"
 RUN_DATA = "data.json"  # what the run was trained on: dataset, input shape, source (Experiment.data_record)
@@ -258,13 +259,46 @@ def _refuse_root_and_home(path: Path, key: str, hint: str) -> None:
             raise RunDirError(f"{key}={path} is your home folder: {hint}")
 
 
+SWEEP_FILES = {"multirun.yaml", ".submitit", "optimization_results.yaml"}  # what Hydra writes beside the jobs
+
+
 def check_sweep_place(sweep_dir: Path, force: bool = False) -> None:
-    """A sweep's folder holds one run folder per job: never the root or the home folder."""
+    """A sweep's folder holds Hydra's records and one run folder per job: never the root or the
+    home folder, a run, or a folder holding somebody's own files (a checkout, a dataset)."""
     _check_not_tilde(sweep_dir, "hydra.sweep.dir")
-    if not force:
-        _refuse_root_and_home(
-            sweep_dir, "hydra.sweep.dir", "pick a new folder, or pass train.force_run_dir=true to sweep there anyway"
+    checked_path(sweep_dir, "hydra.sweep.dir")
+    if force:
+        return
+    hint = "pick a new folder, or pass train.force_run_dir=true to sweep there anyway"
+    _refuse_root_and_home(sweep_dir, "hydra.sweep.dir", hint)
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        return
+    if is_run(sweep_dir):
+        raise RunDirError(f"hydra.sweep.dir={sweep_dir} is a run directory, not a sweep's folder: {hint}")
+
+    def holds_only_run_files(folder: Path) -> bool:
+        try:
+            return all(_is_run_file(e.name) for e in os.scandir(folder))
+        except OSError:
+            return False
+
+    try:
+        entries = list(os.scandir(sweep_dir))
+    except OSError as e:
+        raise RunDirError(f"cannot list hydra.sweep.dir={sweep_dir} ({e.strerror})") from None
+    foreign = sorted(
+        e.name
+        for e in entries
+        if not (
+            e.name in SWEEP_FILES
+            or _is_run_file(e.name)
+            or (e.is_dir(follow_symlinks=False) and holds_only_run_files(Path(e.path)))
         )
+    )
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise RunDirError(f"hydra.sweep.dir={sweep_dir} holds files that are not a sweep's ({shown}): {hint}")
 
 
 def check_place(run_dir: Path, force: bool = False) -> None:
@@ -272,6 +306,7 @@ def check_place(run_dir: Path, force: bool = False) -> None:
     folder holding files that are not a run's (somebody's own folder: training would mix its files
     in and leave them there). ``force`` (train.force_run_dir=true) trains there anyway."""
     _check_not_tilde(run_dir, "hydra.run.dir")
+    checked_path(run_dir, "hydra.run.dir")
     if force:
         return
     run_dir = Path(run_dir).absolute()
@@ -347,7 +382,14 @@ def _git_commit() -> str | None:
 
         def git(*args):
             return subprocess.run(
-                ["git", "-C", str(source), *args], capture_output=True, text=True, timeout=5, check=True
+                ["git", "-C", str(source), *args],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+                # a read that takes no lock: `git status` would otherwise create .git/index.lock,
+                # failing a commit made at that moment (or leaving the lock if killed)
+                env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
             ).stdout.strip()
 
         commit = git("rev-parse", "HEAD")

@@ -6,22 +6,28 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
 from maml_cli.config import IMAGE_RESAMPLE, load_run_config
 from maml_cli.config.checks import read_saved_config
-from maml_cli.data.episodes import TaskSpec
 from maml_cli.errors import UserError
+from maml_cli.paths import checked_path
 from maml_cli.run_dir import RUN_DATA
+
+if TYPE_CHECKING:
+    from maml_cli.data.episodes import TaskSpec
 
 
 def open_run(run_dir, devices: str = "auto", trust_code: bool = False) -> DictConfig:
     """The run's saved config (re-checked against the schemas), set to run in this one process on
     ``devices``, whatever trained it; a clear error if there is no run, or if it names code to
     import (``model.target``, ``dataset.target``) and ``trust_code`` is false."""
-    run_dir = Path(run_dir)
+    run_dir = checked_path(run_dir, "run_dir")
     if not run_dir.is_dir():
         raise UserError(
             f"run_dir={run_dir} {'is a file' if run_dir.exists() else 'does not exist'}: pass "
@@ -54,15 +60,60 @@ def preprocessing(dataset: DictConfig) -> dict:
     return {"invert": invert, "resample": resample if resample in IMAGE_RESAMPLE else "lanczos"}
 
 
+def shown_path(path) -> str:
+    """A path as it can be printed and stored: a name that is not UTF-8 shows its bytes escaped."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def not_utf8(path) -> Path | None:
+    """The first folder or file along ``path`` (made absolute) whose name is not UTF-8 text, or None."""
+    full = Path(path).absolute()
+    for part in [*reversed(full.parents), full]:
+        try:
+            part.name.encode("utf-8")
+        except UnicodeEncodeError:
+            return part
+    return None
+
+
+def check_utf8_name(path, key: str = "run_dir") -> None:
+    """Refuse a path with a name that is not UTF-8 text: Orbax cannot address a checkpoint under it,
+    and no record or terminal can show it as it is."""
+    bad = not_utf8(path)
+    if bad is not None:
+        raise UserError(
+            f"{key}={shown_path(path)}: {shown_path(bad)} has a name that is not UTF-8 text: rename it "
+            "(convmv -f latin1 -t utf-8 -r --notest DIR renames a whole folder)"
+        )
+
+
 def check_trained(run_dir) -> None:
-    """Fail unless the run has checkpoints (before any data is read or anything compiled)."""
+    """Fail unless the run has checkpoints that can be read (before any data is read or anything
+    compiled): a checkpoints/ folder with a finished one, under a path Orbax can address."""
+    from maml_cli.checkpoints import CheckpointMissing
+
+    check_utf8_name(run_dir)
     if not (Path(run_dir) / "checkpoints").is_dir():
         raise UserError(f"{run_dir} has no checkpoints/ yet: train it first (maml-train hydra.run.dir={run_dir})")
+    if not available_steps(run_dir):
+        raise CheckpointMissing(
+            f"{run_dir} has no finished checkpoint yet (checkpoints/ is empty): train it until its first "
+            f"(train.checkpoint_every), or wait for the trainer to save one"
+        )
+
+
+def available_steps(run_dir) -> list:
+    """The steps of the run's finished checkpoints, oldest first (read only: beside a live trainer)."""
+    from maml_cli.checkpoints import Checkpointer
+
+    return Checkpointer(Path(run_dir) / "checkpoints", read_only=True).steps()
 
 
 def run_spec(run_dir, cfg: DictConfig) -> TaskSpec:
     """The shape of the run's tasks without reading its data: from its ``data.json`` (written when
     training starts), else from the dataset's settings."""
+    from maml_cli.data.episodes import TaskSpec  # imports JAX: not for maml-report, which reads names
+
     record = Path(run_dir) / RUN_DATA
     if record.is_file():
         try:
@@ -128,10 +179,10 @@ def validation_scores(run_dir, key: str, metric: str) -> dict:
 def best_steps(run_dir, cfg: DictConfig, metric: str, count: int) -> list:
     """The ``count`` checkpoints of the run with the best validation, best first; a clear error if
     fewer than ``count`` checkpoints have a validation."""
-    from maml_cli.checkpoints import Checkpointer, best_of
+    from maml_cli.checkpoints import best_of
 
     key = selection_key(metric, cfg)
-    available = set(Checkpointer(Path(run_dir) / "checkpoints", read_only=True).steps())
+    available = set(available_steps(run_dir))
     scores = {s: v for s, v in validation_scores(run_dir, key, metric).items() if s in available}
     if len(scores) < count:
         raise UserError(
@@ -144,13 +195,49 @@ def best_steps(run_dir, cfg: DictConfig, metric: str, count: int) -> list:
 
 
 def checkpoint_steps(run_dir, cfg: DictConfig, metric: str, checkpoint) -> tuple:
-    """The checkpoint steps ``checkpoint=`` names ([None]: the latest) and how they were chosen."""
+    """The checkpoint steps ``checkpoint=`` names ([None]: the latest) and how they were chosen; a
+    clear error (CheckpointMissing) for a step the run does not have."""
     kind, value = parse_checkpoint(checkpoint)
     if kind == "best":
         return best_steps(run_dir, cfg, metric, value), f"best:{value} by {selection_key(metric, cfg)}"
     if kind == "step":
+        available = available_steps(run_dir)
+        if value not in available:
+            from maml_cli.checkpoints import CheckpointMissing
+
+            raise CheckpointMissing(
+                f"no checkpoint for step {value} in {Path(run_dir).absolute() / 'checkpoints'}; available: "
+                f"{', '.join(map(str, available)) or 'none'}"
+            )
         return [value], "given"
     return [None], "latest"  # read as the newest when restored (a live trainer may delete older ones)
+
+
+def restore_chosen(
+    exp, run_dir, cfg: DictConfig, metric: str, checkpoint, chosen: tuple | None = None, attempts: int = 5
+) -> tuple:
+    """(the restored states on ``exp``'s devices, how they were chosen) of the checkpoints
+    ``checkpoint=`` names, chosen by the run's own config ``cfg`` and ``metric`` as ``checkpoint_steps``.
+    ``chosen``: ``checkpoint_steps``'s answer when it was asked before (the checks of every job run
+    before the first is scored). While the run is being trained, a checkpoint chosen by validation
+    (or the latest) that the trainer deleted between choosing and reading means choosing again, a few
+    times; in a run nobody trains, a missing checkpoint is an error. A step the user gave is never
+    swapped for another."""
+    from maml_cli.checkpoints import CheckpointMissing
+    from maml_cli.run_dir import is_being_trained
+
+    kind, _ = parse_checkpoint(checkpoint)
+    for attempt in range(attempts):
+        if chosen is None or attempt:
+            chosen = checkpoint_steps(run_dir, cfg, metric, checkpoint)
+        steps, selected_by = chosen
+        try:
+            return [restore_state(exp, run_dir, s) for s in steps], selected_by
+        except CheckpointMissing:
+            if kind == "step" or attempt == attempts - 1 or not is_being_trained(run_dir):
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def parse_checkpoint(value) -> tuple:

@@ -63,10 +63,13 @@ class _Stops:
 
     def _exit_now(self, message: str, code: int) -> None:
         """End the process: the message, then ``os._exit`` (no exception that a library could
-        catch, wrap or log). Anything being written is a temporary that the next writer removes."""
+        catch, wrap or log). Anything being written is a temporary: ``before_exit`` removes it."""
         if self.deferring:
             self.pending_exit = (message, code)
             return
+        for callback in _BEFORE_EXIT:
+            with contextlib.suppress(Exception):
+                callback()
         for handler in logging.getLogger().handlers + logging.getLogger("maml_cli").handlers:
             with contextlib.suppress(Exception):
                 handler.flush()
@@ -118,6 +121,12 @@ class _Stops:
 
 
 STOPS = _Stops()
+_BEFORE_EXIT: list = []  # what a stop runs before it ends the process (maml_cli.atomic's temporaries)
+
+
+def before_exit(callback) -> None:
+    """Run ``callback`` when a stop signal ends the process at once (it must be quick and safe)."""
+    _BEFORE_EXIT.append(callback)
 
 
 def install(command: str) -> None:

@@ -95,7 +95,8 @@ checkpoint was cut short), `coded/` (a run whose config names a model of its own
 `hostile/` (broken class-per-folder image sets: `tests/image_fakes.py`), `zips/` (damaged Omniglot
 zips), `support.csv`, and tampered copies of `run/`: `edited/` (config.yaml edited to another
 model), `copied/` (its newest checkpoint taken from another run of the same config),
-`no_config/` (config.yaml deleted) and `lock_folder/` (its lock file replaced by a folder); `VAR=value`
+`no_config/` (config.yaml deleted), `lock_folder/` (its lock file replaced by a folder) and
+`dangling` (a link to nothing); `VAR=value`
 before a command sets an environment variable. Each row checks exit code 2, no traceback, one
 `TOOL: error:` message equal to the one shown here, and no new file or folder.
 

@@ -11,7 +11,8 @@ trained tiny sinusoid run), ``omniglot/`` (a tiny Omniglot source), ``notes.txt`
 ``write_hostile_folders``), ``zips/`` (damaged Omniglot zips), ``support.csv`` (regression
 support points) and tampered copies of ``run/``: ``edited/`` (config.yaml names another model),
 ``copied/`` (its newest checkpoint comes from another run of the same config), ``no_config/``
-(config.yaml deleted) and ``lock_folder/`` (its lock file replaced by a folder). A row's ``env``
+(config.yaml deleted), ``lock_folder/`` (its lock file replaced by a folder) and ``dangling`` (a
+link to nothing). A row's ``env``
 sets environment variables for its command.
 """
 
@@ -335,7 +336,7 @@ BAD_INPUTS = [
     ),
     BadInput(
         "a run directory path starting with ~ (not expanded there)",
-        ("maml-train", "hydra.run.dir=~/runs/sine"),
+        ("maml-train", "hydra.run.dir='~/runs/sine'"),
         "which is not expanded here",
     ),
     BadInput(
@@ -360,5 +361,56 @@ BAD_INPUTS = [
         ("maml-train", "experiment=omniglot_tiny", "dataset.data_dir={tmp}/tfds"),
         "then pass the folder that holds them as dataset.path=DIR",
         env=(("HTTPS_PROXY", "http://127.0.0.1:9"), ("https_proxy", "http://127.0.0.1:9")),
+    ),
+    BadInput(
+        "Hydra's record sent outside the run directory",
+        ("maml-train", "hydra.run.dir={tmp}/new_run", "hydra.output_subdir=../outside"),
+        "would put Hydra's record outside the run directory",
+    ),
+    BadInput(
+        "the log file sent elsewhere",
+        ("maml-train", "hydra.run.dir={tmp}/new_run", "hydra.job_logging.handlers.file.filename={tmp}/my.log"),
+        "would write the log outside the run directory",
+    ),
+    BadInput(
+        "Hydra told to change into the run directory",
+        ("maml-train", "hydra.run.dir={tmp}/new_run", "hydra.job.chdir=true"),
+        "hydra.job.chdir=true is not supported",
+    ),
+    BadInput(
+        "a run directory that cannot be resolved",
+        ("maml-train", "hydra.run.dir={tmp}/runs/${nope}"),
+        "hydra.run.dir cannot be resolved",
+    ),
+    BadInput(
+        "a search range in a grid sweep",
+        ("maml-train", "-m", "train.outer_lr=interval(0.001,0.01)"),
+        "is a search range: add search=optuna",
+    ),
+    BadInput(
+        "glob() over a key that is no config group",
+        ("maml-train", "-m", "seed=glob(*)"),
+        "glob() picks options of a config group",
+    ),
+    BadInput(
+        "a sweep into a folder of one's own files",
+        ("maml-train", "-m", "seed=0,1", "hydra.sweep.dir={tmp}/folders"),
+        "holds files that are not a sweep's",
+    ),
+    BadInput(
+        "a run directory name longer than the file system allows",
+        ("maml-train", "hydra.run.dir={tmp}/" + "d" * 300),
+        "is longer than 255 bytes",
+    ),
+    BadInput(
+        "a run directory behind a link to nothing",
+        ("maml-train", "hydra.run.dir={tmp}/dangling/run"),
+        "is a link to nothing",
+    ),
+    BadInput(
+        "JAX told to compute in float64",
+        ("maml-train", "experiment=sinusoid_tiny"),
+        "JAX_ENABLE_X64=1 is not supported",
+        env=(("JAX_ENABLE_X64", "1"),),
     ),
 ]

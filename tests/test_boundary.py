@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from maml_cli import atomic
 from maml_cli.commands import shell
-from tests.conftest import run_in_process
+from tests.conftest import BIN, TINY, run_in_process
 from tests.generated import examples
 
 
@@ -98,3 +98,36 @@ def test_a_writer_killed_at_any_moment_leaves_the_old_file_or_the_new_one(delay,
     assert target.read_bytes() in (old, new)
     atomic.write_bytes(target, b"next")  # the next write of the file removes a killed writer's temporary
     assert target.read_bytes() == b"next" and os.listdir(folder) == ["predictions.csv"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["stdout to a full device", "stdout closed", "working directory deleted", "a JAX setting JAX refuses"],
+)
+def test_the_installed_commands_answer_in_one_line_whatever_their_surroundings(case, tmp_path):
+    """What the entry points handle before anything is imported: the streams, the working
+    directory, the JAX environment."""
+    command, env, cwd, stdout = [str(BIN / "maml-train"), *TINY, "train.dry_run=true"], dict(os.environ), tmp_path, None
+    if case == "stdout to a full device":
+        stdout = open("/dev/full", "w")  # noqa: SIM115
+    elif case == "stdout closed":
+        command = ["sh", "-c", '"$0" "$@" >&-', *command]
+    elif case == "working directory deleted":
+        cwd = tmp_path / "gone"
+        cwd.mkdir()
+        command = ["sh", "-c", 'cd "$0" && rmdir "$0" && exec "$@"', str(cwd), *command]
+        cwd = tmp_path
+    else:
+        env["JAX_DEFAULT_MATMUL_PRECISION"] = "foo"
+    out = subprocess.run(command, cwd=cwd, env=env, stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if stdout is not None:
+        stdout.close()
+    expected = {
+        "stdout to a full device": (2, "cannot write the output (No space left on device)"),
+        "stdout closed": (0, ""),
+        "working directory deleted": (2, "the working directory no longer exists"),
+        "a JAX setting JAX refuses": (2, "JAX refused JAX_DEFAULT_MATMUL_PRECISION=foo"),
+    }[case]
+    assert out.returncode == expected[0], out.stderr
+    assert "Traceback" not in out.stderr and expected[1] in out.stderr
+    assert out.stderr.count("\n") <= 1

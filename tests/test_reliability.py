@@ -68,6 +68,7 @@ def make_workspace(root: Path) -> Path:
     provenance.write_text(json.dumps({**json.loads(provenance.read_text()), "run_id": "0123456789ab"}))
     shutil.copytree(root / "run", root / "no_config")
     (root / "no_config" / "config.yaml").unlink()
+    (root / "dangling").symlink_to(root / "gone")  # a link to a folder that is not there
     shutil.copytree(root / "run", root / "lock_folder")  # its lock file replaced by a folder
     (root / "lock_folder" / ".lock").unlink(missing_ok=True)
     (root / "lock_folder" / ".lock").mkdir()

@@ -110,6 +110,8 @@ def read_image_task(support: str, query: str, shape: tuple, ways: int, invert: b
     qroot = Path(query).expanduser()
     if not qroot.exists():
         raise UserError(f"query={qroot} does not exist: give a folder of images, class folders or one image file")
+    if not qroot.is_file() and not qroot.is_dir():
+        raise UserError(f"query={qroot} is neither a folder nor a file (a device, a pipe): give images")
     if qroot.is_file():
         query_files, labels = [qroot], [-1]
     else:
@@ -262,6 +264,11 @@ def query_points(query: str, inputs: int, outputs: int) -> PointsFile:
 def check_out_paths(app: DictConfig) -> None:
     """out_dir and save_adapted must be somewhere a file can go: checked before anything is read
     or compiled, so a mistake costs nothing and nothing is written."""
+    from maml_cli.paths import checked_path
+
+    for key in ("support", "query", "out_dir", "save_adapted"):
+        if app.get(key) and not (key == "query" and str(app.query).count(":") == 2):
+            checked_path(str(app[key]), key)
     targets = [("out_dir", Path(app.out_dir).expanduser(), True)]
     if app.save_adapted:
         targets.append(("save_adapted", _adapted_path(app), False))

@@ -12,27 +12,28 @@ apply, every key with its value and one-line meaning, the exit codes.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from maml_cli import stop_signals
+from maml_cli.commands.boundary import (  # noqa: F401 (the commands' one boundary, re-exported)
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_REQUEUE,
+    EXIT_USER_ERROR,
+    guarded,
+    internal_error,
+    report,
+)
 from maml_cli.composing import App, Composer, compose_checked, open_keys
 from maml_cli.config import schema
 from maml_cli.errors import UserError
 
 EXIT_OK = 0
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = stop_signals.EXIT_INTERRUPTED  # 130
-EXIT_REQUEUE = stop_signals.EXIT_REQUEUE  # 75, sysexits.h EX_TEMPFAIL: "try again later"
-EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: a bug of ours
 _INTERNAL_TEXT = (
     "70 internal error: a bug of ours; one line names the file that holds the traceback, please\n"
     "report it with that file."
@@ -85,69 +86,6 @@ def fail(app: App, error: UserError) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
-# --- the boundary every command runs inside ---------------------------------------------------------
-
-
-def guarded(name: str) -> Callable:
-    """The one boundary of a console script's ``main``: a known error (``UserError``) is one line
-    and exit 2 (stop signals: ``maml_cli.stop_signals``, installed by ``entry``); anything else one line,
-    ``internal error: ... (traceback in FILE); please report it``, and exit 70, the traceback
-    written to that file. No traceback ever reaches the terminal, and no error passes silently."""
-
-    def wrap(main: Callable) -> Callable:
-        @functools.wraps(main)
-        def run(argv: Sequence[str] | None = None):
-            try:
-                return main(argv)
-            except SystemExit:
-                raise
-            except UserError as e:
-                print(f"{name}: error: {e}", file=sys.stderr)
-                sys.exit(EXIT_USER_ERROR)
-            except KeyboardInterrupt:  # Ctrl-C where the console script's handlers are not in place
-                print(f"{name}: interrupted", file=sys.stderr)
-                sys.exit(EXIT_INTERRUPTED)
-            except Exception as e:
-                sys.exit(internal_error(name, e))
-
-        return run
-
-    return wrap
-
-
-def _error_folder() -> Path:
-    """Where tracebacks go: the cache's errors/ folder, else the system's temporary folder."""
-    import tempfile
-
-    from maml_cli.data.cache import default_cache_dir
-
-    try:
-        folder = default_cache_dir() / "errors"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-    except (OSError, UserError):
-        return Path(tempfile.gettempdir())
-
-
-def internal_error(name: str, error: BaseException) -> int:
-    """Write the traceback of an unexpected error to a file and say one line naming it; returns
-    the exit code (70)."""
-    text = "".join(traceback.format_exception(error))
-    first = (str(error).strip().splitlines() or [""])[0][:300]
-    what = f"{type(error).__name__}" + (f": {first}" if first else "")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    try:
-        path = _error_folder() / f"{name}-{stamp}-{os.getpid()}.txt"
-        command = " ".join([name, *sys.argv[1:]])
-        path.write_text(f"{command}\n\n{text}")
-        where = f"traceback in {path}"
-    except OSError as e:  # nowhere to write it: the traceback is shown rather than lost
-        print(text, file=sys.stderr)
-        where = f"traceback above: it could not be written to a file ({e.strerror})"
-    print(f"{name}: internal error: {what} ({where}); please report it", file=sys.stderr)
-    return EXIT_INTERNAL
-
-
 def main(
     app: App,
     argv: Sequence[str] | None,
@@ -164,6 +102,7 @@ def main(
         print(help_text(app, line.overrides), end="")
         return line
     if not line.hydra_flags:
+        check_jax_settings()
         cfgs = compose_checked(app, line.overrides, multirun=line.multirun)
         check_caches(cfgs)
         use_cores(cfgs)
@@ -176,14 +115,29 @@ def main(
     return line
 
 
+# Settings of JAX that change what is computed, which maml-cli does not support: its checkpoints,
+# plans and figures are float32 and compiled (a run resumed with float64 silently mixed both).
+UNSUPPORTED_JAX = {
+    "JAX_ENABLE_X64": "maml-cli computes in float32 (its checkpoints and figures assume it)",
+    "JAX_DISABLE_JIT": "maml-cli compiles its steps ahead of time",
+}
+
+
+def check_jax_settings() -> None:
+    for variable, why in UNSUPPORTED_JAX.items():
+        if os.environ.get(variable, "").strip().lower() not in ("", "0", "false", "no", "off"):
+            raise UserError(f"{variable}={os.environ[variable]} is not supported: {why}; unset it")
+
+
 def check_caches(cfgs: list[DictConfig]) -> None:
     """Refuse, before anything is read or written, a cache that is empty (it would land in the
     working directory) or cannot be written: the compilation cache, $MAML_CLI_CACHE when it is set
     or used, and each job's dataset.cache_dir."""
     from maml_cli.data.cache import CACHE_ENV, check_writable_dir, default_cache_dir
-    from maml_cli.execution import compilation_cache_dir
+    from maml_cli.execution import compilation_cache_dir, compilation_cache_gigabytes
 
     compilation_cache_dir()
+    compilation_cache_gigabytes()
     folders = {}
     if os.environ.get(CACHE_ENV) is not None:
         folders[default_cache_dir()] = CACHE_ENV
@@ -194,20 +148,38 @@ def check_caches(cfgs: list[DictConfig]) -> None:
                 folders.setdefault(Path(str(dataset.cache_dir)), "dataset.cache_dir")
             else:
                 folders.setdefault(default_cache_dir(), CACHE_ENV)
+    from maml_cli.run_dir import is_run
+
     for folder, what in folders.items():
         check_writable_dir(folder, what)
+        if is_run(folder):
+            raise UserError(f"{what}={folder} is a run directory: the cache goes in a folder of its own")
 
 
 def use_cores(cfgs: list[DictConfig]) -> None:
-    """One JAX CPU device per core before JAX starts (``execution.use_cores_as_devices``), except in
-    a run over several processes."""
+    """One JAX CPU device per core before JAX starts (``execution.use_cores_as_devices``), then JAX
+    started, except in a run over several processes (it joins the others first). An environment
+    JAX refuses (JAX_PLATFORMS=gpu on a machine without one) is one line here, before anything is
+    created."""
+    import jax
+
+    from maml_cli.commands.boundary import jax_settings
     from maml_cli.execution import use_cores_as_devices
     from maml_cli.parallel import wants_distributed
 
+    distributed = any(wants_distributed(c.distributed) for c in cfgs if "distributed" in c)
     try:
-        use_cores_as_devices(distributed=any(wants_distributed(c.distributed) for c in cfgs if "distributed" in c))
+        use_cores_as_devices(distributed=distributed)
     except ValueError as e:
         raise UserError(str(e)) from None
+    if distributed:
+        return
+    try:
+        jax.devices()
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        settings = jax_settings()
+        raise UserError(f"JAX could not start{' with ' + settings if settings else ''}: {first}") from None
 
 
 # --- the command line ----------------------------------------------------------------------------

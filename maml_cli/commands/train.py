@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -84,8 +85,9 @@ def check_command_line(line: cli.CommandLine, composed: list):
     from maml_cli import parallel
 
     jobs = [composing.split_hydra(full) for full in composed]
-    for cfg, _ in jobs:
+    for cfg, hydra_node in jobs:
         prepare(cfg)
+        check_hydra_settings(hydra_node)
     pinned = []
     if line.multirun:  # the sweep's folder, known now so that its table can be printed at the end
         line.sweep_dir = Path(str(jobs[0][1].sweep.dir))
@@ -123,6 +125,43 @@ def check_command_line(line: cli.CommandLine, composed: list):
         return pinned or True
     run_one(composed[0])
     return False  # done here: Hydra composed once
+
+
+def check_hydra_settings(hydra_node: DictConfig) -> None:
+    """Hydra's own settings that would write outside the run directory, or resolve the run's paths
+    against another folder than the one maml-train runs from: refused before Hydra starts."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    for key in ("run.dir", "sweep.dir"):
+        try:
+            value = OmegaConf.select(hydra_node, key, throw_on_resolution_failure=True)
+        except OmegaConfBaseException as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"hydra.{key} cannot be resolved: {first}") from None
+        if value is not None and not str(value).strip():
+            raise UserError(f"hydra.{key} is empty: give a folder")
+    subdir = hydra_node.get("output_subdir")
+    if subdir is not None and (Path(str(subdir)).is_absolute() or ".." in Path(str(subdir)).parts):
+        raise UserError(
+            f"hydra.output_subdir={subdir} would put Hydra's record outside the run directory: give a "
+            "folder name inside it (default .hydra) or null"
+        )
+    name = str(hydra_node.job.get("name") or "")
+    if "/" in name or os.sep in name or name in (".", ".."):
+        raise UserError(f"hydra.job.name={name} names the log file: give a plain name (default train), no folders")
+    if hydra_node.job.get("chdir"):
+        raise UserError(
+            "hydra.job.chdir=true is not supported: maml-train resolves every path against the folder "
+            "it is run from, and writes only into hydra.run.dir"
+        )
+    handlers = OmegaConf.to_container(hydra_node.get("job_logging") or {}, resolve=False).get("handlers") or {}
+    for handler, settings in handlers.items():
+        filename = str((settings or {}).get("filename", "${hydra.runtime.output_dir}"))
+        if not filename.startswith("${hydra.runtime.output_dir}/") and filename != "${hydra.runtime.output_dir}":
+            raise UserError(
+                f"hydra.job_logging.handlers.{handler}.filename={filename} would write the log outside the run "
+                "directory: keep it under ${hydra.runtime.output_dir}"
+            )
 
 
 def dry_run(jobs: list) -> bool:
@@ -184,14 +223,28 @@ def run_one(full: DictConfig) -> None:
     from hydra.core.utils import run_job as hydra_run_job
     from hydra.types import HydraContext
 
-    done = hydra_run_job(
-        task_function=train_job,
-        config=full,
-        job_dir_key="hydra.run.dir",
-        job_subdir_key=None,
-        hydra_context=HydraContext(config_loader=None, callbacks=_NoCallbacks()),
-    )
+    _JOB_STARTED.clear()
+    try:
+        done = hydra_run_job(
+            task_function=train_job,
+            config=full,
+            job_dir_key="hydra.run.dir",
+            job_subdir_key=None,
+            hydra_context=HydraContext(config_loader=None, callbacks=_NoCallbacks()),
+        )
+    except Exception as e:
+        if _JOB_STARTED:
+            raise
+        # Hydra itself failed to set the job up (its logging, its records): a hydra.* setting
+        from maml_cli.run_dir import remove_if_not_a_run
+
+        remove_if_not_a_run(Path(str(full.hydra.run.dir)))
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"Hydra could not set up the run with these hydra.* settings: {first}") from None
     done.return_value  # noqa: B018 (raises what the job raised)
+
+
+_JOB_STARTED: list = []  # set when train_job starts: an error before that is Hydra's set-up
 
 
 @cli.guarded("maml-train")
@@ -217,6 +270,7 @@ def train_job(cfg: DictConfig) -> float | None:
     from maml_cli.run_dir import remove_if_not_a_run
     from maml_cli.training import TrainingInterrupted, train_and_evaluate
 
+    _JOB_STARTED.append(True)
     enable_compilation_cache()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -238,9 +292,7 @@ def train_job(cfg: DictConfig) -> float | None:
             with contextlib.suppress(OSError), open(run_dir / "train.log", "a") as f:
                 f.write(f"[ERROR] {e if isinstance(e, UserError) else traceback.format_exc()}\n")
         if not in_sweep:  # said here: raised, Hydra's job runner would add a line of its own
-            if isinstance(e, UserError):
-                cli.fail(APP, e)
-            sys.exit(cli.internal_error(APP.name, e))
+            sys.exit(cli.report(APP.name, e))
         return sweep_job_failed(hydra_cfg, run_dir, e)
     from maml_cli.parallel import is_writer
 

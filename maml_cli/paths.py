@@ -1,0 +1,38 @@
+"""The paths a user gives (run directories, outputs, data and support folders), checked once for
+what the file system or the libraries underneath cannot take: a name that is not UTF-8 (Orbax and
+TensorStore encode paths as UTF-8), a name longer than the file system allows, a link to nothing
+on the way. Refused with one line naming the key, before anything is written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from maml_cli.errors import UserError
+
+NAME_MAX = 255  # bytes in one name, on Linux's file systems
+PATH_MAX = 4096
+
+
+def checked_path(value, key: str) -> Path:
+    """``value`` as a Path, or a UserError saying why it cannot be used as ``key``."""
+    path = Path(os.fsdecode(value) if isinstance(value, bytes) else str(value))
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise UserError(
+            f"{key}={shown} has a name that is not UTF-8: rename it (convmv -f latin1 -t utf8 --notest "
+            "can), or pick another"
+        ) from None
+    if len(os.fsencode(text)) > PATH_MAX:
+        raise UserError(f"{key}: the path is longer than {PATH_MAX} bytes: pick a shorter one")
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise UserError(f"{key}: the name {part[:40]}... is longer than {NAME_MAX} bytes: pick a shorter one")
+    absolute = path.expanduser().absolute()
+    for p in [absolute, *absolute.parents]:
+        if p.is_symlink() and not p.exists():
+            raise UserError(f"{key}={path}: {p} is a link to nothing (its target {os.readlink(p)} is gone)")
+    return path
