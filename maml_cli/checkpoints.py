@@ -32,6 +32,11 @@ class CheckpointError(UserError):
     """A checkpoint that is missing or cannot be read."""
 
 
+class CheckpointMissing(CheckpointError):
+    """No checkpoint of the step asked for (or none at all): never written, or deleted (by a live
+    trainer that keeps only the last and the best)."""
+
+
 class CheckpointMismatch(UserError):
     """A readable checkpoint that does not belong to the run: another config, or another run.
     Never set aside as damaged: the user's files stay as they are."""
@@ -179,22 +184,32 @@ class Checkpointer:
         (config, run id), CheckpointMismatch for a checkpoint of another config or run.
 
         While another process trains the run, the checkpoint being read may be replaced under the
-        reader (the trainer keeps only the last N): then the newest one is read again, a few times."""
+        reader (the trainer keeps only the last N): then the newest one is read again, a few times. A
+        given ``step`` that is gone (CheckpointMissing) is not waited for: the caller chooses again
+        (``runs.restore_chosen``)."""
         for attempt in range(attempts):
             try:
                 return self._restore(template, step, expect)
-            except CheckpointError:
+            except CheckpointMissing:
+                if step is not None or attempt == attempts - 1 or not is_being_trained(self.directory.parent):
+                    raise
+            except CheckpointError as e:
+                if step is not None and step not in self.steps():  # deleted while it was read
+                    raise CheckpointMissing(
+                        f"checkpoint {self.directory / str(step)} was deleted while it was read; available: "
+                        f"{', '.join(map(str, self.steps())) or 'none'}"
+                    ) from e
                 if attempt == attempts - 1 or not is_being_trained(self.directory.parent):
                     raise
-                time.sleep(0.2 * (attempt + 1))
+            time.sleep(0.2 * (attempt + 1))
 
     def _restore(self, template, step: int | None, expect: tuple | None = None):
         steps = self.steps()
         if not steps:
-            raise CheckpointError(f"no checkpoints in {self.directory}")
+            raise CheckpointMissing(f"no checkpoints in {self.directory}")
         step = steps[-1] if step is None else step
         if step not in steps:
-            raise CheckpointError(
+            raise CheckpointMissing(
                 f"no checkpoint for step {step} in {self.directory}; available: {', '.join(map(str, steps))}"
             )
         if expect is not None:

@@ -157,13 +157,13 @@ class Learner:
 def restore_one(exp, run_dir, checkpoint):
     """The one checkpoint ``checkpoint=`` names (a step, latest, or best; not an ensemble), placed on
     ``exp``'s devices: what maml-adapt and ``Run.adapt`` adapt."""
-    from maml_cli.runs import checkpoint_steps, parse_checkpoint, restore_state
+    from maml_cli.runs import parse_checkpoint, restore_chosen
 
     kind, count = parse_checkpoint(checkpoint)
     if kind == "best" and count > 1:
         raise UserError(f"adapting uses one checkpoint: use checkpoint=best, not best:{count}")
-    (step,), _ = checkpoint_steps(run_dir, exp.cfg, exp.spec.metric, checkpoint)
-    return restore_state(exp, run_dir, step)
+    (state,), _ = restore_chosen(exp, run_dir, exp.cfg, exp.spec.metric, checkpoint)
+    return state
 
 
 def adapt(

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import copy
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,33 +43,52 @@ def cross_domain_dataset(app_dataset: DictConfig, run_cfg: DictConfig, run_shape
     return OmegaConf.create(d)
 
 
+@dataclass
+class EvaluationPlan:
+    """What ``check_evaluation`` found, all of it without reading data or compiling: the run's config
+    as it will be scored, its task shape, and the checkpoints its ``checkpoint=`` names (chosen now;
+    chosen again when restored if a live trainer deleted them since)."""
+
+    app: DictConfig
+    run_dir: Path
+    run_cfg: DictConfig  # the run's own config (what checkpoint=best ranks by)
+    cfg: DictConfig  # as it is scored: the eval.* settings given, the data where it is now
+    metric: str
+    run_shape: tuple
+    chosen: tuple  # checkpoint_steps's (steps, how they were chosen)
+    trained_on: dict
+    cross_domain: bool
+
+
 def evaluate_run(app: DictConfig, given: set = frozenset(), trust_code: bool = False) -> dict:
     """Score the run named by ``app.run_dir`` (an ``EvalAppConfig``); returns the eval.json record.
     ``given``: the dataset keys the user set (``dataset.ways``, ...), which a cross-domain dataset
     keeps instead of following the run; ``trust_code``: the run may import the code its config names."""
-    from tqdm import tqdm
+    return score_evaluation(check_evaluation(app, given=given, trust_code=trust_code))
 
-    from maml_cli.execution import enable_compilation_cache
-    from maml_cli.experiment import build_experiment
-    from maml_cli.models import describe_batch_norm
-    from maml_cli.run_dir import environment
-    from maml_cli.runs import check_trained, checkpoint_steps, open_run, restore_state, run_spec
-    from maml_cli.scoring import DIVERGED_RULE, eval_key, run_episodes, summarize
 
-    enable_compilation_cache()
+def check_evaluation(app: DictConfig, given: set = frozenset(), trust_code: bool = False) -> EvaluationPlan:
+    """Every check of scoring ``app.run_dir`` that needs no data read and nothing compiled: the
+    options, the run (it opens, its name can be read, it has checkpoints), the checkpoint
+    ``checkpoint=`` names (it exists), and the config it is scored with. maml-eval -m runs these for
+    every job before the first is scored."""
+    from maml_cli.paths import checked_path
+    from maml_cli.runs import check_trained, check_utf8_name, checkpoint_steps, open_run, run_spec
 
-    run_dir = Path(app.run_dir)
+    run_dir = checked_path(app.run_dir, "run_dir")
     if app.split not in SPLITS:
         raise UserError(one_of("split", app.split, SPLITS))
     check_values(app)  # eval.episodes, eval.seed, ...: each within its range (EvalOverrides)
-    cfg = open_run(
+    check_utf8_name(run_dir)  # made absolute: a working directory whose name is not UTF-8 too
+    run_cfg = open_run(
         run_dir, app.devices, trust_code=trust_code
     )  # scored in one process on these devices, whatever trained it
     check_trained(run_dir)
+    cfg = copy.deepcopy(run_cfg)  # run_cfg stays the run's own: checkpoint=best ranks by it
     spec = run_spec(run_dir, cfg)
     run_shape = spec.input_shape
     # Chosen by the run's own validation, before anything is read or compiled.
-    steps, selected_by = checkpoint_steps(run_dir, cfg, spec.metric, app.checkpoint)
+    chosen = checkpoint_steps(run_dir, run_cfg, spec.metric, app.checkpoint)
     for key, value in app.eval.items():
         if value is not None:
             cfg.eval[key] = value
@@ -109,6 +130,35 @@ def evaluate_run(app: DictConfig, given: set = frozenset(), trust_code: bool = F
     absolute_paths(cfg)
     validate(cfg)
 
+    return EvaluationPlan(
+        app=app,
+        run_dir=run_dir,
+        run_cfg=run_cfg,
+        cfg=cfg,
+        metric=spec.metric,
+        run_shape=tuple(run_shape),
+        chosen=chosen,
+        trained_on=trained_on,
+        cross_domain=cross_domain,
+    )
+
+
+def score_evaluation(plan: EvaluationPlan) -> dict:
+    """Score what ``check_evaluation`` checked: the data read, the checkpoints restored (chosen again
+    if a live trainer deleted them since), the tasks adapted and scored; returns the eval.json record."""
+    from tqdm import tqdm
+
+    from maml_cli.execution import enable_compilation_cache
+    from maml_cli.experiment import build_experiment
+    from maml_cli.models import describe_batch_norm
+    from maml_cli.run_dir import environment, run_id_of
+    from maml_cli.runs import restore_chosen
+    from maml_cli.scoring import DIVERGED_RULE, eval_key, run_episodes, summarize
+
+    enable_compilation_cache()
+    app, run_dir, cfg, run_shape = plan.app, plan.run_dir, plan.cfg, plan.run_shape
+    cross_domain, trained_on = plan.cross_domain, plan.trained_on
+
     exp = build_experiment(cfg, training=False)
     if hasattr(exp.sampler, "require"):
         exp.sampler.require(app.split)
@@ -118,7 +168,7 @@ def evaluate_run(app: DictConfig, given: set = frozenset(), trust_code: bool = F
             f"{cfg.dataset.name} gives {tuple(exp.spec.input_shape)}: set dataset.image_size / "
             "dataset.channels to the run's (or leave them unset to follow it)"
         )
-    states = [restore_state(exp, run_dir, s) for s in steps]
+    states, selected_by = restore_chosen(exp, run_dir, plan.run_cfg, plan.metric, app.checkpoint, chosen=plan.chosen)
     ensemble = len(states) > 1
     if ensemble:  # the checkpoints stacked on a leading axis, each adapted on its own
         import jax
@@ -177,6 +227,9 @@ def evaluate_run(app: DictConfig, given: set = frozenset(), trust_code: bool = F
         "ci": "1.96 * std / sqrt(episodes)",
         "diverged_rule": DIVERGED_RULE,
         "run": str(run_dir.resolve()),
+        # The run's id (environment.json, kept by a copy of the folder): maml-report reads a record
+        # only for the run it was scored from.
+        "run_id": run_id_of(run_dir),
         "per_step": per_step,
         "environment": environment(),
     }

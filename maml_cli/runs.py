@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,31 +59,10 @@ def preprocessing(dataset: DictConfig) -> dict:
     return {"invert": invert, "resample": resample if resample in IMAGE_RESAMPLE else "lanczos"}
 
 
-def shown_path(path) -> str:
-    """A path as it can be printed and stored: a name that is not UTF-8 shows its bytes escaped."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def not_utf8(path) -> Path | None:
-    """The first folder or file along ``path`` (made absolute) whose name is not UTF-8 text, or None."""
-    full = Path(path).absolute()
-    for part in [*reversed(full.parents), full]:
-        try:
-            part.name.encode("utf-8")
-        except UnicodeEncodeError:
-            return part
-    return None
-
-
 def check_utf8_name(path, key: str = "run_dir") -> None:
     """Refuse a path with a name that is not UTF-8 text: Orbax cannot address a checkpoint under it,
-    and no record or terminal can show it as it is."""
-    bad = not_utf8(path)
-    if bad is not None:
-        raise UserError(
-            f"{key}={shown_path(path)}: {shown_path(bad)} has a name that is not UTF-8 text: rename it "
-            "(convmv -f latin1 -t utf-8 -r --notest DIR renames a whole folder)"
-        )
+    and no record or terminal can show it as it is (``paths.checked_path``)."""
+    checked_path(path, key)
 
 
 def check_trained(run_dir) -> None:

@@ -118,7 +118,7 @@ drawn = {
 
 
 @pytest.mark.generated
-@examples(ci=12, fuzz=400)
+@examples(ci=6, fuzz=400)
 @given(**drawn)
 def test_the_environment_is_checked_before_anything_is_written(monkeypatch, cache, compile_cache, home, tmpdir):
     """In this process, with train.dry_run=true: the checks every command makes first."""

@@ -165,7 +165,7 @@ def check_written_whole(command: str, workspace: Path, run_dir: Path, stdout: st
 
 
 @pytest.mark.generated
-@examples(ci=5, fuzz=300)
+@examples(ci=4, fuzz=300)
 @given(data=st.data(), kind=st.sampled_from(DAMAGES), command=st.sampled_from(COMMANDS))
 def test_a_damaged_run_gives_a_clear_answer_and_loses_nothing(template, data, kind, command):
     target = data.draw(st.sampled_from(paths_of(template)), label="target")

@@ -23,7 +23,15 @@ from maml_cli import composing, strict_json
 from maml_cli.commands import shell as cli
 from maml_cli.config import register_configs
 from maml_cli.errors import UserError
-from maml_cli.run_evaluation import diverged_warning, evaluate_run, format_table, record_path, scored_with
+from maml_cli.run_dir import is_run
+from maml_cli.run_evaluation import (
+    check_evaluation,
+    diverged_warning,
+    format_table,
+    record_path,
+    score_evaluation,
+    scored_with,
+)
 
 log = logging.getLogger("maml_cli.commands.evaluate")
 register_configs()
@@ -62,8 +70,9 @@ unless a split is given.
 The defaults (latest checkpoint, test split, the run's eval.* settings) write eval.json, the record
 maml-report reads; other options write a record of their own, named from them
 (eval_split-val_checkpoint-best.json, eval_inner_steps-5.json, ...), beside eval_NAME.json of a
-cross-domain score. output=FILE puts it elsewhere (stderr says so when that replaces a record of
-other options).
+cross-domain score. output=FILE puts it elsewhere: a folder that is no run, or an eval*.json of this
+run (stderr says so when that replaces a record of other options). With -m every job is checked
+(its output, its run, the checkpoint it names) before the first is scored.
 
 Each inner step shows the mean +- 95% CI over tasks, the median and how many tasks diverged (query
 loss not finite or over 10x its value before adaptation); a step is flagged, with the mean over the
@@ -78,12 +87,16 @@ def run_jobs(line: cli.CommandLine, composed: list) -> bool:
     if OmegaConf.is_missing(composed[0], "run_dir"):
         raise UserError("which run? pass run_dir=PATH, a directory maml-train wrote (maml-eval --help)")
     given = {o.split("=", 1)[0].lstrip("+~") for o in line.overrides}
-    for full in composed:
-        check_output(composing.split_hydra(full)[0])  # every job's, before the first is scored
+    # Every job's checks that need no compute (its output, the run, the checkpoint it names) before
+    # the first is scored: a bad job found after another's record was written would leave half a sweep.
+    plans = []
     for full in composed:
         app, _ = composing.split_hydra(full)
-        record = evaluate_run(app, given=given, trust_code=bool(app.trust_code))
-        output = write_record(app, record)
+        check_output(app)
+        plans.append(check_evaluation(app, given=given, trust_code=bool(app.trust_code)))
+    for plan in plans:
+        record = score_evaluation(plan)
+        output = write_record(plan.app, record)
         print(format_table(record))
         warning = diverged_warning(record)
         if warning:
@@ -95,12 +108,17 @@ def run_jobs(line: cli.CommandLine, composed: list) -> bool:
 
 
 def check_output(app: DictConfig) -> None:
-    """``output=`` before anything is scored: a file (not a folder, not the .png beside it) in a
-    folder that exists and can be written, and not a file that holds something other than a
-    maml-eval record (replacing it would lose it)."""
+    """``output=`` before anything is scored: a file (not a folder, not the .png beside it) with a
+    path that can be used (``maml_cli.paths``), in a folder that exists and can be written, and not a
+    file that holds something other than a maml-eval record (replacing it would lose it). A record goes
+    into its own run or into a folder that is no run (``check_output_place``)."""
     if not app.get("output"):
         return
-    path = Path(app.output)
+    from maml_cli.paths import checked_path
+    from maml_cli.runs import check_utf8_name
+
+    path = checked_path(app.output, "output")  # UTF-8, lengths, no link to nothing
+    check_utf8_name(path, "output")  # made absolute: a working directory whose name is not UTF-8 too
     if path.suffix.lower() == ".png":
         raise UserError(
             f"output={path} names the plot; name the record instead (a .json file): its .png goes beside it"
@@ -111,10 +129,40 @@ def check_output(app: DictConfig) -> None:
         raise UserError(f"output={path}: the folder {path.parent} does not exist; create it or name a file elsewhere")
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise UserError(f"output={path}: {path.parent} cannot be written; make it writable or name a file elsewhere")
+    check_output_place(path, Path(app.run_dir))
     if path.exists() and read_record(path) is None:
         raise UserError(
             f"output={path} exists and is not a maml-eval record; replacing it would lose it: remove it or name "
             "another file"
+        )
+
+
+def check_output_place(path: Path, run_dir: Path) -> None:
+    """Where the record lands must be a folder that is no run, or the scored run's own folder under an
+    ``eval*.json`` name: a record in another run would be read as that run's (maml-report reads every
+    run's eval.json), and any other name adds a file of the tool's own kind to the run. It lands in the
+    real folder of ``path`` (links and ``..`` followed), under its name: a link there is replaced, as
+    every file is (``maml_cli.atomic``), not written through."""
+    target = Path(os.path.realpath(path.parent)) / path.name
+    run = next((p for p in target.parents if is_run(p)), None)
+    if run is None:
+        return
+    scored = Path(os.path.realpath(run_dir))
+    if run != scored:
+        raise UserError(
+            f"output={path} is inside the run {run}, not the run scored ({run_dir}): its record would be read as "
+            f"that run's; a record goes into its own run, or into a folder that is no run"
+        )
+    if target.parent != run:
+        raise UserError(
+            f"output={path} is inside {target.parent.relative_to(run)}/ of the run: its record goes into the run "
+            f"folder itself, named eval*.json (e.g. output={run_dir / 'eval_mine.json'}), or into a folder that is "
+            "no run"
+        )
+    if not (target.name.startswith("eval") and target.suffix == ".json"):
+        raise UserError(
+            f"output={path} would add {target.name} to the run: inside a run a record is named eval*.json (e.g. "
+            f"output={run_dir / 'eval_mine.json'}); elsewhere, any name"
         )
 
 

@@ -13,9 +13,10 @@ papers' conventions (std over seeds; 95% CI over test tasks). One table per metr
 it (accuracy: highest first; MSE: lowest first).
 
 Writes ``report.md``, ``report.csv`` (one row per run) and ``report.png`` (the groups' validation
-curves) into the folder (or ``--out``), never into a run it reads. Runs still training, failed or
-damaged (a record missing, unreadable or not what it should be) are listed as such, never dropped,
-and a damaged run's numbers are not averaged.
+curves) into the folder (or ``--out``), never into a run. Runs still training, failed or damaged (a
+record missing, unreadable or not what it should be; a path that is not UTF-8) are listed as such,
+never dropped, and a damaged run's numbers are not averaged. An eval.json scored from another run
+(another run id) is left out; folders of one run (a copied folder keeps its run id) count once.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class RunRow:
     flagged: bool = False  # the last inner step's mean is flagged (scoring.FLAG_RULE)
     curve: dict[int, float] = field(default_factory=dict)  # step -> validation metric
     notes: list[str] = field(default_factory=list)  # said in the run list (an eval.json of other options)
+    run_id: str | None = None  # made when the run started; a copy of its folder keeps it
+    copy_of: Path | None = None  # another folder of the same run (the same run id): counted there, not here
 
     @property
     def damaged(self) -> bool:
@@ -85,8 +88,8 @@ class RunRow:
 
     @property
     def scored(self) -> bool:
-        """Whether its numbers are averaged: a damaged run's are not."""
-        return not self.damaged
+        """Whether its numbers are averaged: a damaged run's are not, nor a copy's (counted once)."""
+        return not self.damaged and self.copy_of is None
 
 
 # --- finding and reading runs --------------------------------------------------------------------
@@ -203,6 +206,10 @@ def _read_eval(path: Path, row: RunRow, cfg) -> str | None:
     per_step = record.get("per_step") if isinstance(record, dict) else None
     if not isinstance(per_step, list) or not per_step or not all(isinstance(s, dict) for s in per_step):
         return "not a maml-eval record (no per_step scores)"
+    other = _record_of_another_run(record, row)
+    if other is not None:
+        row.notes.append(f"eval.json is a record of another run ({other}): left out")
+        return None
     if record.get("metric") != row.metric:
         return f"scores {record.get('metric')!r}, the run is scored by {row.metric}"
     means = [_number(s.get("mean")) for s in per_step]
@@ -241,6 +248,61 @@ def _read_eval(path: Path, row: RunRow, cfg) -> str | None:
     return None
 
 
+def _record_of_another_run(record: dict, row: RunRow) -> str | None:
+    """Why ``record`` (an eval.json) was scored from another run than ``row``'s, or None: the run ids
+    differ where both have one (a copied folder keeps its run's id), else the ``run`` path it names is
+    not this folder (a record written before records carried the id)."""
+    recorded = record.get("run_id")
+    if isinstance(recorded, str) and recorded and row.run_id:
+        return None if recorded == row.run_id else f"run id {recorded}; this run's is {row.run_id}"
+    scored = record.get("run")
+    if not isinstance(scored, str) or not scored:
+        return None  # a record written before records named their run: nothing to tell it by
+    try:
+        here = row.path.absolute().resolve()
+    except (OSError, RuntimeError):
+        return None
+    return None if Path(scored) == here else f"scored from {scored}"
+
+
+def _run_id(run_dir: Path) -> str | None:
+    """The run's id (``run_dir.run_id_of``): environment.json's, else its newest checkpoint's."""
+    from maml_cli.run_dir import recorded_run_id, run_id_of
+
+    try:
+        recorded = recorded_run_id(run_dir)
+        if recorded is not None or not (run_dir / "checkpoints").is_dir():
+            return recorded
+        return run_id_of(run_dir)
+    except OSError:  # a checkpoints/ folder that cannot be listed
+        return None
+
+
+def mark_copies(rows: list[RunRow], root: Path) -> None:
+    """Folders of one run (the same run id: a copied folder) are one run: the one with the most in
+    it (not damaged, trained furthest, evaluated; else the first listed) is counted, the others are
+    marked as its copies and said so."""
+    by_id: dict[str, list[RunRow]] = {}
+    for row in rows:
+        if row.run_id:
+            by_id.setdefault(row.run_id, []).append(row)
+    for same in by_id.values():
+        if len(same) < 2:
+            continue
+        kept = max(same, key=lambda r: (not r.damaged, r.steps, bool(r.test), -same.index(r)))
+        copies = [r for r in same if r is not kept]
+        for r in copies:
+            r.copy_of = kept.path
+        kept.notes.append(
+            f"the same run (run id {kept.run_id}) as {', '.join(f'`{_relative(r.path, root)}`' for r in copies)}: "
+            "counted once, here"
+        )
+        for r in copies:
+            r.notes.append(
+                f"a copy of `{_relative(kept.path, root)}` (the same run id {kept.run_id}): counted once, there"
+            )
+
+
 def _train_log_failed(run_dir: Path) -> bool:
     try:
         return b"[ERROR]" in (run_dir / "train.log").read_bytes()
@@ -255,6 +317,8 @@ def read_run(run_dir: Path) -> RunRow:
         overrides = None
     else:
         overrides = [str(o) for o in overrides if not str(o).split("=")[0].lstrip("+~").startswith("hydra.")]
+    from maml_cli.paths import not_utf8, shown_path
+
     training = is_being_trained(run_dir)
     failed = not training and _train_log_failed(run_dir)
     problems: list[tuple[str, str]] = []  # (file, why)
@@ -269,7 +333,7 @@ def read_run(run_dir: Path) -> RunRow:
         hydra_raw, hydra_why = _read(run_dir / ".hydra" / "config.yaml", yaml.safe_load)
         if hydra_why is None:
             cfg, seed, _ = _resolved_config(hydra_raw)
-    row = RunRow(run_dir, overrides, "", config=cfg, seed=seed)
+    row = RunRow(run_dir, overrides, "", config=cfg, seed=seed, run_id=_run_id(run_dir))
     if cfg is not None:
         row.metric = "mse" if cfg["dataset"]["name"] in REGRESSION_DATASETS else "accuracy"
         row.train_steps = int(cfg["train"]["steps"])
@@ -288,6 +352,15 @@ def read_run(run_dir: Path) -> RunRow:
             why = _read_eval(eval_file, row, cfg)
             if why is not None:
                 problems.append(("eval.json", why))
+    bad_name = not_utf8(run_dir)
+    if bad_name is not None:  # Orbax cannot address its checkpoints: maml-eval, maml-adapt and resuming refuse it
+        problems.append(
+            (
+                "its path",
+                f"{shown_path(bad_name)} has a name that is not UTF-8 text, so its checkpoints cannot be read: "
+                "rename it (convmv -f latin1 -t utf-8 -r --notest DIR renames a whole folder)",
+            )
+        )
     # A run being trained, or one that failed, has not written every file yet: a missing one is no damage.
     damage = [(f, why) for f, why in problems if why != "missing" or not (training or failed)]
     if training:
@@ -392,13 +465,15 @@ def summarize(rows: list[RunRow]) -> list[dict]:
     """One line per group (runs that compute the same thing, seeds apart), sorted by the
     validation metric within each metric."""
     groups: dict[tuple, list[RunRow]] = {}
-    for r in rows:
-        groups.setdefault(experiment_key(r), []).append(r)
+    keys = {r.path: experiment_key(r) for r in rows if r.copy_of is None}
+    for r in rows:  # a copy is listed with the run it copies (its own config may be damaged or edited)
+        groups.setdefault(keys.get(r.copy_of) or experiment_key(r), []).append(r)
     names = group_names(groups)
     lines = []
     for key, members in groups.items():
-        scored = [r for r in members if r.scored and r.val is not None]
-        evaluated = [r for r in members if r.scored and r.test]
+        counted = [r for r in members if r.copy_of is None]  # a copied folder is counted once, as its run
+        scored = [r for r in counted if r.scored and r.val is not None]
+        evaluated = [r for r in counted if r.scored and r.test]
         tests = [r.test[-1] for r in evaluated]
         val, val_ci = _mean_seed_ci([r.val for r in scored])
         test, test_ci = _mean_seed_ci(tests)
@@ -406,16 +481,16 @@ def summarize(rows: list[RunRow]) -> list[dict]:
         lengths = {len(r.test) for r in evaluated}
         lines.append(
             {
-                "group": names[key],
+                "group": printable(names[key]),
                 "key": key,
-                "runs": len(members),
+                "runs": len(counted),
                 "seeds_scored": len(scored),
                 "metric": members[0].metric,
-                "status": ", ".join(sorted({r.status.split(" (")[0] for r in members})),
+                "status": ", ".join(sorted({r.status.split(" (")[0] for r in counted})) or "copies",
                 "steps": "/".join(
-                    sorted({f"{r.steps}" + (f" of {r.train_steps}" if r.train_steps else "") for r in members})
+                    sorted({f"{r.steps}" + (f" of {r.train_steps}" if r.train_steps else "") for r in counted})
                 ),
-                "minutes": max((r.minutes or 0.0) for r in members),
+                "minutes": max((r.minutes or 0.0) for r in counted or members),
                 "val": val,
                 "val_ci": val_ci,
                 "test_last_step": test,
@@ -526,7 +601,7 @@ def markdown(root: Path, groups: list[dict]) -> str:
                 f"- `{_relative(r.path, root)}`: {r.status}, seed {r.seed if r.seed is not None else '?'}, "
                 f"`{recorded}`, step {r.steps}, val {_fmt(r.val, r.metric)}{notes}"
             )
-    return "\n".join(out) + "\n"
+    return printable("\n".join(out) + "\n")
 
 
 def csv_text(root: Path, groups: list[dict]) -> str:
@@ -545,6 +620,7 @@ def csv_text(root: Path, groups: list[dict]) -> str:
             "metric",
             "val",
             "test_per_step",
+            "copy_of",
         ]
     )
     for g in groups:
@@ -562,9 +638,19 @@ def csv_text(root: Path, groups: list[dict]) -> str:
                     r.metric or "",
                     "" if r.val is None else r.val,
                     " ".join(f"{v:.6g}" for v in r.test),
+                    "" if r.copy_of is None else _relative(r.copy_of, root),
                 ]
             )
-    return buffer.getvalue()
+    return printable(buffer.getvalue())
+
+
+def printable(text: str) -> str:
+    """``text`` as it can be printed and written as UTF-8: the bytes of a name that is not UTF-8
+    (held by Python as surrogates) shown escaped (``lat\\xe9n``)."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte (from a record's \\ud800)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def plot_png(groups: list[dict]) -> bytes:
@@ -577,7 +663,7 @@ def plot_png(groups: list[dict]) -> bytes:
     try:
         for ax, metric in zip(axes[0], metrics):
             for g in (g for g in groups if g["metric"] == metric):
-                curves = [r.curve for r in g["members"] if r.curve]
+                curves = [r.curve for r in g["members"] if r.curve and r.copy_of is None]
                 if not curves:
                     continue
                 steps = sorted(set.intersection(*[set(c) for c in curves]))
@@ -615,22 +701,45 @@ def write_report(out: Path, files: dict[str, str | bytes]) -> None:
         (write_bytes if isinstance(content, bytes) else write_text)(out / name, content)
 
 
-def _inside_a_run(out: Path, runs: list[Path]) -> Path | None:
-    out = out.absolute().resolve()
-    for run in runs:
-        run = run.absolute().resolve()
-        if out == run or run in out.parents:
-            return run
+def out_problem(out: Path, runs: list[Path]) -> str | None:
+    """Why ``out`` cannot take the report, or None: it is a run (``is_run``) or inside one, or one of
+    the runs read or inside one (a job that failed before it wrote a config.yaml is read too):
+    maml-report writes into no run, its files would be mixed with the run's."""
+    from maml_cli.run_dir import is_run
+
+    target = out.absolute().resolve()
+    read = {r.absolute().resolve() for r in runs}
+    for place in [target, *target.parents]:
+        if place in read or is_run(place):
+            where = "a run" if place == target else f"inside the run {place}"
+            return (
+                f"{out} is {where}, which maml-report only reads: pass --out DIR, a folder outside every run, for "
+                "report.md, report.csv and report.png"
+            )
     return None
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's errors: one line, ``maml-report: error: ...``, exit 2 (through
+    ``guarded``), instead of the usage line and the error."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (maml-report --help)")
+
+
+def _folder(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: name a folder")
+    return Path(text)
 
 
 @guarded("maml-report")
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="maml-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("dir", type=Path, help="a multirun folder, or any folder holding run directories")
-    parser.add_argument("--out", type=Path, help="where report.md/.csv/.png go (default: DIR)")
+    parser.add_argument("dir", type=_folder, help="a multirun folder, or any folder holding run directories")
+    parser.add_argument("--out", type=_folder, help="where report.md/.csv/.png go (default: DIR); never into a run")
     args = parser.parse_args(argv)
     root = args.dir
     if not root.is_dir():
@@ -641,16 +750,17 @@ def main(argv=None) -> None:
             f"no run directories under {root} (folders maml-train wrote, with config.yaml or .hydra/): "
             "pass a multirun folder, or any folder holding run directories"
         )
-    groups = summarize([read_run(r) for r in runs])
     out = args.out or root
+    refused = out_problem(out, runs)
+    if refused and args.out is not None:  # a place the user named: refused before anything is read
+        raise UserError(refused)
+    rows = [read_run(r) for r in runs]
+    mark_copies(rows, root)
+    groups = summarize(rows)
     text = markdown(root, groups)
-    inside = _inside_a_run(out, runs)
-    if inside is not None:
+    if refused:  # the folder read is a run: the table, and where to write it
         print(text, end="")
-        raise UserError(
-            f"{out} is {'a run' if out.absolute().resolve() == inside.resolve() else 'inside the run ' + str(inside)}, "
-            "which maml-report only reads: pass --out DIR for report.md, report.csv and report.png"
-        )
+        raise UserError(refused)
     try:
         write_report(out, {"report.md": text, "report.csv": csv_text(root, groups), "report.png": plot_png(groups)})
     except UserError as e:
