@@ -588,9 +588,9 @@ def markdown(root: Path, groups: list[dict]) -> str:
         f"Intervals: over seeds, the {SEED_INTERVAL} (last validation; test, first column); over test "
         f"tasks, the {EPISODE_INTERVAL}, as MAML and Meta-SGD report it (the mean of the runs' own); "
         "+- std over seeds as MAML++ reports it. Test scores are each run's eval.json (maml-eval's "
-        "defaults). `! N diverged`: leaving the diverged tasks out moves a run's mean by more than its "
-        "95% CI over tasks, or the mean is not finite; without `!`, N tasks diverged and the mean "
-        "stands. A damaged run is listed but not averaged.",
+        "defaults). `! N diverged`: leaving the diverged tasks out moves a run's mean by more than the "
+        "95% CI of the other tasks' mean, or the mean is not finite; without `!`, N tasks diverged and "
+        "the mean stands. A damaged run is listed but not averaged.",
     ]
     out += ["", "Runs:", ""]
     for g in groups:
