@@ -17,6 +17,7 @@ from pathlib import Path
 from maml_cli.errors import UserError
 
 LOGGERS = ("tensorboard", "csv", "wandb", "mlflow", "none")
+WANDB_MODES = ("offline", "online", "disabled")  # wandb.init(mode=...)
 
 
 class Tracker:
@@ -140,6 +141,10 @@ def check_logger(settings) -> None:
         from maml_cli.errors import one_of
 
         raise UserError(one_of("logger", name, LOGGERS))
+    if name == "wandb" and settings.mode not in WANDB_MODES:
+        from maml_cli.errors import one_of
+
+        raise UserError(one_of("logger.mode", settings.mode, WANDB_MODES))
     if name in ("wandb", "mlflow"):
         import importlib.util
 
