@@ -20,7 +20,7 @@ def __getattr__(name):
 
         return getattr(api, name)
     if name == "Learner":
-        from maml_cli.run_adaptation import Learner
+        from maml_cli.engine.adapt import Learner
 
         return Learner
     if name == "UserError":

@@ -32,8 +32,8 @@ def compose(experiment: str | None = None, overrides: Sequence[str] = ()) -> Dic
     """The config of an ``experiment`` preset (None: maml-train's default, the sinusoid) with
     ``overrides`` (``KEY=VALUE``, ``GROUP=OPTION``), checked with the rules and errors of the
     command line: unknown keys and options, types, ``validate``. Paths are made absolute."""
-    from maml_cli.composing import App, compose_checked, prepare, split_hydra
     from maml_cli.config import register_configs
+    from maml_cli.config.composing import App, compose_checked, prepare, split_hydra
 
     register_configs()
     if isinstance(overrides, str) or any(not isinstance(o, str) for o in overrides):
@@ -107,10 +107,10 @@ def train(cfg: DictConfig | str | None = None, overrides: Sequence[str] = (), *,
     """Train the run in ``run_dir`` (resuming it if it holds one of the same config), as maml-train
     does: the same files, train.log included. ``cfg``: a config from ``compose``, or an experiment
     name (then ``overrides`` apply). Returns the trained ``Run``."""
-    from maml_cli.composing import prepare
-    from maml_cli.execution import enable_compilation_cache, use_cores_as_devices
-    from maml_cli.run_dir import check_place, check_resumable, check_usable
-    from maml_cli.training import train_and_evaluate
+    from maml_cli.backend.plan import enable_compilation_cache, use_cores_as_devices
+    from maml_cli.config.composing import prepare
+    from maml_cli.engine.training import train_and_evaluate
+    from maml_cli.run.directory import check_place, check_resumable, check_usable
 
     if cfg is None or isinstance(cfg, str):
         cfg = compose(cfg, overrides)
@@ -147,7 +147,7 @@ class Run:
 
     def __init__(self, run_dir: str | Path, trust_code: bool = False):
         from maml_cli.config import register_configs
-        from maml_cli.runs import open_run
+        from maml_cli.run.reader import open_run
 
         register_configs()
         self.run_dir = Path(run_dir)
@@ -161,13 +161,13 @@ class Run:
     @property
     def metrics(self) -> list:
         """The records of metrics.jsonl (train/* and val/* by step)."""
-        from maml_cli.metrics import read_jsonl
+        from maml_cli.run.metrics import read_jsonl
 
         return read_jsonl(self.run_dir / "metrics.jsonl")
 
     def checkpoints(self) -> list:
         """The steps of the checkpoints on disk."""
-        from maml_cli.checkpoints import Checkpointer
+        from maml_cli.run.checkpoints import Checkpointer
 
         checkpointer = Checkpointer(self.run_dir / "checkpoints", read_only=True)
         try:
@@ -195,7 +195,7 @@ class Run:
         with a ``name``, another dataset's tasks (cross-domain). Nothing is written."""
         from maml_cli.config.checks import check_values, typed_values
         from maml_cli.config.schema import DATASET_SCHEMAS, EvalAppConfig, EvalDatasetOverrides, EvalOverrides
-        from maml_cli.run_evaluation import evaluate_run
+        from maml_cli.engine.evaluate import evaluate_run
 
         dataset = dict(dataset or {})
         name = dataset.get("name")
@@ -239,12 +239,12 @@ class Run:
         """The run's model adapted to one task's support set (``support_x`` [n, *input_shape],
         ``support_y`` labels 0..ways-1 or regression targets), as maml-adapt and maml-eval adapt.
         ``inner_steps``: default the run's eval.inner_steps. Returns a ``Learner``."""
+        from maml_cli.backend.plan import enable_compilation_cache
         from maml_cli.config.checks import typed_values
         from maml_cli.config.schema import AdaptAppConfig
-        from maml_cli.execution import enable_compilation_cache
-        from maml_cli.experiment import build_experiment
-        from maml_cli.run_adaptation import adapt, check_support, restore_one
-        from maml_cli.runs import check_trained, run_spec
+        from maml_cli.engine.adapt import adapt, check_support, restore_one
+        from maml_cli.engine.experiment import build_experiment
+        from maml_cli.run.reader import check_trained, run_spec
 
         values = typed_values(AdaptAppConfig, {"inner_steps": inner_steps, "seed": seed})
         enable_compilation_cache()

@@ -1,7 +1,7 @@
 """Importing the code a config names (``model.target``, ``dataset.target``), in Hydra's ``_target_``
 spirit: ``module.path:name`` or ``module.path.name``. The current folder is searched first, as
 ``python -m`` does, so a module beside the command line is found. Whether a run's saved config may
-import anything at all is decided by ``maml_cli.runs.open_run`` (``trust_code``)."""
+import anything at all is decided by ``maml_cli.run.reader.open_run`` (``trust_code``)."""
 
 from __future__ import annotations
 

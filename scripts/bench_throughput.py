@@ -8,7 +8,7 @@
 
 Each preset runs in its own process (clean memory and compile figures), with the execution plan
 maml-train would pick: on CPU, one JAX device per core and a convolutional meta-batch spread over
-them (``maml_cli/execution.py``; ``MAML_CLI_CPU_DEVICES=1`` for one device). Per preset:
+them (``maml_cli/backend/plan.py``; ``MAML_CLI_CPU_DEVICES=1`` for one device). Per preset:
 ``tasks_per_s`` (meta_batch_size / median step time), ``gflops_per_s`` (the step's matmul and
 convolution FLOPs / median time; counted on the step's jaxpr with every loop multiplied out, because
 XLA's cost analysis, reported as ``xla_cost_analysis_gflop``, counts a loop body once: the inner
@@ -134,7 +134,7 @@ def _step_flops(exp, state) -> float:
 
     import jax
 
-    from maml_cli.execution import Execution
+    from maml_cli.backend.plan import Execution
     from maml_cli.meta.algorithms import build_algorithm
 
     execution = Execution("vmap", False, exp.execution.conv_impl)
@@ -155,7 +155,7 @@ def bench_one(line: str, measure_steps: int) -> dict:
     import jax
     import numpy as np
 
-    from maml_cli.experiment import build_experiment
+    from maml_cli.engine.experiment import build_experiment
 
     preset, *overrides = line.split()
     cfg = _compose(preset, *overrides)
@@ -247,8 +247,8 @@ def interleaved(lines: list, rounds: int) -> list:
     import jax
     import numpy as np
 
-    from maml_cli import parallel
-    from maml_cli.experiment import build_experiment
+    from maml_cli.backend import sharding
+    from maml_cli.engine.experiment import build_experiment
 
     programs = []
     for line in lines:
@@ -259,7 +259,7 @@ def interleaved(lines: list, rounds: int) -> list:
         compiled = exp.multi_step().lower(state, exp.data, 1, exp.phase_at(0)).compile()
         for _ in range(2):  # warm-up
             state, _ = compiled(state, exp.data)
-        programs.append([line, cfg, compiled, jax.block_until_ready(state), exp.data, [], parallel.describe(exp.mesh)])
+        programs.append([line, cfg, compiled, jax.block_until_ready(state), exp.data, [], sharding.describe(exp.mesh)])
 
     def step_of(program):
         def step():
@@ -305,7 +305,7 @@ def round_robin(steps: list, rounds: int) -> list:
 
 def memory_one(preset: str, inner_steps: int, remat: bool) -> dict:
     """XLA's planned temporary memory for the compiled step (the peak the step needs)."""
-    from maml_cli.experiment import build_experiment
+    from maml_cli.engine.experiment import build_experiment
 
     cfg = _compose(preset, f"algorithm.inner_steps={inner_steps}", f"train.remat={str(remat).lower()}")
     exp = build_experiment(cfg)
@@ -364,7 +364,7 @@ def main() -> None:
 
     logging.getLogger("absl").setLevel(logging.WARNING)
     if args.child:
-        from maml_cli.execution import use_cores_as_devices
+        from maml_cli.backend.plan import use_cores_as_devices
 
         use_cores_as_devices()  # as maml-train does: on CPU, one device per core (unless --devices forced them)
         kind, preset, *rest = args.child

@@ -31,9 +31,9 @@ def main() -> None:
     import numpy as np
 
     import maml_cli as mc
-    from maml_cli.experiment import build_experiment
-    from maml_cli.runs import restore_state
-    from maml_cli.scoring import eval_key, run_episodes, summarize
+    from maml_cli.engine.experiment import build_experiment
+    from maml_cli.engine.scoring import eval_key, run_episodes, summarize
+    from maml_cli.run.reader import restore_state
 
     try:
         cfg = mc.load_run(args.run_dir).cfg

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from maml_cli.config import validate
-from maml_cli.experiment import build_experiment
-from maml_cli.runs import open_run, restore_state
-from maml_cli.scoring import diverged, eval_key, run_episodes
+from maml_cli.engine.experiment import build_experiment
+from maml_cli.engine.scoring import diverged, eval_key, run_episodes
+from maml_cli.run.reader import open_run, restore_state
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ buffers ``lax.scan`` fills with per-iteration values and reads back), fills (bro
 remaining elementwise ops and reductions. Then times one elementwise op (``x * 2 + 1``) over f32
 arrays from 2 MB to 128 MB: the GB/s it reaches in cache and beyond it. One JSON line per preset,
 then one for the bandwidth. The step is traced on one device: under maml-train's CPU plan each core
-runs this program on its share of the tasks (``maml_cli/execution.py``).
+runs this program on its share of the tasks (``maml_cli/backend/plan.py``).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def profile_preset(preset: str, overrides: list, calls: int) -> dict:
     import jax
     from bench_throughput import _compose
 
-    from maml_cli.experiment import build_experiment
+    from maml_cli.engine.experiment import build_experiment
 
     cfg = _compose(preset, *overrides)
     exp = build_experiment(cfg)

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, replace_section, today  # noqa: E402
 
-from maml_cli.metrics import read_jsonl  # noqa: E402
+from maml_cli.run.metrics import read_jsonl  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -17,8 +17,8 @@ import jax
 import pytest
 from hydra import compose, initialize_config_module
 
+from maml_cli.backend.plan import enable_compilation_cache
 from maml_cli.config import register_configs
-from maml_cli.execution import enable_compilation_cache
 from tests.generated import FUZZ_ENV
 
 register_configs()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from maml_cli.backend.plan import Execution
 from maml_cli.data.sinusoid import SinusoidTasks
-from maml_cli.execution import Execution
 from maml_cli.meta.algorithms import Phase, build_algorithm
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.models import Network

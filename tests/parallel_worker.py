@@ -13,9 +13,9 @@ import sys
 import jax
 import numpy as np
 
-from maml_cli import parallel
-from maml_cli.experiment import build_experiment
-from maml_cli.scoring import eval_key, run_episodes
+from maml_cli.backend import sharding
+from maml_cli.engine.experiment import build_experiment
+from maml_cli.engine.scoring import eval_key, run_episodes
 from tests.conftest import TINY, make_cfg
 
 STEPS = 3
@@ -46,7 +46,7 @@ def outcome(overrides, devices):
             )
         )()
     else:
-        gradient = jax.jit(parallel.sharded_meta_gradient(exp.mesh, sample, exp.algorithm, meta_batch, phase))(
+        gradient = jax.jit(sharding.sharded_meta_gradient(exp.mesh, sample, exp.algorithm, meta_batch, phase))(
             state.meta_params, state.meta_state, exp.data, rng[0], rng[1], state.step
         )
     scores = run_episodes(
@@ -109,7 +109,7 @@ def main() -> None:
                 )
     # The trap the module docstring warns of: without marking the parameters as varying, the inner
     # gradients would be summed over devices (so this must differ).
-    parallel.varying = lambda tree: tree
+    sharding.varying = lambda tree: tree
     out["maml/2 without pcast"] = {"params": gap(singles["maml"][1], outcome(cases["maml"], 2)[1])}
     print(json.dumps(out))
 

@@ -9,8 +9,8 @@ import optax
 import pytest
 from flax.traverse_util import flatten_dict
 
+from maml_cli.backend.plan import Execution
 from maml_cli.data.episodes import TaskSpec, sample_classification_episodes
-from maml_cli.execution import Execution
 from maml_cli.meta.algorithms import build_algorithm
 from maml_cli.meta.algorithms.mamlpp import multi_step_loss_weights
 from maml_cli.meta.losses import make_task_loss

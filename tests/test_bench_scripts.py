@@ -94,7 +94,7 @@ def test_flops_of_a_convolution():
 def test_step_flops_count_every_inner_step():
     from bench_throughput import _compose
 
-    from maml_cli.experiment import build_experiment
+    from maml_cli.engine.experiment import build_experiment
 
     counts = []
     for steps in (1, 2, 3):

@@ -15,9 +15,8 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from maml_cli import composing
 from maml_cli.commands.train import APP
-from maml_cli.config import UserError
+from maml_cli.config import UserError, composing
 from tests.conftest import BIN, TINY, run_command, run_in_process
 
 for plugin in (

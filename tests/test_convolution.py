@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import maml_cli as mc
+from maml_cli.backend.plan import plan_execution
 from maml_cli.data.episodes import TaskSpec, sample_classification_episodes
-from maml_cli.execution import plan_execution
 from maml_cli.meta.algorithms import build_algorithm
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.models import build_model

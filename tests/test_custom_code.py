@@ -174,7 +174,7 @@ def test_custom_code_through_the_commands_and_trust_code(tmp_path):
 def test_custom_code_mistakes_are_caught_before_compiling(tmp_path, overrides, message):
     """Each mistake: one UserError naming it, raised while the experiment is built (nothing is
     compiled and no run directory is written)."""
-    from maml_cli.experiment import build_experiment
+    from maml_cli.engine.experiment import build_experiment
 
     with pytest.raises(mc.UserError) as error:
         build_experiment(mc.compose(None, [*CUSTOM, *overrides]))

@@ -18,14 +18,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from maml_cli import runs as runs_module
 from maml_cli.atomic import write_text
-from maml_cli.checkpoints import CheckpointMissing
 from maml_cli.commands.evaluate import check_output
+from maml_cli.engine.evaluate import evaluate_run
+from maml_cli.engine.training import train_and_evaluate
 from maml_cli.errors import UserError
-from maml_cli.run_dir import RunLock, is_run, run_id_of
-from maml_cli.run_evaluation import evaluate_run
-from maml_cli.training import train_and_evaluate
+from maml_cli.run import reader
+from maml_cli.run.checkpoints import CheckpointMissing
+from maml_cli.run.directory import RunLock, is_run, run_id_of
 from tests.conftest import TINY, make_cfg, run_in_process
 from tests.generated import examples
 from tests.test_generated_numbers import runs_strategy, snapshot, write_run
@@ -249,7 +249,7 @@ def test_a_sweep_whose_second_job_names_a_missing_checkpoint_scores_nothing(swee
 def _delete_first_restored(monkeypatch, run: Path) -> list:
     """Delete the checkpoint chosen for the first restore just before it is read, as a trainer with
     keep_best=1 does when a better validation arrives; returns the steps asked for."""
-    asked, original = [], runs_module.restore_state
+    asked, original = [], reader.restore_state
 
     def restore_state(exp, run_dir, step=None):
         asked.append(step)
@@ -257,7 +257,7 @@ def _delete_first_restored(monkeypatch, run: Path) -> list:
             shutil.rmtree(Path(run_dir) / "checkpoints" / str(step))
         return original(exp, run_dir, step)
 
-    monkeypatch.setattr(runs_module, "restore_state", restore_state)
+    monkeypatch.setattr(reader, "restore_state", restore_state)
     return asked
 
 

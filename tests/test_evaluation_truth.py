@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from maml_cli import strict_json
+from maml_cli.engine.evaluate import diverged_warning, format_table
+from maml_cli.engine.scoring import DIVERGED_FACTOR, diverged, make_scorer, summarize
 from maml_cli.meta.outer import make_optimizer
-from maml_cli.run_evaluation import diverged_warning, format_table
-from maml_cli.runs import parse_checkpoint, ranking_score
-from maml_cli.scoring import DIVERGED_FACTOR, diverged, make_scorer, summarize
+from maml_cli.run.reader import parse_checkpoint, ranking_score
 from tests.meta_problem import algorithm_for, init, one_task
 
 

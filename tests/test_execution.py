@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from maml_cli.execution import Execution, plan_execution
-from maml_cli.experiment import build_experiment
+from maml_cli.backend.plan import Execution, plan_execution
+from maml_cli.engine.experiment import build_experiment
 from tests.conftest import make_cfg
 
 

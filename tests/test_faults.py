@@ -21,11 +21,11 @@ import jax
 import numpy as np
 import pytest
 
-from maml_cli.checkpoints import Checkpointer, CheckpointError
-from maml_cli.experiment import build_experiment
-from maml_cli.metrics import TIMING_FIELDS
-from maml_cli.run_dir import RunDirError
-from maml_cli.training import train_and_evaluate
+from maml_cli.engine.experiment import build_experiment
+from maml_cli.engine.training import train_and_evaluate
+from maml_cli.run.checkpoints import Checkpointer, CheckpointError
+from maml_cli.run.directory import RunDirError
+from maml_cli.run.metrics import TIMING_FIELDS
 from tests.conftest import BIN, TINY, make_cfg
 
 # 200 tiny steps with a checkpoint every 10: long enough (seconds) for kills to land anywhere.
@@ -208,7 +208,7 @@ def test_a_failed_write_is_a_clear_error_and_earlier_checkpoints_stay_readable(t
     finally:
         ckpt.close()
 
-    from maml_cli import metrics
+    from maml_cli.run import metrics
 
     def read_only(self, step, values):
         raise OSError(errno.EROFS, "Read-only file system")
@@ -227,7 +227,7 @@ def test_a_refused_config_leaves_no_run_directory(tmp_path):
         assert out.returncode == 2, out.stderr
     assert list(tmp_path.iterdir()) == []
     # A failure inside the job (found after Hydra made the folder) removes the folder too.
-    from maml_cli.run_dir import remove_if_not_a_run
+    from maml_cli.run.directory import remove_if_not_a_run
 
     junk = tmp_path / "runs" / "x"
     (junk / ".hydra").mkdir(parents=True)
@@ -241,8 +241,8 @@ def test_a_refused_config_leaves_no_run_directory(tmp_path):
 _FAST_WRITER = """
 import sys, numpy as np
 from pathlib import Path
-from maml_cli.checkpoints import Checkpointer
-from maml_cli.run_dir import RunLock
+from maml_cli.run.checkpoints import Checkpointer
+from maml_cli.run.directory import RunLock
 run_dir = Path(sys.argv[1])
 lock = RunLock(run_dir).acquire()
 ckpt = Checkpointer(run_dir / "checkpoints", keep=2)

@@ -6,7 +6,7 @@ in the range its field declares, or is refused with one line.
   schemas. Generated values for every numeric key of the train schema (every dataset, model and
   algorithm) and of maml-eval's and maml-adapt's own keys: refused with one line, or in range.
 - User data: maml-adapt's CSV files and ``Run.adapt``/``Learner.predict``'s arrays pass the same
-  checks (``run_adaptation.check_support``, ``check_examples``): exit 0 with finite predictions
+  checks (``engine.adapt.check_support``, ``check_examples``): exit 0 with finite predictions
   written whole, or exit 2 with one line and nothing in out_dir created or changed.
 """
 
@@ -30,11 +30,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import maml_cli as mc
-from maml_cli.composing import parse_overrides
 from maml_cli.config import schema, validate
+from maml_cli.config.composing import parse_overrides
 from maml_cli.data.episodes import TaskSpec
-from maml_cli.run_adaptation import check_support
-from maml_cli.training import train_and_evaluate
+from maml_cli.engine.adapt import check_support
+from maml_cli.engine.training import train_and_evaluate
 from tests.conftest import TINY, make_cfg, run_in_process
 from tests.generated import examples
 

@@ -16,11 +16,11 @@ from PIL import Image
 import maml_cli as mc
 from maml_cli.config import UserError
 from maml_cli.data.image_folder import ImageFolderTasks, find_classes, read_classes
-from maml_cli.experiment import build_experiment
-from maml_cli.run_evaluation import evaluate_run
-from maml_cli.runs import open_run, restore_state
-from maml_cli.scoring import eval_key
-from maml_cli.training import train_and_evaluate
+from maml_cli.engine.evaluate import evaluate_run
+from maml_cli.engine.experiment import build_experiment
+from maml_cli.engine.scoring import eval_key
+from maml_cli.engine.training import train_and_evaluate
+from maml_cli.run.reader import open_run, restore_state
 from tests.conftest import TINY, make_cfg, run_in_process
 from tests.image_fakes import add_junk, class_image, write_classes, write_modes, write_splits
 
@@ -372,8 +372,8 @@ def test_cross_domain_images_are_read_as_maml_adapt_reads_them_for_the_run():
     from omegaconf import OmegaConf
 
     from maml_cli.config.schema import ImageFolderConfig
-    from maml_cli.run_evaluation import cross_domain_dataset
-    from maml_cli.runs import preprocessing
+    from maml_cli.engine.evaluate import cross_domain_dataset
+    from maml_cli.run.reader import preprocessing
 
     run = OmegaConf.create(
         {"dataset": {"name": "omniglot", "ways": 5, "shots": 1, "query_shots": 1, "resample": "nearest"}}

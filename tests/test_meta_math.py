@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from maml_cli.data.sinusoid import SinusoidTasks
+from maml_cli.engine.scoring import summarize
 from maml_cli.meta.batching import STRATEGIES, map_tasks
 from maml_cli.meta.inner import adapt, constant_rates, sgd
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.models import Network
-from maml_cli.scoring import summarize
 from tests.conftest import make_cfg
 from tests.meta_problem import algorithm_for, episodes_for, flat, init, loss_fn, meta_gradient, one_task
 

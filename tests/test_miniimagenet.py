@@ -9,8 +9,8 @@ import pytest
 
 from maml_cli.config import UserError
 from maml_cli.data.miniimagenet import MiniImageNetTasks, class_split, find_images, load_miniimagenet
-from maml_cli.run_evaluation import evaluate_run
-from maml_cli.training import train_and_evaluate
+from maml_cli.engine.evaluate import evaluate_run
+from maml_cli.engine.training import train_and_evaluate
 from tests.conftest import REPO, SHARED_DATA, make_cfg
 
 sys.path.insert(0, str(REPO / "scripts"))

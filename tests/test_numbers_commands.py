@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from maml_cli.training import Summary, train_and_evaluate
+from maml_cli.engine.training import Summary, train_and_evaluate
 from tests.conftest import BIN, TINY, make_cfg, run_in_process
 from tests.omniglot_fakes import fake_sets, write_npz
 

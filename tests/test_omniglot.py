@@ -11,18 +11,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from maml_cli.backend.plan import Execution
 from maml_cli.config import UserError
 from maml_cli.data.episodes import sample_classification_episodes
 from maml_cli.data.omniglot import OmniglotTasks, class_splits
 from maml_cli.data.omniglot_source import SMALL_SETS, OmniglotArrays, download_with_tfds, load_omniglot, preprocess
-from maml_cli.execution import Execution
+from maml_cli.engine.evaluate import evaluate_run
+from maml_cli.engine.training import train_and_evaluate
 from maml_cli.meta.algorithms import build_algorithm
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.models import Network
 from maml_cli.models.conv4 import Conv4
 from maml_cli.models.convolution import conv3x3_im2col
-from maml_cli.run_evaluation import evaluate_run
-from maml_cli.training import train_and_evaluate
 from tests.conftest import SHARED_DATA, make_cfg
 from tests.omniglot_fakes import fake_sets, write_npz, write_png_tree, write_zips
 

@@ -15,10 +15,10 @@ import jax
 import numpy as np
 import pytest
 
-from maml_cli import execution
+from maml_cli.backend import plan
+from maml_cli.backend.plan import MAX_CPU_DEVICES, Execution, host_cores
 from maml_cli.data.episodes import task_part
 from maml_cli.data.sinusoid import SinusoidTasks
-from maml_cli.execution import MAX_CPU_DEVICES, Execution, host_cores
 from tests.conftest import BIN, REPO, TEST_XLA_FLAGS, TINY, make_cfg, run_command
 from tests.omniglot_fakes import fake_sets, write_npz
 
@@ -154,21 +154,23 @@ def test_console_scripts_spread_a_conv_meta_batch_over_the_cores(tmp_path):
         "train.dry_run=true",
     ]
 
-    def plan(*args, **env):
+    def plan_line(*args, **env):
         out = run_command("maml-train", *args, env=_cores_env(**env))
         assert out.returncode == 0, out.stderr
         return next(line for line in out.stdout.splitlines() if line.startswith("# plan:"))
 
-    assert f"({cores} CPU devices, one per core, meta-batch sharded" in plan(
+    assert f"({cores} CPU devices, one per core, meta-batch sharded" in plan_line(
         *conv, f"train.meta_batch_size={2 * cores}"
     )
     # A meta-batch that the cores do not split: as many devices as split it (here one), no error.
-    assert f"(1 device of {cores}, one per core)" in plan(*conv, f"train.meta_batch_size={2 * cores + 1}")
-    assert f"(1 device of {cores}, one per core)" in plan(*TINY, "train.dry_run=true")  # sinusoid: vmap, one device
-    assert "(1 device)" in plan(*conv, MAML_CLI_CPU_DEVICES="1")
+    assert f"(1 device of {cores}, one per core)" in plan_line(*conv, f"train.meta_batch_size={2 * cores + 1}")
+    assert f"(1 device of {cores}, one per core)" in plan_line(
+        *TINY, "train.dry_run=true"
+    )  # sinusoid: vmap, one device
+    assert "(1 device)" in plan_line(*conv, MAML_CLI_CPU_DEVICES="1")
     # Devices forced by XLA_FLAGS are the user's: auto takes them all, as on GPUs.
     three = f"--xla_force_host_platform_device_count=3 {TEST_XLA_FLAGS}"
-    forced = plan(*conv, "train.meta_batch_size=6", XLA_FLAGS=three)
+    forced = plan_line(*conv, "train.meta_batch_size=6", XLA_FLAGS=three)
     assert "(3 devices, meta-batch sharded" in forced
     bad = run_command("maml-train", *TINY, env=_cores_env(MAML_CLI_CPU_DEVICES="many"))
     assert bad.returncode == 2 and bad.stderr.strip() == (
@@ -178,15 +180,15 @@ def test_console_scripts_spread_a_conv_meta_batch_over_the_cores(tmp_path):
 
 def test_auto_devices_follow_the_plan(monkeypatch):
     """What train.devices=auto resolves to, with and without maml-cli's CPU devices."""
-    monkeypatch.setattr(execution, "_cores_are_devices", True)
+    monkeypatch.setattr(plan, "_cores_are_devices", True)
     per_task, batched = Execution("map", True, "im2col"), Execution("vmap", False, None)
-    assert execution.auto_devices(per_task, 4, 32) == 4
-    assert execution.auto_devices(per_task, 4, 6) == 3  # the most devices that split the meta-batch evenly
-    assert execution.auto_devices(per_task, 4, None) == 4  # evaluation pads its batches
-    assert execution.auto_devices(batched, 4, 32) == 1
-    monkeypatch.setattr(execution, "_cores_are_devices", False)  # GPUs, or devices forced by XLA_FLAGS: all
-    assert execution.auto_devices(per_task, 4, 6) == 4
-    assert execution.auto_devices(batched, 4, 32) == 4
+    assert plan.auto_devices(per_task, 4, 32) == 4
+    assert plan.auto_devices(per_task, 4, 6) == 3  # the most devices that split the meta-batch evenly
+    assert plan.auto_devices(per_task, 4, None) == 4  # evaluation pads its batches
+    assert plan.auto_devices(batched, 4, 32) == 1
+    monkeypatch.setattr(plan, "_cores_are_devices", False)  # GPUs, or devices forced by XLA_FLAGS: all
+    assert plan.auto_devices(per_task, 4, 6) == 4
+    assert plan.auto_devices(batched, 4, 32) == 4
 
 
 def _free_port() -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from maml_cli.data.omniglot_source import load_omniglot
-from maml_cli.training import train_and_evaluate
+from maml_cli.engine.training import train_and_evaluate
 from tests.bad_inputs import BAD_INPUTS
 from tests.conftest import BIN, REPO, TINY, make_cfg, run_command, run_in_process
 from tests.image_fakes import write_bad_folders, write_hostile_folders

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 import maml_cli as mc
 from maml_cli.commands.report import mean_ci
-from maml_cli.run_dir import HYDRA_ONLY, RunLock, remove_if_not_a_run
+from maml_cli.run.directory import HYDRA_ONLY, RunLock, remove_if_not_a_run
 from tests.conftest import BIN, TINY, make_cfg, run_in_process
 from tests.test_generated_numbers import snapshot
 from tests.test_run_records import assert_picture

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from maml_cli.checkpoints import Checkpointer
-from maml_cli.training import train_and_evaluate
+from maml_cli.engine.training import train_and_evaluate
+from maml_cli.run.checkpoints import Checkpointer
 from tests.conftest import TINY, make_cfg, run_command, run_in_process
 
 RESUME = ("maml-train", "experiment=sinusoid_tiny", "train.progress=false", "train.plots=false")

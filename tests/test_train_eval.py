@@ -16,12 +16,12 @@ import jax
 import numpy as np
 import pytest
 
-from maml_cli.checkpoints import Checkpointer, CheckpointError
 from maml_cli.config import UserError
-from maml_cli.experiment import build_experiment
-from maml_cli.metrics import TIMING_FIELDS
-from maml_cli.run_evaluation import evaluate_run, format_table
-from maml_cli.training import NonFiniteLoss, train_and_evaluate
+from maml_cli.engine.evaluate import evaluate_run, format_table
+from maml_cli.engine.experiment import build_experiment
+from maml_cli.engine.training import NonFiniteLoss, train_and_evaluate
+from maml_cli.run.checkpoints import Checkpointer, CheckpointError
+from maml_cli.run.metrics import TIMING_FIELDS
 from tests.conftest import BIN, TINY, make_cfg, run_command
 
 
@@ -398,7 +398,7 @@ def test_evaluation_query_shots(omniglot_src, tmp_path):
 
 
 def test_time_limit_stops_with_a_checkpoint_and_the_run_continues(tiny_cfg, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="maml_cli.training")
+    caplog.set_level(logging.INFO, logger="maml_cli.engine.training")
     straight, limited = tmp_path / "straight", tmp_path / "limited"
     train_and_evaluate(tiny_cfg(), straight)
     train_and_evaluate(tiny_cfg("train.time_limit_minutes=1e-6"), limited)  # out of time after the first call

@@ -320,11 +320,11 @@ def adapt_run(app: DictConfig, out=None) -> dict:
     from flax import traverse_util
 
     from maml_cli.atomic import atomic_open, write_text
-    from maml_cli.execution import enable_compilation_cache
-    from maml_cli.experiment import build_experiment
+    from maml_cli.backend.plan import enable_compilation_cache
+    from maml_cli.engine.adapt import adapt, check_examples, check_support, restore_one
+    from maml_cli.engine.experiment import build_experiment
     from maml_cli.models import describe_batch_norm
-    from maml_cli.run_adaptation import adapt, check_examples, check_support, restore_one
-    from maml_cli.runs import (
+    from maml_cli.run.reader import (
         check_trained,
         open_run,
         preprocessing,
@@ -508,7 +508,7 @@ def _regress(support_x, support_y, query_x, truth, before, after, files: dict) -
 
 def _plot(support_x, support_y, query_x, truth, before, after, steps: int, path: Path) -> None:
     """adapted.png: the support points, the curve before and after adaptation (one input, one output)."""
-    from maml_cli import plots
+    from maml_cli.run import plots
 
     x = query_x[:, 0]
     order = np.argsort(x)
@@ -529,7 +529,7 @@ def _plot(support_x, support_y, query_x, truth, before, after, steps: int, path:
 
 def run_jobs(line: cli.CommandLine, composed: list) -> bool:
     """Adapt to each task the command line names, in this process (Hydra creates nothing)."""
-    from maml_cli import composing
+    from maml_cli.config import composing
 
     for full in composed:
         app, _ = composing.split_hydra(full)

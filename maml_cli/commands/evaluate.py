@@ -19,12 +19,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from maml_cli import composing, strict_json
+from maml_cli import strict_json
 from maml_cli.commands import shell as cli
-from maml_cli.config import register_configs
-from maml_cli.errors import UserError
-from maml_cli.run_dir import is_run
-from maml_cli.run_evaluation import (
+from maml_cli.config import composing, register_configs
+from maml_cli.engine.evaluate import (
     check_evaluation,
     diverged_warning,
     format_table,
@@ -32,6 +30,8 @@ from maml_cli.run_evaluation import (
     score_evaluation,
     scored_with,
 )
+from maml_cli.errors import UserError
+from maml_cli.run.directory import is_run
 
 log = logging.getLogger("maml_cli.commands.evaluate")
 register_configs()
@@ -115,7 +115,7 @@ def check_output(app: DictConfig) -> None:
     if not app.get("output"):
         return
     from maml_cli.paths import checked_path
-    from maml_cli.runs import check_utf8_name
+    from maml_cli.run.reader import check_utf8_name
 
     path = checked_path(app.output, "output")  # UTF-8, lengths, no link to nothing
     check_utf8_name(path, "output")  # made absolute: a working directory whose name is not UTF-8 too
@@ -214,8 +214,8 @@ def write_record(app: DictConfig, record: dict) -> Path:
     """The record (``record_path``: eval.json for the defaults, a file named from the options
     otherwise, or ``output``) and its plot beside it, each written whole; the table is printed if
     they cannot be written. Replacing a record of other options says so on stderr."""
-    from maml_cli import plots
     from maml_cli.atomic import write_text
+    from maml_cli.run import plots
 
     output = record_path(app, record)
     replaced = replaced_note(output, record)

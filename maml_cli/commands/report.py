@@ -37,8 +37,8 @@ from maml_cli.commands.shell import guarded
 from maml_cli.config.resume import RESUMABLE_CHANGES, flatten
 from maml_cli.config.schema import REGRESSION_DATASETS
 from maml_cli.errors import UserError
-from maml_cli.metrics import EPISODE_INTERVAL, SEED_INTERVAL, mean_and_seed_ci95
-from maml_cli.run_dir import is_being_trained
+from maml_cli.run.directory import is_being_trained
+from maml_cli.run.metrics import EPISODE_INTERVAL, SEED_INTERVAL, mean_and_seed_ci95
 
 EXIT_USER_ERROR = 2
 
@@ -221,13 +221,13 @@ def _read_eval(path: Path, row: RunRow, cfg) -> str | None:
     if options is None:  # a record written before maml-eval named its options
         from omegaconf import OmegaConf
 
-        from maml_cli.run_evaluation import eval_options
+        from maml_cli.engine.evaluate import eval_options
 
         try:
             options = eval_options(record, OmegaConf.create(cfg))
         except Exception:  # fields missing from an old record
             options = {"record": "of unknown options"}
-    from maml_cli.run_evaluation import NAMED_OPTIONS
+    from maml_cli.engine.evaluate import NAMED_OPTIONS
 
     shown = " ".join(f"{k}={v}" for k, v in options.items())
     if any(k in NAMED_OPTIONS or k == "record" for k in options):  # scores another thing than the defaults
@@ -241,7 +241,7 @@ def _read_eval(path: Path, row: RunRow, cfg) -> str | None:
     if "flagged" in last:
         row.flagged = bool(last["flagged"])
     else:  # a record written before the flag was stored: the same rule
-        from maml_cli.scoring import is_flagged
+        from maml_cli.engine.scoring import is_flagged
 
         without = [last.get(k) for k in ("mean_without_diverged", "ci95_without_diverged")]
         row.flagged = is_flagged(means[-1], diverged, *(None if v is None else _number(v) for v in without))
@@ -267,7 +267,7 @@ def _record_of_another_run(record: dict, row: RunRow) -> str | None:
 
 def _run_id(run_dir: Path) -> str | None:
     """The run's id (``run_dir.run_id_of``): environment.json's, else its newest checkpoint's."""
-    from maml_cli.run_dir import recorded_run_id, run_id_of
+    from maml_cli.run.directory import recorded_run_id, run_id_of
 
     try:
         recorded = recorded_run_id(run_dir)
@@ -655,7 +655,7 @@ def printable(text: str) -> str:
 
 def plot_png(groups: list[dict]) -> bytes:
     """The groups' validation curves, one panel per metric, as PNG bytes."""
-    from maml_cli.plots import _pyplot
+    from maml_cli.run.plots import _pyplot
 
     plt = _pyplot()
     metrics = [m for m in dict.fromkeys(g["metric"] for g in groups) if m] or [None]
@@ -705,7 +705,7 @@ def out_problem(out: Path, runs: list[Path]) -> str | None:
     """Why ``out`` cannot take the report, or None: it is a run (``is_run``) or inside one, or one of
     the runs read or inside one (a job that failed before it wrote a config.yaml is read too):
     maml-report writes into no run, its files would be mixed with the run's."""
-    from maml_cli.run_dir import is_run
+    from maml_cli.run.directory import is_run
 
     target = out.absolute().resolve()
     read = {r.absolute().resolve() for r in runs}

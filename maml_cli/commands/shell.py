@@ -1,5 +1,5 @@
 """What every console script does with its command line first: ``--help``, then the command line
-composed and checked (``maml_cli.composing``) and the command's own checks, then its job.
+composed and checked (``maml_cli.config.composing``) and the command's own checks, then its job.
 
 maml-train's job is a Hydra app, and Hydra creates the run directory before the task function runs
 and reports its own errors with exit code 1; so the command line is checked here first, with
@@ -29,8 +29,8 @@ from maml_cli.commands.boundary import (  # noqa: F401 (the commands' one bounda
     internal_error,
     report,
 )
-from maml_cli.composing import App, Composer, compose_checked, open_keys
 from maml_cli.config import schema
+from maml_cli.config.composing import App, Composer, compose_checked, open_keys
 from maml_cli.errors import UserError
 
 EXIT_OK = 0
@@ -133,8 +133,8 @@ def check_caches(cfgs: list[DictConfig]) -> None:
     """Refuse, before anything is read or written, a cache that is empty (it would land in the
     working directory) or cannot be written: the compilation cache, $MAML_CLI_CACHE when it is set
     or used, and each job's dataset.cache_dir."""
+    from maml_cli.backend.plan import compilation_cache_dir, compilation_cache_gigabytes
     from maml_cli.data.cache import CACHE_ENV, check_writable_dir, default_cache_dir
-    from maml_cli.execution import compilation_cache_dir, compilation_cache_gigabytes
 
     compilation_cache_dir()
     compilation_cache_gigabytes()
@@ -148,7 +148,7 @@ def check_caches(cfgs: list[DictConfig]) -> None:
                 folders.setdefault(Path(str(dataset.cache_dir)), "dataset.cache_dir")
             else:
                 folders.setdefault(default_cache_dir(), CACHE_ENV)
-    from maml_cli.run_dir import is_run
+    from maml_cli.run.directory import is_run
 
     for folder, what in folders.items():
         check_writable_dir(folder, what)
@@ -163,9 +163,9 @@ def use_cores(cfgs: list[DictConfig]) -> None:
     created."""
     import jax
 
+    from maml_cli.backend.plan import use_cores_as_devices
+    from maml_cli.backend.sharding import wants_distributed
     from maml_cli.commands.boundary import jax_settings
-    from maml_cli.execution import use_cores_as_devices
-    from maml_cli.parallel import wants_distributed
 
     distributed = any(wants_distributed(c.distributed) for c in cfgs if "distributed" in c)
     try:

@@ -1,4 +1,4 @@
-"""maml-train: check the command line, then run the job (``maml_cli.training``) in the run directory
+"""maml-train: check the command line, then run the job (``maml_cli.engine.training``) in the run directory
 Hydra makes: one run through Hydra's job runner, a sweep (``-m``) through Hydra's main.
 
 maml-train                                   # sinusoid, the MAML paper's hyperparameters and 70k steps
@@ -24,10 +24,9 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from maml_cli import composing
 from maml_cli.commands import shell as cli
-from maml_cli.composing import prepare
-from maml_cli.config import register_configs
+from maml_cli.config import composing, register_configs
+from maml_cli.config.composing import prepare
 from maml_cli.errors import UserError
 
 log = logging.getLogger("maml_cli.commands.train")
@@ -81,8 +80,8 @@ paper's settings from paper/<experiment>_<algorithm> (chosen automatically).""",
 
 def check_command_line(line: cli.CommandLine, composed: list):
     """Everything that can be checked before Hydra creates a run directory. False: nothing more to
-    do (dry run); a list: Hydra overrides this process adds (see ``parallel.py``)."""
-    from maml_cli import parallel
+    do (dry run); a list: Hydra overrides this process adds (see ``sharding.py``)."""
+    from maml_cli.backend import sharding
 
     jobs = [composing.split_hydra(full) for full in composed]
     for cfg, hydra_node in jobs:
@@ -91,7 +90,7 @@ def check_command_line(line: cli.CommandLine, composed: list):
     pinned = []
     if line.multirun:  # the sweep's folder, known now so that its table can be printed at the end
         line.sweep_dir = Path(str(jobs[0][1].sweep.dir))
-        from maml_cli.run_dir import check_sweep_place
+        from maml_cli.run.directory import check_sweep_place
 
         check_sweep_place(line.sweep_dir, force=any(cfg.train.force_run_dir for cfg, _ in jobs))
         if not any(o.split("=")[0].lstrip("+") == "hydra.sweep.dir" for o in line.overrides):
@@ -102,21 +101,21 @@ def check_command_line(line: cli.CommandLine, composed: list):
         return pinned or True
     cfg, hydra_node = jobs[0]
     explicit_dir = not line.multirun and any(o.split("=")[0].lstrip("+") == "hydra.run.dir" for o in line.overrides)
-    several = parallel.wants_distributed(cfg.distributed)
+    several = sharding.wants_distributed(cfg.distributed)
     if several and not explicit_dir:
         raise UserError(
             "a run over several processes needs hydra.run.dir=DIR, the same folder for every process "
             "(on a shared file system)"
         )
-    process_id = parallel.process_id_from_env(cfg.distributed) if several else 0
+    process_id = sharding.process_id_from_env(cfg.distributed) if several else 0
     if process_id == 0 and not line.multirun:  # the run directory, before any data is read
-        from maml_cli.run_dir import check_place, check_resumable, check_usable
+        from maml_cli.run.directory import check_place, check_resumable, check_usable
 
         run_dir = Path(hydra_node.run.dir)
         check_place(run_dir, force=cfg.train.force_run_dir)
         check_usable(run_dir)
         check_resumable(run_dir, cfg)  # before Hydra rewrites the run's .hydra/ record
-    from maml_cli.experiment import build_experiment
+    from maml_cli.engine.experiment import build_experiment
 
     build_experiment(cfg)  # reads the data: a missing dataset is reported here (and kept for the job)
     if process_id != 0:  # process 0 writes the run's .hydra/ and train.log; the others log to stderr only
@@ -167,10 +166,10 @@ def check_hydra_settings(hydra_node: DictConfig) -> None:
 def dry_run(jobs: list) -> bool:
     """``train.dry_run=true``: every job's (config, hydra node) data read and its plan printed (one
     job: its config too), nothing trained. Returns False: nothing more to do."""
-    from maml_cli import parallel
-    from maml_cli.experiment import build_experiment
+    from maml_cli.backend import sharding
+    from maml_cli.engine.experiment import build_experiment
 
-    speaks = parallel.process_id_from_env(jobs[0][0].distributed) == 0
+    speaks = sharding.process_id_from_env(jobs[0][0].distributed) == 0
     plans = []
     for i, (cfg, hydra_node) in enumerate(jobs):
         plan = build_experiment(cfg).describe()
@@ -236,7 +235,7 @@ def run_one(full: DictConfig) -> None:
         if _JOB_STARTED:
             raise
         # Hydra itself failed to set the job up (its logging, its records): a hydra.* setting
-        from maml_cli.run_dir import remove_if_not_a_run
+        from maml_cli.run.directory import remove_if_not_a_run
 
         remove_if_not_a_run(Path(str(full.hydra.run.dir)))
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -266,9 +265,9 @@ def print_sweep_table(sweep_dir: Path) -> None:
 
 def train_job(cfg: DictConfig) -> float | None:
     """The job: train the run in Hydra's output directory. Returns what a sweeper optimises."""
-    from maml_cli.execution import enable_compilation_cache
-    from maml_cli.run_dir import remove_if_not_a_run
-    from maml_cli.training import TrainingInterrupted, train_and_evaluate
+    from maml_cli.backend.plan import enable_compilation_cache
+    from maml_cli.engine.training import TrainingInterrupted, train_and_evaluate
+    from maml_cli.run.directory import remove_if_not_a_run
 
     _JOB_STARTED.append(True)
     enable_compilation_cache()
@@ -294,7 +293,7 @@ def train_job(cfg: DictConfig) -> float | None:
         if not in_sweep:  # said here: raised, Hydra's job runner would add a line of its own
             sys.exit(cli.report(APP.name, e))
         return sweep_job_failed(hydra_cfg, run_dir, e)
-    from maml_cli.parallel import is_writer
+    from maml_cli.backend.sharding import is_writer
 
     if is_writer():
         print(summary.text(), file=sys.stderr)

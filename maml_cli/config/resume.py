@@ -26,7 +26,7 @@ RESUMABLE_CHANGES = (
     "eval.batch_size",  # which tasks are scored depends on eval.seed only
     "eval.query_shots",
     "train.time_limit_minutes",
-    # How the same math is executed (maml_cli/execution.py): a run may resume on other hardware.
+    # How the same math is executed (maml_cli/backend/plan.py): a run may resume on other hardware.
     "train.task_batching",
     "train.remat",
     "train.steps_per_call",

@@ -520,7 +520,7 @@ LOGGER_SCHEMAS = {
     "wandb": WandbLoggerConfig,
     "mlflow": MLflowLoggerConfig,
 }
-TASK_BATCHING = ("auto", "vmap", "map", "unroll")  # auto: see maml_cli/execution.py
+TASK_BATCHING = ("auto", "vmap", "map", "unroll")  # auto: see maml_cli/backend/plan.py
 SPLITS = ("train", "val", "test")
 
 

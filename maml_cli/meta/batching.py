@@ -1,5 +1,5 @@
 """How a function of one task is mapped over a meta-batch. Which strategy a run uses is decided
-in ``maml_cli/execution.py`` (``train.task_batching=auto``).
+in ``maml_cli/backend/plan.py`` (``train.task_batching=auto``).
 
 All strategies compute the same thing (tests check it); they differ in what XLA is asked to build:
 - ``vmap``: one batched program: large kernels, the choice for GPUs and small dense models.

@@ -66,7 +66,7 @@ def make_train_step(
 ) -> Callable:
     """``train_step(state, data, phase) -> (state, metrics)``: draw tasks on the device from
     ``data`` (the sampler's arrays), one outer update. With a ``mesh``, the tasks are split over
-    its devices (``maml_cli/parallel.py``); the update is the same."""
+    its devices (``maml_cli/backend/sharding.py``); the update is the same."""
 
     def train_step(state: TrainState, data, phase):
         task_key, algorithm_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
@@ -76,7 +76,7 @@ def make_train_step(
                 state.meta_params, state.meta_state, episodes, algorithm_key, state.step, phase
             )
         else:
-            from maml_cli.parallel import sharded_meta_gradient
+            from maml_cli.backend.sharding import sharded_meta_gradient
 
             grads, meta_state, out = sharded_meta_gradient(mesh, sample, algorithm, meta_batch_size, phase)(
                 state.meta_params, state.meta_state, data, task_key, algorithm_key, state.step

@@ -120,7 +120,7 @@ BUILDERS = {"mlp": _mlp, "conv4": _conv4, "custom": _custom}
 def build_model(
     model_cfg, spec: TaskSpec, conv_impl: str | None = None, inner_steps: int = 1, anil: bool = False
 ) -> Network:
-    """``conv_impl``: how convolutions are computed, as resolved by ``maml_cli.execution``;
+    """``conv_impl``: how convolutions are computed, as resolved by ``maml_cli.backend.plan``;
     ``inner_steps``: the inner steps of meta-training, for per-step batch norm; ``anil``: the
     algorithm adapts the head alone (a user's model is checked for one)."""
     try:

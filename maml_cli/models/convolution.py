@@ -2,7 +2,7 @@
 
 All forms compute the same numbers (tests/test_convolution.py compares values, gradients and
 second-order gradients); they differ in what XLA is asked to run, which matters on CPU
-(``maml_cli/execution.py`` decides, docs/performance.md has the measurements):
+(``maml_cli/backend/plan.py`` decides, docs/performance.md has the measurements):
 
 - ``lax``: ``lax.conv_general_dilated`` with JAX's own derivatives. Differentiated twice (MAML's
   meta-gradient), the kernel gradient's derivative is a convolution with batch and features

@@ -17,7 +17,7 @@ import orbax.checkpoint as ocp
 
 from maml_cli import stop_signals
 from maml_cli.errors import UserError
-from maml_cli.run_dir import is_being_trained
+from maml_cli.run.directory import is_being_trained
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ class CSV(Tracker):
     metrics, and a resumed run appends after the rows it keeps."""
 
     def __init__(self, run_dir: Path, resume_step: int):
-        from maml_cli.run_dir import atomic_write_text
+        from maml_cli.run.directory import atomic_write_text
 
         self.path = run_dir / "metrics.csv"
         kept = []

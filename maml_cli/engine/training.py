@@ -22,13 +22,13 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from maml_cli import stop_signals
-from maml_cli.checkpoints import Checkpointer
+from maml_cli.backend.plan import release_freed_memory
+from maml_cli.backend.sharding import initialize, is_writer
+from maml_cli.engine.experiment import build_experiment
+from maml_cli.engine.scoring import diverged, eval_key, run_episodes
 from maml_cli.errors import UserError
-from maml_cli.execution import release_freed_memory
-from maml_cli.experiment import build_experiment
-from maml_cli.metrics import MetricWriter, read_jsonl
-from maml_cli.parallel import initialize, is_writer
-from maml_cli.run_dir import (
+from maml_cli.run.checkpoints import Checkpointer
+from maml_cli.run.directory import (
     RUN_DATA,
     RunDirError,
     RunLock,
@@ -38,8 +38,8 @@ from maml_cli.run_dir import (
     record_session,
     run_id_of,
 )
-from maml_cli.runs import ranking_score, selection_key, validation_scores
-from maml_cli.scoring import diverged, eval_key, run_episodes
+from maml_cli.run.metrics import MetricWriter, read_jsonl
+from maml_cli.run.reader import ranking_score, selection_key, validation_scores
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,8 @@ class Summary:
 
 def _write_plots(exp, workdir: Path, state=None) -> None:
     """learning_curves.png from metrics.jsonl; with ``state``, adaptation.png for regression."""
-    from maml_cli import plots
-    from maml_cli.scoring import regression_curves
+    from maml_cli.engine.scoring import regression_curves
+    from maml_cli.run import plots
 
     records = read_jsonl(workdir / "metrics.jsonl")
     state = None if state is None else jax.device_get(state)  # host copies: drawn by this process alone
@@ -148,7 +148,7 @@ def train_and_evaluate(cfg: DictConfig, workdir: Path) -> Summary:
         check_place(workdir, force=cfg.train.force_run_dir)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        # In a run over several processes, process 0 owns the run directory (parallel.py).
+        # In a run over several processes, process 0 owns the run directory (backend/sharding.py).
         with RunLock(workdir) if is_writer() else contextlib.nullcontext():
             return _train(cfg, workdir)
     except OSError as e:  # a write that failed outside the checkpointer: full or read-only disk
@@ -233,7 +233,7 @@ def _train(cfg: DictConfig, workdir: Path) -> Summary:
     show_bar = bool(t.progress) and sys.stderr.isatty()  # no carriage returns in redirected logs
     try:
         if writes:
-            from maml_cli.loggers import make_tracker
+            from maml_cli.run.trackers import make_tracker
 
             tracker = make_tracker(cfg.logger, workdir, start, OmegaConf.to_container(cfg, resolve=True))
             writer = MetricWriter(workdir, resume_step=start, tracker=tracker)

@@ -349,7 +349,7 @@ def check_resumable(run_dir: Path, cfg) -> None:
             f"{run_dir} holds checkpoints but no config.yaml: it was deleted. Put it back, or train in another "
             "hydra.run.dir (resuming without it could mix two experiments)"
         )
-    from maml_cli.checkpoints import check_provenance
+    from maml_cli.run.checkpoints import check_provenance
 
     # A config.yaml edited by hand, or a checkpoint copied in from another run: refused as they are
     # (training on would later delete the copied one with the old checkpoints).
@@ -445,7 +445,7 @@ def recorded_run_id(run_dir: Path) -> str | None:
 def run_id_of(run_dir: Path) -> str | None:
     """The run's id: the one environment.json records, else the one its newest checkpoint with a
     provenance record carries (environment.json deleted); None for a run that has neither."""
-    from maml_cli.checkpoints import read_provenance
+    from maml_cli.run.checkpoints import read_provenance
 
     recorded = recorded_run_id(run_dir)
     if recorded is not None:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maml_cli.meta.batching import map_tasks
-from maml_cli.metrics import mean_and_ci95
+from maml_cli.run.metrics import mean_and_ci95
 
 
 def make_scorer(
@@ -72,7 +72,7 @@ def make_scorer(
 
     if mesh is None:
         return jax.jit(scores)
-    from maml_cli.parallel import replicate, sharded_over_tasks
+    from maml_cli.backend.sharding import replicate, sharded_over_tasks
 
     sharded = jax.jit(sharded_over_tasks(scores, mesh))
     return lambda meta_params, meta_state, data, keys: sharded(meta_params, meta_state, data, replicate(keys, mesh))

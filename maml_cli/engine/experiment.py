@@ -12,14 +12,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from maml_cli import parallel
+from maml_cli.backend import sharding
+from maml_cli.backend.plan import Execution, auto_devices, plan_execution
 from maml_cli.data import TaskSpec, build_sampler
-from maml_cli.execution import Execution, auto_devices, plan_execution
+from maml_cli.engine.scoring import make_scorer
 from maml_cli.meta.algorithms import Algorithm, build_algorithm
 from maml_cli.meta.losses import make_task_loss
 from maml_cli.meta.outer import TrainState, init_state, make_multi_step, make_train_step
 from maml_cli.models import build_model
-from maml_cli.scoring import make_scorer
 
 
 @dataclass
@@ -30,19 +30,19 @@ class Experiment:
     optimizer: Any
     execution: Execution  # how the math runs on this backend (auto settings resolved)
     spec: Any = None  # the tasks' TaskSpec (the sampler's; given when no data is read: maml-adapt)
-    mesh: Any = None  # the devices the tasks are split over (maml_cli/parallel.py); None: one device
+    mesh: Any = None  # the devices the tasks are split over (maml_cli/backend/sharding.py); None: one device
     _data: Any = None
 
     @property
     def data(self):
         """The sampler's arrays, on every device of the mesh."""
         if self._data is None:
-            self._data = parallel.replicate(self.sampler.data, self.mesh)
+            self._data = sharding.replicate(self.sampler.data, self.mesh)
         return self._data
 
     def place(self, state: TrainState) -> TrainState:
         """A state (initial or restored) replicated on the mesh's devices."""
-        return parallel.replicate(state, self.mesh)
+        return sharding.replicate(state, self.mesh)
 
     def eval_batch(self, batch_size: int) -> int:
         """``batch_size`` rounded up to a multiple of the devices (the extra episodes are padding)."""
@@ -102,7 +102,7 @@ class Experiment:
         import jax
 
         return (
-            f"{self.algorithm.cfg.name} on {jax.default_backend()} ({parallel.describe(self.mesh)}): "
+            f"{self.algorithm.cfg.name} on {jax.default_backend()} ({sharding.describe(self.mesh)}): "
             f"{self.execution.explain()}; data: {self.sampler.source if self.sampler else 'none read'}"
         )
 
@@ -136,7 +136,7 @@ def build_experiment(cfg: DictConfig, training: bool = True, spec: TaskSpec | No
 
 
 def _build(cfg: DictConfig, training: bool, spec: TaskSpec | None = None) -> Experiment:
-    parallel.initialize(cfg.distributed)  # before JAX's first computation, in a run over several processes
+    sharding.initialize(cfg.distributed)  # before JAX's first computation, in a run over several processes
     execution = plan_execution(
         cfg.model.name,
         cfg.train.task_batching,
@@ -147,11 +147,11 @@ def _build(cfg: DictConfig, training: bool, spec: TaskSpec | None = None) -> Exp
     )
     import jax
 
-    devices = parallel.device_count(
+    devices = sharding.device_count(
         cfg.train.devices, auto_devices(execution, jax.device_count(), cfg.train.meta_batch_size if training else None)
     )
     if training:
-        parallel.check_divisible(cfg.train.meta_batch_size, devices, cfg.train.devices)
+        sharding.check_divisible(cfg.train.meta_batch_size, devices, cfg.train.devices)
     sampler = build_sampler(cfg.dataset) if spec is None else None
     spec = sampler.spec if spec is None else spec
     network = build_model(
@@ -173,5 +173,5 @@ def _build(cfg: DictConfig, training: bool, spec: TaskSpec | None = None) -> Exp
         optimizer=algorithm.optimizer(),
         execution=execution,
         spec=spec,
-        mesh=parallel.task_mesh(devices),
+        mesh=sharding.task_mesh(devices),
     )

@@ -12,9 +12,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from maml_cli import strict_json
-from maml_cli.composing import absolute_paths
 from maml_cli.config import SPLITS, conform, validate
 from maml_cli.config.checks import check_values
+from maml_cli.config.composing import absolute_paths
 from maml_cli.errors import UserError, one_of
 
 # Keys of a cross-domain dataset that follow the run unless given: the task shape it was trained on.
@@ -25,7 +25,7 @@ def cross_domain_dataset(app_dataset: DictConfig, run_cfg: DictConfig, run_shape
     """The dataset to score the run on: ``app_dataset`` with what was not given taken from the run
     (its task shape, its image size and channels, how its images were read). Every class of a
     folder is a test class unless the split was given."""
-    from maml_cli.runs import preprocessing
+    from maml_cli.run.reader import preprocessing
 
     d = OmegaConf.to_container(app_dataset, resolve=True)
     for key, value in preprocessing(run_cfg.dataset).items():  # as maml-adapt reads images for this run
@@ -73,7 +73,7 @@ def check_evaluation(app: DictConfig, given: set = frozenset(), trust_code: bool
     ``checkpoint=`` names (it exists), and the config it is scored with. maml-eval -m runs these for
     every job before the first is scored."""
     from maml_cli.paths import checked_path
-    from maml_cli.runs import check_trained, check_utf8_name, checkpoint_steps, open_run, run_spec
+    from maml_cli.run.reader import check_trained, check_utf8_name, checkpoint_steps, open_run, run_spec
 
     run_dir = checked_path(app.run_dir, "run_dir")
     if app.split not in SPLITS:
@@ -148,12 +148,12 @@ def score_evaluation(plan: EvaluationPlan) -> dict:
     if a live trainer deleted them since), the tasks adapted and scored; returns the eval.json record."""
     from tqdm import tqdm
 
-    from maml_cli.execution import enable_compilation_cache
-    from maml_cli.experiment import build_experiment
+    from maml_cli.backend.plan import enable_compilation_cache
+    from maml_cli.engine.experiment import build_experiment
+    from maml_cli.engine.scoring import DIVERGED_RULE, eval_key, run_episodes, summarize
     from maml_cli.models import describe_batch_norm
-    from maml_cli.run_dir import environment, run_id_of
-    from maml_cli.runs import restore_chosen
-    from maml_cli.scoring import DIVERGED_RULE, eval_key, run_episodes, summarize
+    from maml_cli.run.directory import environment, run_id_of
+    from maml_cli.run.reader import restore_chosen
 
     enable_compilation_cache()
     app, run_dir, cfg, run_shape = plan.app, plan.run_dir, plan.cfg, plan.run_shape
@@ -234,7 +234,7 @@ def score_evaluation(plan: EvaluationPlan) -> dict:
         "environment": environment(),
     }
     from maml_cli.config.checks import load_run_config
-    from maml_cli.scoring import FLAG_RULE
+    from maml_cli.engine.scoring import FLAG_RULE
 
     record["flag_rule"] = FLAG_RULE  # when a step's mean is flagged (per_step[i]["flagged"])
     # How it was scored, where that differs from the run's defaults ({}: the run's eval.json).
@@ -322,7 +322,7 @@ def _flagged(row: dict) -> bool:
     """The record's own decision (``flagged``); a record written before it existed: the same rule."""
     if "flagged" in row:
         return bool(row["flagged"])
-    from maml_cli.scoring import is_flagged
+    from maml_cli.engine.scoring import is_flagged
 
     return is_flagged(
         row.get("mean"), row.get("diverged", 0), row.get("mean_without_diverged"), row.get("ci95_without_diverged")
@@ -356,7 +356,7 @@ def format_table(record: dict) -> str:
             )
         lines.append(line)
     if flagged:
-        from maml_cli.scoring import FLAG_RULE
+        from maml_cli.engine.scoring import FLAG_RULE
 
         lines.append(
             f"! {record.get('diverged_rule', 'diverged tasks')}; {record.get('flag_rule', FLAG_RULE)}: "

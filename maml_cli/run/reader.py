@@ -16,7 +16,7 @@ from maml_cli.config import IMAGE_RESAMPLE, load_run_config
 from maml_cli.config.checks import read_saved_config
 from maml_cli.errors import UserError
 from maml_cli.paths import checked_path
-from maml_cli.run_dir import RUN_DATA
+from maml_cli.run.directory import RUN_DATA
 
 if TYPE_CHECKING:
     from maml_cli.data.episodes import TaskSpec
@@ -68,7 +68,7 @@ def check_utf8_name(path, key: str = "run_dir") -> None:
 def check_trained(run_dir) -> None:
     """Fail unless the run has checkpoints that can be read (before any data is read or anything
     compiled): a checkpoints/ folder with a finished one, under a path Orbax can address."""
-    from maml_cli.checkpoints import CheckpointMissing
+    from maml_cli.run.checkpoints import CheckpointMissing
 
     check_utf8_name(run_dir)
     if not (Path(run_dir) / "checkpoints").is_dir():
@@ -82,7 +82,7 @@ def check_trained(run_dir) -> None:
 
 def available_steps(run_dir) -> list:
     """The steps of the run's finished checkpoints, oldest first (read only: beside a live trainer)."""
-    from maml_cli.checkpoints import Checkpointer
+    from maml_cli.run.checkpoints import Checkpointer
 
     return Checkpointer(Path(run_dir) / "checkpoints", read_only=True).steps()
 
@@ -116,8 +116,8 @@ def run_spec(run_dir, cfg: DictConfig) -> TaskSpec:
 
 def restore_state(exp, run_dir, checkpoint: int | None = None):
     """The run's checkpoint (the latest, or step ``checkpoint``), placed on ``exp``'s devices."""
-    from maml_cli.checkpoints import Checkpointer
-    from maml_cli.run_dir import recorded_run_id
+    from maml_cli.run.checkpoints import Checkpointer
+    from maml_cli.run.directory import recorded_run_id
 
     check_trained(run_dir)
     checkpointer = Checkpointer(Path(run_dir) / "checkpoints", read_only=True)
@@ -145,7 +145,7 @@ def ranking_score(value, metric: str) -> float:
 
 def validation_scores(run_dir, key: str, metric: str) -> dict:
     """step -> ranking score of every validation in the run's metrics.jsonl."""
-    from maml_cli.metrics import read_jsonl
+    from maml_cli.run.metrics import read_jsonl
 
     return {
         int(r["step"]): ranking_score(r.get(key), metric)
@@ -157,7 +157,7 @@ def validation_scores(run_dir, key: str, metric: str) -> dict:
 def best_steps(run_dir, cfg: DictConfig, metric: str, count: int) -> list:
     """The ``count`` checkpoints of the run with the best validation, best first; a clear error if
     fewer than ``count`` checkpoints have a validation."""
-    from maml_cli.checkpoints import best_of
+    from maml_cli.run.checkpoints import best_of
 
     key = selection_key(metric, cfg)
     available = set(available_steps(run_dir))
@@ -181,7 +181,7 @@ def checkpoint_steps(run_dir, cfg: DictConfig, metric: str, checkpoint) -> tuple
     if kind == "step":
         available = available_steps(run_dir)
         if value not in available:
-            from maml_cli.checkpoints import CheckpointMissing
+            from maml_cli.run.checkpoints import CheckpointMissing
 
             raise CheckpointMissing(
                 f"no checkpoint for step {value} in {Path(run_dir).absolute() / 'checkpoints'}; available: "
@@ -201,8 +201,8 @@ def restore_chosen(
     (or the latest) that the trainer deleted between choosing and reading means choosing again, a few
     times; in a run nobody trains, a missing checkpoint is an error. A step the user gave is never
     swapped for another."""
-    from maml_cli.checkpoints import CheckpointMissing
-    from maml_cli.run_dir import is_being_trained
+    from maml_cli.run.checkpoints import CheckpointMissing
+    from maml_cli.run.directory import is_being_trained
 
     kind, _ = parse_checkpoint(checkpoint)
     for attempt in range(attempts):

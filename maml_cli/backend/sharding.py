@@ -32,8 +32,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from maml_cli.backend.plan import cores_are_devices
 from maml_cli.errors import UserError
-from maml_cli.execution import cores_are_devices
 
 log = logging.getLogger(__name__)
 

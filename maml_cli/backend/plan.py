@@ -27,7 +27,7 @@ Cores as devices. A program of many small per-task kernels keeps one core busy a
 mostly waiting: XLA:CPU splits a kernel over threads, not a loop of tasks. So the console scripts
 start JAX with one CPU device per core (``use_cores_as_devices``; ``MAML_CLI_CPU_DEVICES=auto|N``,
 1 turns it off), and ``train.devices=auto`` spreads a convolutional meta-batch over them with the
-same ``shard_map`` that spreads it over GPUs (``maml_cli/parallel.py``): each core draws and adapts
+same ``shard_map`` that spreads it over GPUs (``maml_cli/backend/sharding.py``): each core draws and adapts
 its share of the tasks. Dense models (``vmap``) stay on one device, where the collectives would cost
 more than they save. The result equals one device's up to float reassociation (tests/test_parallel.py).
 """

@@ -1,5 +1,5 @@
 """Metric writers behind one small interface: metrics.jsonl (the run's record, always) and the
-tracker ``logger=`` chose (``maml_cli.loggers``)."""
+tracker ``logger=`` chose (``maml_cli.run.trackers``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from maml_cli import strict_json
-from maml_cli.run_dir import atomic_write_text
+from maml_cli.run.directory import atomic_write_text
 
 
 def mean_and_ci95(values, axis: int = 0):
@@ -95,7 +95,7 @@ class MetricWriter:
         self._t0 = time.perf_counter()
         self._jsonl = self.jsonl_path.open("a")
         if tracker is None:
-            from maml_cli.loggers import TensorBoard
+            from maml_cli.run.trackers import TensorBoard
 
             tracker = TensorBoard(Path(run_dir), resume_step)
         self._tracker = tracker

@@ -1,0 +1,1 @@
+"""What a config builds and runs: the experiment, training, scoring, evaluation and adaptation."""
