@@ -107,10 +107,10 @@ def train(cfg: DictConfig | str | None = None, overrides: Sequence[str] = (), *,
     """Train the run in ``run_dir`` (resuming it if it holds one of the same config), as maml-train
     does: the same files, train.log included. ``cfg``: a config from ``compose``, or an experiment
     name (then ``overrides`` apply). Returns the trained ``Run``."""
-    from maml_cli.backend.plan import enable_compilation_cache, use_cores_as_devices
     from maml_cli.config.composing import prepare
     from maml_cli.engine.training import train_and_evaluate
-    from maml_cli.run.directory import check_place, check_resumable, check_usable
+    from maml_cli.run.directory import check_place, check_usable
+    from maml_cli.run.provenance import check_resumable
 
     if cfg is None or isinstance(cfg, str):
         cfg = compose(cfg, overrides)
@@ -124,8 +124,6 @@ def train(cfg: DictConfig | str | None = None, overrides: Sequence[str] = (), *,
     check_place(run_dir, force=cfg.train.force_run_dir)
     check_usable(run_dir)
     check_resumable(run_dir, cfg)
-    use_cores_as_devices()  # a no-op once JAX has started
-    enable_compilation_cache()
     run_dir.mkdir(parents=True, exist_ok=True)
     if recorded is not None:
         _record_overrides(run_dir, recorded)
@@ -239,7 +237,6 @@ class Run:
         """The run's model adapted to one task's support set (``support_x`` [n, *input_shape],
         ``support_y`` labels 0..ways-1 or regression targets), as maml-adapt and maml-eval adapt.
         ``inner_steps``: default the run's eval.inner_steps. Returns a ``Learner``."""
-        from maml_cli.backend.plan import enable_compilation_cache
         from maml_cli.config.checks import typed_values
         from maml_cli.config.schema import AdaptAppConfig
         from maml_cli.engine.adapt import adapt, check_support, restore_one
@@ -247,7 +244,6 @@ class Run:
         from maml_cli.run.reader import check_trained, run_spec
 
         values = typed_values(AdaptAppConfig, {"inner_steps": inner_steps, "seed": seed})
-        enable_compilation_cache()
         cfg = self.cfg.copy()
         cfg.train.devices = "1"
         check_trained(self.run_dir)
@@ -255,6 +251,7 @@ class Run:
         # Checked before anything is built or read: the same checks as maml-adapt's files pass.
         support_x, support_y, used = check_support(spec, support_x, support_y)
         exp = build_experiment(cfg, training=False, spec=spec)
+        exp.plan.use_compilation_cache()
         state = restore_one(exp, self.run_dir, checkpoint)
         steps = int(cfg.eval.inner_steps if values.inner_steps is None else values.inner_steps)
         return adapt(exp, state, support_x, support_y, steps, seed=values.seed, used_classes=used)

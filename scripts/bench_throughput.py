@@ -247,7 +247,6 @@ def interleaved(lines: list, rounds: int) -> list:
     import jax
     import numpy as np
 
-    from maml_cli.backend import sharding
     from maml_cli.engine.experiment import build_experiment
 
     programs = []
@@ -259,7 +258,7 @@ def interleaved(lines: list, rounds: int) -> list:
         compiled = exp.multi_step().lower(state, exp.data, 1, exp.phase_at(0)).compile()
         for _ in range(2):  # warm-up
             state, _ = compiled(state, exp.data)
-        programs.append([line, cfg, compiled, jax.block_until_ready(state), exp.data, [], sharding.describe(exp.mesh)])
+        programs.append([line, cfg, compiled, jax.block_until_ready(state), exp.data, [], exp.plan.describe()])
 
     def step_of(program):
         def step():
@@ -364,7 +363,7 @@ def main() -> None:
 
     logging.getLogger("absl").setLevel(logging.WARNING)
     if args.child:
-        from maml_cli.backend.plan import use_cores_as_devices
+        from maml_cli.backend.processes import use_cores_as_devices
 
         use_cores_as_devices()  # as maml-train does: on CPU, one device per core (unless --devices forced them)
         kind, preset, *rest = args.child

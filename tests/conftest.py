@@ -17,7 +17,7 @@ import jax
 import pytest
 from hydra import compose, initialize_config_module
 
-from maml_cli.backend.plan import enable_compilation_cache
+from maml_cli.backend.compilation import compilation_cache_dir, enable_compilation_cache
 from maml_cli.config import register_configs
 from tests.generated import FUZZ_ENV
 
@@ -32,7 +32,7 @@ os.environ.setdefault("MAML_CLI_COMPILE_CACHE", tempfile.mkdtemp(prefix="maml-cl
 TEST_XLA_FLAGS = os.environ.get("MAML_CLI_TEST_XLA_FLAGS", "--xla_backend_optimization_level=0")
 if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
-enable_compilation_cache()
+enable_compilation_cache(compilation_cache_dir())
 # JAX starts now, as one CPU device: maml_cli.train (use_cores_as_devices) must not re-plan the
 # devices of this process halfway through the tests; tests of several devices use subprocesses.
 jax.devices()

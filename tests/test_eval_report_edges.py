@@ -24,8 +24,8 @@ from maml_cli.engine.evaluate import evaluate_run
 from maml_cli.engine.training import train_and_evaluate
 from maml_cli.errors import UserError
 from maml_cli.run import reader
-from maml_cli.run.checkpoints import CheckpointMissing
-from maml_cli.run.directory import RunLock, is_run, run_id_of
+from maml_cli.run.directory import RunLock, is_run
+from maml_cli.run.provenance import CheckpointMissing, run_id_of
 from tests.conftest import TINY, make_cfg, run_in_process
 from tests.generated import examples
 from tests.test_generated_numbers import runs_strategy, snapshot, write_run

@@ -15,8 +15,9 @@ import jax
 import numpy as np
 import pytest
 
-from maml_cli.backend import plan
-from maml_cli.backend.plan import MAX_CPU_DEVICES, Execution, host_cores
+from maml_cli.backend import plan, processes
+from maml_cli.backend.plan import Execution
+from maml_cli.backend.processes import MAX_CPU_DEVICES, host_cores
 from maml_cli.data.episodes import task_part
 from maml_cli.data.sinusoid import SinusoidTasks
 from tests.conftest import BIN, REPO, TEST_XLA_FLAGS, TINY, make_cfg, run_command
@@ -180,13 +181,13 @@ def test_console_scripts_spread_a_conv_meta_batch_over_the_cores(tmp_path):
 
 def test_auto_devices_follow_the_plan(monkeypatch):
     """What train.devices=auto resolves to, with and without maml-cli's CPU devices."""
-    monkeypatch.setattr(plan, "_cores_are_devices", True)
+    monkeypatch.setattr(processes, "_cores_are_devices", True)
     per_task, batched = Execution("map", True, "im2col"), Execution("vmap", False, None)
     assert plan.auto_devices(per_task, 4, 32) == 4
     assert plan.auto_devices(per_task, 4, 6) == 3  # the most devices that split the meta-batch evenly
     assert plan.auto_devices(per_task, 4, None) == 4  # evaluation pads its batches
     assert plan.auto_devices(batched, 4, 32) == 1
-    monkeypatch.setattr(plan, "_cores_are_devices", False)  # GPUs, or devices forced by XLA_FLAGS: all
+    monkeypatch.setattr(processes, "_cores_are_devices", False)  # GPUs, or devices forced by XLA_FLAGS: all
     assert plan.auto_devices(per_task, 4, 6) == 4
     assert plan.auto_devices(batched, 4, 32) == 4
 

@@ -1,4 +1,6 @@
-"""How the meta-learning math is executed on this backend: the one place that choice is made.
+"""The plan of a job: how the meta-learning math runs on this machine, decided once per job by
+``make_plan`` and carried in the Experiment: the processes joined, the devices and their mesh,
+task batching, remat, the convolution form and the compilation cache.
 
 Every option computes the same numbers (tests compare loss and meta-gradient across all of them);
 they differ only in speed and memory. ``auto`` picks, per backend, model and input size (each rule
@@ -23,30 +25,68 @@ tuned on streams an elementwise op several times faster while the data fits in i
 beyond it, and a batched second-order step over 16 Omniglot 20-way tasks builds tensors of tens to
 hundreds of MB.
 
-Cores as devices. A program of many small per-task kernels keeps one core busy and the others
-mostly waiting: XLA:CPU splits a kernel over threads, not a loop of tasks. So the console scripts
-start JAX with one CPU device per core (``use_cores_as_devices``; ``MAML_CLI_CPU_DEVICES=auto|N``,
-1 turns it off), and ``train.devices=auto`` spreads a convolutional meta-batch over them with the
-same ``shard_map`` that spreads it over GPUs (``maml_cli/backend/sharding.py``): each core draws and adapts
-its share of the tasks. Dense models (``vmap``) stay on one device, where the collectives would cost
+Cores as devices (``processes.py``): on CPU, ``train.devices=auto`` spreads a convolutional
+meta-batch over one device per core with the same ``shard_map`` that spreads it over GPUs
+(``sharding.py``); dense models (``vmap``) stay on one device, where the collectives would cost
 more than they save. The result equals one device's up to float reassociation (tests/test_parallel.py).
 """
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
+import numpy as np
+from jax.sharding import Mesh
 
-from maml_cli.data.cache import check_writable_dir, default_cache_dir
+from maml_cli.backend import compilation, processes
+from maml_cli.backend.processes import cores_are_devices
+from maml_cli.backend.sharding import TASKS
 from maml_cli.errors import UserError
 
 CONV_MODELS = ("conv4",)
-MAX_CPU_DEVICES = 8  # each CPU device holds its own copy of the dataset's arrays
-_cores_are_devices = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided about how a job runs, with the reasons ``auto`` chose what it chose."""
+
+    execution: Execution  # task batching, remat, convolution form
+    mesh: Mesh | None  # the devices the tasks are split over; None: one device in one process
+    compilation_cache: Path | None  # where compiled programs are kept (None: off)
+
+    @property
+    def devices(self) -> int:
+        return 1 if self.mesh is None else self.mesh.size
+
+    def describe(self) -> str:
+        """Where and how the job runs, for the log."""
+        return f"{jax.default_backend()} ({describe_devices(self.mesh)}): {self.execution.explain()}"
+
+    def use_compilation_cache(self) -> None:
+        """Turn the compilation cache on: by the jobs that compile (never by a dry run)."""
+        compilation.enable_compilation_cache(self.compilation_cache)
+
+
+def make_plan(cfg, training: bool = True) -> Plan:
+    """The plan for ``cfg`` on this machine, checked (devices asked for that are not here, a
+    meta-batch that does not split over them: UserError). ``training=False`` (scoring): the
+    meta-batch need not split over the devices."""
+    processes.start(cfg.distributed)  # before JAX's first computation
+    execution = plan_execution(
+        cfg.model.name,
+        cfg.train.task_batching,
+        cfg.train.remat,
+        cfg.model.get("conv_impl"),
+        downsample=cfg.model.get("downsample", "stride"),
+        inner_steps=cfg.algorithm.inner_steps,
+    )
+    auto = auto_devices(execution, jax.device_count(), cfg.train.meta_batch_size if training else None)
+    devices = device_count(cfg.train.devices, auto)
+    if training:
+        check_divisible(cfg.train.meta_batch_size, devices, cfg.train.devices)
+    return Plan(execution, task_mesh(devices), compilation.compilation_cache_dir())
 
 
 @dataclass(frozen=True)
@@ -112,85 +152,6 @@ def plan_execution(
     return Execution(task_batching=task_batching, remat=bool(remat), conv_impl=conv_impl, reasons=tuple(reasons))
 
 
-def enable_compilation_cache() -> None:
-    """Keep compiled programs on disk so a second run of the same config starts in seconds.
-    ``MAML_CLI_COMPILE_CACHE`` names the folder (default ``$MAML_CLI_CACHE/jax``); "off" disables.
-
-    The cache's size is bounded (``MAML_CLI_COMPILE_CACHE_GB``, default 4; least recently used
-    programs go first). Bounded, JAX also takes a file lock around every read and write of it, so
-    jobs that share it never read a program another is still writing; one cut short by a kill
-    fails to decompress, and JAX then compiles instead of using it."""
-    folder = compilation_cache_dir()
-    if folder is None:
-        return
-    jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_compilation_cache_max_size", int(compilation_cache_gigabytes() * 2**30))
-
-
-def compilation_cache_dir() -> Path | None:
-    """Where compiled programs are kept (None: off), checked to be a folder that can be written:
-    an unusable one is refused (``UserError``), never replaced by the working directory."""
-    setting = os.environ.get("MAML_CLI_COMPILE_CACHE")
-    if setting is not None and setting.strip().lower() in ("off", "0", "false"):
-        return None
-    if setting is not None and not setting.strip():
-        raise UserError(
-            "MAML_CLI_COMPILE_CACHE is set but empty: unset it (compiled programs then go to "
-            "$MAML_CLI_CACHE/jax), set it to a folder, or to off"
-        )
-    folder = default_cache_dir() / "jax" if setting is None else Path(setting).expanduser().absolute()
-    return check_writable_dir(folder, "MAML_CLI_COMPILE_CACHE" if setting is not None else "MAML_CLI_CACHE")
-
-
-def compilation_cache_gigabytes() -> float:
-    value = os.environ.get("MAML_CLI_COMPILE_CACHE_GB", "4")
-    try:
-        gigabytes = float(value)
-    except ValueError:
-        gigabytes = math.nan
-    if not (math.isfinite(gigabytes) and gigabytes > 0):
-        raise UserError(f"MAML_CLI_COMPILE_CACHE_GB must be a number of gigabytes > 0 (got {value!r})")
-    return gigabytes
-
-
-def host_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def use_cores_as_devices(distributed: bool = False) -> int:
-    """Start JAX with one CPU device per core (see the module docstring); call before JAX's first
-    computation. Returns the CPU devices made, or 0 when left to JAX: ``MAML_CLI_CPU_DEVICES=1``,
-    one core, a run over several processes (one device per process there), devices already forced
-    with ``XLA_FLAGS=--xla_force_host_platform_device_count``, or JAX already started."""
-    global _cores_are_devices
-    setting = os.environ.get("MAML_CLI_CPU_DEVICES", "auto").strip().lower()
-    if setting == "auto":
-        count = min(host_cores(), MAX_CPU_DEVICES)
-    elif setting.isascii() and setting.isdigit() and int(setting) >= 1:
-        count = int(setting)
-    else:
-        raise ValueError(f"MAML_CLI_CPU_DEVICES must be auto or a number >= 1 (got {setting!r})")
-    forced = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
-    if count <= 1 or distributed or forced:
-        return 0
-    try:
-        jax.config.update("jax_num_cpu_devices", count)
-    except RuntimeError:  # JAX has started (a notebook that computed something first): leave it be
-        return 0
-    _cores_are_devices = True
-    return count
-
-
-def cores_are_devices() -> bool:
-    """Whether JAX's devices are this machine's cores, made by ``use_cores_as_devices``."""
-    return _cores_are_devices and jax.default_backend() == "cpu"
-
-
 def auto_devices(execution: Execution, available: int, meta_batch_size: int | None) -> int:
     """What ``train.devices=auto`` means: every device, except where the devices are this machine's
     cores, and then only for per-task (``map``) programs, as many as split the meta-batch evenly."""
@@ -203,19 +164,52 @@ def auto_devices(execution: Execution, available: int, meta_batch_size: int | No
     return max(d for d in range(1, available + 1) if meta_batch_size % d == 0)
 
 
-def release_freed_memory() -> None:
-    """Hand the heap that compiling freed back to the operating system (glibc's ``malloc_trim``).
-    glibc keeps it otherwise: after compiling MiniImageNet's step the process held about 0.4 GB it
-    no longer used, on top of which the step then allocated (peak RSS 1.77 GB; 1.40 GB trimmed).
-    A no-op where there is no glibc."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
+def device_count(setting, auto: int | None = None) -> int:
+    """How many devices ``train.devices`` (auto | N) asks for, checked against what is here;
+    ``auto``: what auto means for this run (default: every device)."""
+    available = jax.device_count()
+    if str(setting) == "auto":
+        return available if auto is None else auto
     try:
-        libc = ctypes.CDLL(name) if name else None
-        trim = getattr(libc, "malloc_trim", None)
-    except OSError:
-        return
-    if trim is not None:
-        trim(0)
+        n = int(setting)
+    except ValueError:
+        raise UserError(f"train.devices must be auto or a number of devices (got {setting!r})") from None
+    if not 1 <= n <= available:
+        raise UserError(
+            f"train.devices={n}, but {available} device(s) are available "
+            f"({jax.default_backend()}{', one per core' if cores_are_devices() else ''}); "
+            f"use train.devices=auto or a number in 1..{available}"
+        )
+    if jax.process_count() > 1 and n != available:
+        raise UserError(
+            f"train.devices={n}: a run over {jax.process_count()} processes uses every device of every "
+            f"process ({available}); use train.devices=auto"
+        )
+    return n
+
+
+def task_mesh(devices: int) -> Mesh | None:
+    """The ``tasks`` mesh over the first ``devices`` devices; None for one device in one process
+    (then nothing is sharded and the single-device programs run unchanged)."""
+    if devices == 1 and jax.process_count() == 1:
+        return None
+    return Mesh(np.array(jax.devices()[:devices]), (TASKS,))
+
+
+def check_divisible(meta_batch_size: int, devices: int, setting) -> None:
+    if meta_batch_size % devices:
+        lower = max(d for d in range(1, devices + 1) if meta_batch_size % d == 0)
+        raise UserError(
+            f"train.meta_batch_size={meta_batch_size} does not split evenly over {devices} devices "
+            f"(train.devices={setting}): use a meta-batch that is a multiple of {devices} "
+            f"(e.g. {-(-meta_batch_size // devices) * devices}) or train.devices={lower}"
+        )
+
+
+def describe_devices(mesh: Mesh | None) -> str:
+    cores = cores_are_devices()
+    if mesh is None:
+        return f"1 device of {jax.device_count()}, one per core" if cores else "1 device"
+    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    kind = " CPU devices, one per core" if cores else " devices"
+    return f"{mesh.size}{kind}{processes}, meta-batch sharded over a '{TASKS}' mesh axis"

@@ -320,7 +320,6 @@ def adapt_run(app: DictConfig, out=None) -> dict:
     from flax import traverse_util
 
     from maml_cli.atomic import atomic_open, write_text
-    from maml_cli.backend.plan import enable_compilation_cache
     from maml_cli.engine.adapt import adapt, check_examples, check_support, restore_one
     from maml_cli.engine.experiment import build_experiment
     from maml_cli.models import describe_batch_norm
@@ -333,7 +332,6 @@ def adapt_run(app: DictConfig, out=None) -> dict:
 
     out = out or sys.stdout
     check_out_paths(app)
-    enable_compilation_cache()
     run_dir = Path(app.run_dir)
     cfg = open_run(run_dir, devices="1", trust_code=bool(app.trust_code))
     check_trained(run_dir)
@@ -366,6 +364,7 @@ def adapt_run(app: DictConfig, out=None) -> dict:
         query_where = lambda name, index: query.where("query_x", index)  # noqa: E731
 
     exp = build_experiment(cfg, training=False, spec=spec)  # no data read: the task is the user's
+    exp.plan.use_compilation_cache()
     network = exp.network
     n_query = len(query_x)
     transductive = spec.kind == "classification" and _transductive(cfg, network)

@@ -267,7 +267,8 @@ def _record_of_another_run(record: dict, row: RunRow) -> str | None:
 
 def _run_id(run_dir: Path) -> str | None:
     """The run's id (``run_dir.run_id_of``): environment.json's, else its newest checkpoint's."""
-    from maml_cli.run.directory import recorded_run_id, run_id_of
+    from maml_cli.run.directory import recorded_run_id
+    from maml_cli.run.provenance import run_id_of
 
     try:
         recorded = recorded_run_id(run_dir)

@@ -133,8 +133,8 @@ def check_caches(cfgs: list[DictConfig]) -> None:
     """Refuse, before anything is read or written, a cache that is empty (it would land in the
     working directory) or cannot be written: the compilation cache, $MAML_CLI_CACHE when it is set
     or used, and each job's dataset.cache_dir."""
-    from maml_cli.backend.plan import compilation_cache_dir, compilation_cache_gigabytes
-    from maml_cli.data.cache import CACHE_ENV, check_writable_dir, default_cache_dir
+    from maml_cli.backend.compilation import compilation_cache_dir, compilation_cache_gigabytes
+    from maml_cli.paths import CACHE_ENV, check_writable_dir, default_cache_dir
 
     compilation_cache_dir()
     compilation_cache_gigabytes()
@@ -157,14 +157,13 @@ def check_caches(cfgs: list[DictConfig]) -> None:
 
 
 def use_cores(cfgs: list[DictConfig]) -> None:
-    """One JAX CPU device per core before JAX starts (``execution.use_cores_as_devices``), then JAX
+    """One JAX CPU device per core before JAX starts (``processes.use_cores_as_devices``), then JAX
     started, except in a run over several processes (it joins the others first). An environment
     JAX refuses (JAX_PLATFORMS=gpu on a machine without one) is one line here, before anything is
     created."""
     import jax
 
-    from maml_cli.backend.plan import use_cores_as_devices
-    from maml_cli.backend.sharding import wants_distributed
+    from maml_cli.backend.processes import use_cores_as_devices, wants_distributed
     from maml_cli.commands.boundary import jax_settings
 
     distributed = any(wants_distributed(c.distributed) for c in cfgs if "distributed" in c)

@@ -80,8 +80,8 @@ paper's settings from paper/<experiment>_<algorithm> (chosen automatically).""",
 
 def check_command_line(line: cli.CommandLine, composed: list):
     """Everything that can be checked before Hydra creates a run directory. False: nothing more to
-    do (dry run); a list: Hydra overrides this process adds (see ``sharding.py``)."""
-    from maml_cli.backend import sharding
+    do (dry run); a list: Hydra overrides this process adds (see ``backend/processes.py``)."""
+    from maml_cli.backend import processes
 
     jobs = [composing.split_hydra(full) for full in composed]
     for cfg, hydra_node in jobs:
@@ -101,15 +101,16 @@ def check_command_line(line: cli.CommandLine, composed: list):
         return pinned or True
     cfg, hydra_node = jobs[0]
     explicit_dir = not line.multirun and any(o.split("=")[0].lstrip("+") == "hydra.run.dir" for o in line.overrides)
-    several = sharding.wants_distributed(cfg.distributed)
+    several = processes.wants_distributed(cfg.distributed)
     if several and not explicit_dir:
         raise UserError(
             "a run over several processes needs hydra.run.dir=DIR, the same folder for every process "
             "(on a shared file system)"
         )
-    process_id = sharding.process_id_from_env(cfg.distributed) if several else 0
+    process_id = processes.process_id_from_env(cfg.distributed) if several else 0
     if process_id == 0 and not line.multirun:  # the run directory, before any data is read
-        from maml_cli.run.directory import check_place, check_resumable, check_usable
+        from maml_cli.run.directory import check_place, check_usable
+        from maml_cli.run.provenance import check_resumable
 
         run_dir = Path(hydra_node.run.dir)
         check_place(run_dir, force=cfg.train.force_run_dir)
@@ -166,10 +167,10 @@ def check_hydra_settings(hydra_node: DictConfig) -> None:
 def dry_run(jobs: list) -> bool:
     """``train.dry_run=true``: every job's (config, hydra node) data read and its plan printed (one
     job: its config too), nothing trained. Returns False: nothing more to do."""
-    from maml_cli.backend import sharding
+    from maml_cli.backend import processes
     from maml_cli.engine.experiment import build_experiment
 
-    speaks = sharding.process_id_from_env(jobs[0][0].distributed) == 0
+    speaks = processes.process_id_from_env(jobs[0][0].distributed) == 0
     plans = []
     for i, (cfg, hydra_node) in enumerate(jobs):
         plan = build_experiment(cfg).describe()
@@ -265,12 +266,10 @@ def print_sweep_table(sweep_dir: Path) -> None:
 
 def train_job(cfg: DictConfig) -> float | None:
     """The job: train the run in Hydra's output directory. Returns what a sweeper optimises."""
-    from maml_cli.backend.plan import enable_compilation_cache
     from maml_cli.engine.training import TrainingInterrupted, train_and_evaluate
     from maml_cli.run.directory import remove_if_not_a_run
 
     _JOB_STARTED.append(True)
-    enable_compilation_cache()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
@@ -293,7 +292,7 @@ def train_job(cfg: DictConfig) -> float | None:
         if not in_sweep:  # said here: raised, Hydra's job runner would add a line of its own
             sys.exit(cli.report(APP.name, e))
         return sweep_job_failed(hydra_cfg, run_dir, e)
-    from maml_cli.backend.sharding import is_writer
+    from maml_cli.backend.processes import is_writer
 
     if is_writer():
         print(summary.text(), file=sys.stderr)

@@ -319,7 +319,7 @@ def split_hydra(cfg: DictConfig):
 def prepare(cfg: DictConfig) -> DictConfig:
     """The checks every training job's config passes, composed from the shell, inside a sweep or
     from Python: paths made absolute, ``validate``, the multi-process settings."""
-    from maml_cli.backend.sharding import check_distributed
+    from maml_cli.backend.processes import check_distributed
     from maml_cli.config import validate
     from maml_cli.run.trackers import check_logger
 

@@ -22,64 +22,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from maml_cli.errors import UserError
+from maml_cli.paths import CACHE_ENV
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "MAML_CLI_CACHE"
 T = TypeVar("T")
-
-
-def default_cache_dir() -> Path:
-    """``$MAML_CLI_CACHE``, else ~/.cache/maml-cli (``dataset.cache_dir`` overrides both), made
-    absolute. A variable that is set but empty is refused: it would put the cache in the working
-    directory."""
-    value = os.environ.get(CACHE_ENV)
-    if value is None:
-        try:
-            home = Path.home()
-        except RuntimeError:  # no HOME and no entry in the password database
-            raise UserError(
-                f"the home folder is unknown (HOME is not set): set HOME, or {CACHE_ENV}=DIR for the cache"
-            ) from None
-        given = os.environ.get("HOME")
-        if given is not None and not os.path.isabs(given):  # "" means "/" to Python; relative, the working dir
-            raise UserError(f"HOME={given!r} is not an absolute path: set HOME, or {CACHE_ENV}=DIR for the cache")
-        return home / ".cache" / "maml-cli"
-    if not value.strip():
-        raise UserError(
-            f"{CACHE_ENV} is set but empty: unset it (the cache is then ~/.cache/maml-cli) or set it to a folder"
-        )
-    return Path(value).expanduser().absolute()
-
-
-def check_writable_dir(path: Path, what: str) -> Path:
-    """Refuse a cache folder that cannot hold files: a file in its place, a read-only or full
-    disk. The check writes and removes a small probe in the folder (or in its nearest existing
-    parent, creating nothing)."""
-    path = Path(path).expanduser().absolute()
-    probe_dir = path
-    while not probe_dir.exists() and probe_dir != probe_dir.parent:
-        if probe_dir.is_symlink():  # a dangling link: creating the folder would fail
-            raise UserError(f"{what}={path}: {probe_dir} is a link to nothing; point {what} to a folder")
-        probe_dir = probe_dir.parent
-    if not probe_dir.is_dir():
-        raise UserError(f"{what}={path}: {probe_dir} is a file, not a folder; point {what} to a folder")
-    probe = probe_dir / f".maml-cli-probe{os.getpid()}"
-    try:
-        with open(probe, "wb") as f:
-            f.write(b"\0" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        from maml_cli.atomic import describe_os_error
-
-        raise UserError(
-            f"{what}={path} cannot be written ({describe_os_error(e)}), or point {what} elsewhere"
-        ) from None
-    finally:
-        with contextlib.suppress(OSError):
-            probe.unlink()
-    return path
 
 
 def _holder(lock: Path) -> str:

@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maml_cli.data.cache import cached, default_cache_dir
+from maml_cli.data.cache import cached
 from maml_cli.data.episodes import ImageClassTasks, check_task_shape
 from maml_cli.errors import UserError
+from maml_cli.paths import default_cache_dir
 
 log = logging.getLogger(__name__)
 

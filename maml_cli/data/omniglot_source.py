@@ -35,9 +35,10 @@ from PIL import Image
 
 from maml_cli import stop_signals
 from maml_cli.data import download
-from maml_cli.data.cache import cached, default_cache_dir
+from maml_cli.data.cache import cached
 from maml_cli.data.image_folder import decode_image
 from maml_cli.errors import UserError, one_of
+from maml_cli.paths import default_cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -157,7 +157,8 @@ class Learner:
 def restore_one(exp, run_dir, checkpoint):
     """The one checkpoint ``checkpoint=`` names (a step, latest, or best; not an ensemble), placed on
     ``exp``'s devices: what maml-adapt and ``Run.adapt`` adapt."""
-    from maml_cli.run.reader import parse_checkpoint, restore_chosen
+    from maml_cli.run.reader import restore_chosen
+    from maml_cli.run.selection import parse_checkpoint
 
     kind, count = parse_checkpoint(checkpoint)
     if kind == "best" and count > 1:

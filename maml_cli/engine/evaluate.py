@@ -73,7 +73,8 @@ def check_evaluation(app: DictConfig, given: set = frozenset(), trust_code: bool
     ``checkpoint=`` names (it exists), and the config it is scored with. maml-eval -m runs these for
     every job before the first is scored."""
     from maml_cli.paths import checked_path
-    from maml_cli.run.reader import check_trained, check_utf8_name, checkpoint_steps, open_run, run_spec
+    from maml_cli.run.reader import check_trained, check_utf8_name, open_run, run_spec
+    from maml_cli.run.selection import checkpoint_steps
 
     run_dir = checked_path(app.run_dir, "run_dir")
     if app.split not in SPLITS:
@@ -148,18 +149,18 @@ def score_evaluation(plan: EvaluationPlan) -> dict:
     if a live trainer deleted them since), the tasks adapted and scored; returns the eval.json record."""
     from tqdm import tqdm
 
-    from maml_cli.backend.plan import enable_compilation_cache
     from maml_cli.engine.experiment import build_experiment
     from maml_cli.engine.scoring import DIVERGED_RULE, eval_key, run_episodes, summarize
     from maml_cli.models import describe_batch_norm
-    from maml_cli.run.directory import environment, run_id_of
+    from maml_cli.run.directory import environment
+    from maml_cli.run.provenance import run_id_of
     from maml_cli.run.reader import restore_chosen
 
-    enable_compilation_cache()
     app, run_dir, cfg, run_shape = plan.app, plan.run_dir, plan.cfg, plan.run_shape
     cross_domain, trained_on = plan.cross_domain, plan.trained_on
 
     exp = build_experiment(cfg, training=False)
+    exp.plan.use_compilation_cache()
     if hasattr(exp.sampler, "require"):
         exp.sampler.require(app.split)
     if tuple(exp.spec.input_shape) != tuple(run_shape):

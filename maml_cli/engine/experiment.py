@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from maml_cli.backend import sharding
-from maml_cli.backend.plan import Execution, auto_devices, plan_execution
+from maml_cli.backend.plan import Execution, Plan, make_plan
 from maml_cli.data import TaskSpec, build_sampler
 from maml_cli.engine.scoring import make_scorer
 from maml_cli.meta.algorithms import Algorithm, build_algorithm
@@ -28,10 +28,18 @@ class Experiment:
     sampler: Any
     algorithm: Algorithm
     optimizer: Any
-    execution: Execution  # how the math runs on this backend (auto settings resolved)
+    plan: Plan  # how the job runs on this machine: devices, mesh, batching, remat, convolutions
     spec: Any = None  # the tasks' TaskSpec (the sampler's; given when no data is read: maml-adapt)
-    mesh: Any = None  # the devices the tasks are split over (maml_cli/backend/sharding.py); None: one device
     _data: Any = None
+
+    @property
+    def execution(self) -> Execution:
+        return self.plan.execution
+
+    @property
+    def mesh(self):
+        """The devices the tasks are split over (``backend/sharding.py``); None: one device."""
+        return self.plan.mesh
 
     @property
     def data(self):
@@ -99,12 +107,8 @@ class Experiment:
 
     def describe(self) -> str:
         """One line for the log: the algorithm, where it runs, how, and where the data came from."""
-        import jax
-
-        return (
-            f"{self.algorithm.cfg.name} on {jax.default_backend()} ({sharding.describe(self.mesh)}): "
-            f"{self.execution.explain()}; data: {self.sampler.source if self.sampler else 'none read'}"
-        )
+        data = self.sampler.source if self.sampler else "none read"
+        return f"{self.algorithm.cfg.name} on {self.plan.describe()}; data: {data}"
 
     def scorer(self, split: str, inner_steps: int, ensemble: bool = False) -> Callable:
         return make_scorer(
@@ -136,22 +140,8 @@ def build_experiment(cfg: DictConfig, training: bool = True, spec: TaskSpec | No
 
 
 def _build(cfg: DictConfig, training: bool, spec: TaskSpec | None = None) -> Experiment:
-    sharding.initialize(cfg.distributed)  # before JAX's first computation, in a run over several processes
-    execution = plan_execution(
-        cfg.model.name,
-        cfg.train.task_batching,
-        cfg.train.remat,
-        cfg.model.get("conv_impl"),
-        downsample=cfg.model.get("downsample", "stride"),
-        inner_steps=cfg.algorithm.inner_steps,
-    )
-    import jax
-
-    devices = sharding.device_count(
-        cfg.train.devices, auto_devices(execution, jax.device_count(), cfg.train.meta_batch_size if training else None)
-    )
-    if training:
-        sharding.check_divisible(cfg.train.meta_batch_size, devices, cfg.train.devices)
+    plan = make_plan(cfg, training)
+    execution = plan.execution
     sampler = build_sampler(cfg.dataset) if spec is None else None
     spec = sampler.spec if spec is None else spec
     network = build_model(
@@ -171,7 +161,6 @@ def _build(cfg: DictConfig, training: bool, spec: TaskSpec | None = None) -> Exp
         sampler=sampler,
         algorithm=algorithm,
         optimizer=algorithm.optimizer(),
-        execution=execution,
+        plan=plan,
         spec=spec,
-        mesh=sharding.task_mesh(devices),
     )

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import logging
-import math
 import shutil
 import time
 from pathlib import Path
@@ -16,89 +14,22 @@ import jax
 import orbax.checkpoint as ocp
 
 from maml_cli import stop_signals
-from maml_cli.errors import UserError
-from maml_cli.run.directory import is_being_trained
+from maml_cli.run.directory import finished_steps, is_being_trained
+from maml_cli.run.provenance import PROVENANCE, CheckpointError, CheckpointMissing, check_provenance
+from maml_cli.run.selection import best_of
 
 log = logging.getLogger(__name__)
 
 
 ITEM = "default"  # the folder of a step that holds the state
-# The folder of a step that says where the state came from: {"run_id": ..., "config": {...}},
-# saved with the state in one atomic checkpoint (older checkpoints have none).
-PROVENANCE = "provenance"
-
-
-class CheckpointError(UserError):
-    """A checkpoint that is missing or cannot be read."""
-
-
-class CheckpointMissing(CheckpointError):
-    """No checkpoint of the step asked for (or none at all): never written, or deleted (by a live
-    trainer that keeps only the last and the best)."""
-
-
-class CheckpointMismatch(UserError):
-    """A readable checkpoint that does not belong to the run: another config, or another run.
-    Never set aside as damaged: the user's files stay as they are."""
-
-
-def read_provenance(step_dir: Path) -> dict | None:
-    """What a checkpoint records about the run that wrote it; None for one without a readable record."""
-    try:
-        record = json.loads((Path(step_dir) / PROVENANCE / "metadata").read_bytes())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("config", {}), dict) else None
-
-
-def check_provenance(step_dir: Path, config, run_id: str | None) -> None:
-    """Refuse a checkpoint trained with another config than ``config`` (what the run's
-    ``config.yaml`` says) or written by another run than ``run_id``."""
-    from omegaconf import OmegaConf
-
-    from maml_cli.config import resume_conflicts
-
-    record = read_provenance(step_dir)
-    if record is None:
-        return
-    step_dir = Path(step_dir)
-    run_dir = step_dir.parent.parent
-    if config is not None and "config" in record:
-        conflicts = [
-            c for c in resume_conflicts(OmegaConf.create(record["config"]), config) if not c.startswith("eval.")
-        ]
-        if conflicts:
-            raise CheckpointMismatch(
-                f"checkpoint {step_dir} was trained with another config than config.yaml says; "
-                f"{run_dir / 'config.yaml'} was edited, or the checkpoint comes from another run. Put "
-                f"config.yaml back (the checkpoint's own config is in {step_dir / PROVENANCE / 'metadata'}) or "
-                "remove the checkpoint. Differences (checkpoint -> config.yaml):\n  " + "\n  ".join(conflicts)
-            )
-    if run_id is not None and record.get("run_id") not in (None, run_id):
-        raise CheckpointMismatch(
-            f"checkpoint {step_dir} comes from another run than {run_dir} (the run ids in its "
-            f"{PROVENANCE}/metadata and in the run's environment.json differ): remove it from "
-            f"{step_dir.parent}, or use it in the run directory it came from"
-        )
-
-
-def best_of(scores: dict, n: int) -> list:
-    """The ``n`` steps of ``scores`` (step -> validation score, higher is better, NaN worst) with the
-    best scores, best first; a tie goes to the later step. The trainer keeps these checkpoints and
-    ``checkpoint=best:N`` scores them, so both rank by this one function."""
-
-    def rank(step):
-        value = scores[step]
-        return (value if math.isfinite(value) else -math.inf, step)
-
-    return sorted(scores, key=rank, reverse=True)[:n]
 
 
 @dataclasses.dataclass
 class _KeepBest(ocp.checkpoint_managers.PreservationPolicy):
-    """Preserve the ``n`` steps with the highest score in ``scores`` (step -> validation score,
-    higher is better, NaN worst). The scores live with the trainer, which rebuilds them from
-    metrics.jsonl on resume: Orbax's own metrics are not kept across sessions."""
+    """Preserve the ``n`` steps with the best ranking score in ``scores`` (``selection.best_of``).
+    Orbax's own BestN is not used: the pinned Orbax (0.12) does not keep a checkpoint's metrics
+    across sessions (a resumed manager saw none and kept the wrong steps: tests/test_checkpoints.py),
+    so the scores live with the trainer, which reads them from metrics.jsonl on resume."""
 
     scores: dict
     n: int
@@ -115,7 +46,6 @@ class Checkpointer:
         keep: int = 3,
         read_only: bool = False,
         keep_best: int = 0,
-        scores: dict | None = None,
         provenance: dict | None = None,
     ):
         # Orbax wants absolute paths; saves go to a temporary folder renamed on success, so a run
@@ -123,10 +53,10 @@ class Checkpointer:
         # beside a live trainer. It has no CheckpointManager: the manager stats every step folder
         # when it lists them, and fails when the trainer deletes one in between.
         # Kept: the last ``keep``, and the ``keep_best`` saved with the highest validation score
-        # (what ``maml-eval checkpoint=best:N`` reads); ``scores``: those of earlier sessions.
+        # (what ``maml-eval checkpoint=best:N`` reads; ``rank_by`` gives those of earlier sessions).
         self.directory = Path(directory).absolute()
         self.provenance = provenance  # saved with every checkpoint (PROVENANCE)
-        self._best = _KeepBest(scores=dict(scores or {}), n=keep_best)
+        self._best = _KeepBest(scores={}, n=keep_best)
         policy = ocp.checkpoint_managers.AnyPreservationPolicy([ocp.checkpoint_managers.LatestN(n=keep), self._best])
         self._manager = (
             None
@@ -136,14 +66,14 @@ class Checkpointer:
             )
         )
 
-    def forget_scores_after(self, step: int) -> None:
-        """Drop the validation scores of steps after ``step`` (recorded by a session that died before
-        their checkpoints were saved): they are validated again when those steps are trained again."""
-        self._best.scores = {s: v for s, v in self._best.scores.items() if s <= step}
+    def rank_by(self, scores: dict) -> None:
+        """The ranking scores (step -> score) of the checkpoints earlier sessions saved
+        (``selection.validation_scores``), which the best ``keep_best`` are chosen by."""
+        self._best.scores = dict(scores)
 
     def steps(self) -> list:
         if self._manager is None:
-            return _finished_steps(self.directory)
+            return finished_steps(self.directory)
         return sorted(self._manager.all_steps())
 
     def latest_step(self) -> int | None:
@@ -255,16 +185,6 @@ class Checkpointer:
     def close(self) -> None:
         if self._manager is not None:
             self._manager.close()
-
-
-def _finished_steps(directory: Path) -> list:
-    """The steps whose save finished: a folder named by its step alone (one being written has
-    Orbax's temporary suffix until it is renamed)."""
-    try:
-        names = [p.name for p in directory.iterdir()]
-    except FileNotFoundError:
-        return []
-    return sorted(int(n) for n in names if n.isascii() and n.isdigit() and (directory / n).is_dir())
 
 
 def _os_error(e: BaseException):

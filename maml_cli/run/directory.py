@@ -323,45 +323,15 @@ def check_place(run_dir: Path, force: bool = False) -> None:
         raise RunDirError(f"hydra.run.dir={run_dir} holds files that are not a maml-train run ({shown}): {hint}")
 
 
-def _checkpoint_steps(run_dir: Path) -> list[int]:
-    """The steps of the finished checkpoints in ``run_dir/checkpoints`` (Orbax renames a step's folder
-    to its bare number when the save is whole), oldest first."""
-    checkpoints = Path(run_dir) / "checkpoints"
-    return (
-        sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isascii() and p.name.isdigit())
-        if checkpoints.is_dir()
-        else []
-    )
-
-
-def check_resumable(run_dir: Path, cfg) -> None:
-    """A run directory that holds a run may only be resumed with the same experiment."""
-
-    from maml_cli.config import resume_conflicts
-    from maml_cli.config.checks import read_saved_config
-
-    saved, checkpoints = Path(run_dir) / "config.yaml", Path(run_dir) / "checkpoints"
-    steps = _checkpoint_steps(run_dir)
-    if not steps:
-        return  # nothing trained yet: nothing to mix
-    if not saved.is_file():
-        raise UserError(
-            f"{run_dir} holds checkpoints but no config.yaml: it was deleted. Put it back, or train in another "
-            "hydra.run.dir (resuming without it could mix two experiments)"
-        )
-    from maml_cli.run.checkpoints import check_provenance
-
-    # A config.yaml edited by hand, or a checkpoint copied in from another run: refused as they are
-    # (training on would later delete the copied one with the old checkpoints).
-    run_id, saved_cfg = run_id_of(run_dir), read_saved_config(saved)
-    for step in reversed(steps):
-        check_provenance(checkpoints / str(step), saved_cfg, run_id)
-    conflicts = resume_conflicts(saved_cfg.copy(), cfg)
-    if conflicts:
-        raise UserError(
-            f"{run_dir} holds a run with a different config; resuming would mix two experiments. "
-            "Use another hydra.run.dir, or the same settings. Differences:\n  " + "\n  ".join(conflicts)
-        )
+def finished_steps(checkpoints: Path) -> list[int]:
+    """The steps of the finished checkpoints in the folder ``checkpoints``, oldest first: a folder
+    named by its step alone (Orbax renames a step's folder to its bare number when the save is whole;
+    one being written has a temporary suffix). The one listing every reader and check uses."""
+    try:
+        names = [p.name for p in Path(checkpoints).iterdir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(int(n) for n in names if n.isascii() and n.isdigit() and (Path(checkpoints) / n).is_dir())
 
 
 def remove_if_not_a_run(run_dir: Path) -> bool:
@@ -440,21 +410,6 @@ def recorded_run_id(run_dir: Path) -> str | None:
     None for a run without one."""
     ids = [s.get("run_id") for s in _sessions(run_dir) if isinstance(s, dict) and s.get("run_id")]
     return ids[-1] if ids else None
-
-
-def run_id_of(run_dir: Path) -> str | None:
-    """The run's id: the one environment.json records, else the one its newest checkpoint with a
-    provenance record carries (environment.json deleted); None for a run that has neither."""
-    from maml_cli.run.checkpoints import read_provenance
-
-    recorded = recorded_run_id(run_dir)
-    if recorded is not None:
-        return recorded
-    for step in reversed(_checkpoint_steps(run_dir)):
-        found = (read_provenance(Path(run_dir) / "checkpoints" / str(step)) or {}).get("run_id")
-        if found:
-            return found
-    return None
 
 
 def record_session(run_dir: Path, start_step: int, run_id: str | None = None) -> dict:

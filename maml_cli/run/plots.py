@@ -19,8 +19,8 @@ from pathlib import Path
 
 def _pyplot():
     if "MPLCONFIGDIR" not in os.environ:  # matplotlib's font cache: in ours, not in ~/.cache or ~/.config
-        from maml_cli.data.cache import default_cache_dir
         from maml_cli.errors import UserError
+        from maml_cli.paths import default_cache_dir
 
         with contextlib.suppress(UserError):  # no usable cache: matplotlib picks a temporary folder itself
             os.environ["MPLCONFIGDIR"] = str(default_cache_dir() / "matplotlib")

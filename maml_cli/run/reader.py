@@ -5,7 +5,6 @@ checkpoint a ``checkpoint=`` names. Shared so that all of them read a run the sa
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,10 +12,12 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from maml_cli.config import IMAGE_RESAMPLE, load_run_config
-from maml_cli.config.checks import read_saved_config
 from maml_cli.errors import UserError
 from maml_cli.paths import checked_path
-from maml_cli.run.directory import RUN_DATA
+from maml_cli.run.checkpoints import Checkpointer
+from maml_cli.run.directory import RUN_DATA, finished_steps, is_being_trained
+from maml_cli.run.provenance import CheckpointMissing, expected
+from maml_cli.run.selection import checkpoint_steps, parse_checkpoint
 
 if TYPE_CHECKING:
     from maml_cli.data.episodes import TaskSpec
@@ -68,23 +69,14 @@ def check_utf8_name(path, key: str = "run_dir") -> None:
 def check_trained(run_dir) -> None:
     """Fail unless the run has checkpoints that can be read (before any data is read or anything
     compiled): a checkpoints/ folder with a finished one, under a path Orbax can address."""
-    from maml_cli.run.checkpoints import CheckpointMissing
-
     check_utf8_name(run_dir)
     if not (Path(run_dir) / "checkpoints").is_dir():
         raise UserError(f"{run_dir} has no checkpoints/ yet: train it first (maml-train hydra.run.dir={run_dir})")
-    if not available_steps(run_dir):
+    if not finished_steps(Path(run_dir) / "checkpoints"):
         raise CheckpointMissing(
             f"{run_dir} has no finished checkpoint yet (checkpoints/ is empty): train it until its first "
             f"(train.checkpoint_every), or wait for the trainer to save one"
         )
-
-
-def available_steps(run_dir) -> list:
-    """The steps of the run's finished checkpoints, oldest first (read only: beside a live trainer)."""
-    from maml_cli.run.checkpoints import Checkpointer
-
-    return Checkpointer(Path(run_dir) / "checkpoints", read_only=True).steps()
 
 
 def run_spec(run_dir, cfg: DictConfig) -> TaskSpec:
@@ -116,79 +108,12 @@ def run_spec(run_dir, cfg: DictConfig) -> TaskSpec:
 
 def restore_state(exp, run_dir, checkpoint: int | None = None):
     """The run's checkpoint (the latest, or step ``checkpoint``), placed on ``exp``'s devices."""
-    from maml_cli.run.checkpoints import Checkpointer
-    from maml_cli.run.directory import recorded_run_id
-
     check_trained(run_dir)
     checkpointer = Checkpointer(Path(run_dir) / "checkpoints", read_only=True)
-    saved = Path(run_dir) / "config.yaml"
-    expect = (read_saved_config(saved) if saved.is_file() else None, recorded_run_id(run_dir))
     try:
-        return exp.place(checkpointer.restore(exp.init_state(), checkpoint, expect=expect))
+        return exp.place(checkpointer.restore(exp.init_state(), checkpoint, expect=expected(run_dir)))
     finally:
         checkpointer.close()
-
-
-def selection_key(metric: str, cfg: DictConfig) -> str:
-    """The metrics.jsonl key that ranks a run's checkpoints (``checkpoint=best``): the validation
-    metric after the inner steps of evaluation (or of training, if more), as maml-eval reports it."""
-    steps = max(int(cfg.algorithm.inner_steps), int(cfg.eval.inner_steps))
-    return f"val/{metric}_step{steps}"
-
-
-def ranking_score(value, metric: str) -> float:
-    """Higher is better: accuracy as it is, MSE negated; missing or not finite ranks last."""
-    if value is None or not math.isfinite(value):
-        return -math.inf
-    return float(value) if metric == "accuracy" else -float(value)
-
-
-def validation_scores(run_dir, key: str, metric: str) -> dict:
-    """step -> ranking score of every validation in the run's metrics.jsonl."""
-    from maml_cli.run.metrics import read_jsonl
-
-    return {
-        int(r["step"]): ranking_score(r.get(key), metric)
-        for r in read_jsonl(Path(run_dir) / "metrics.jsonl")
-        if key in r
-    }
-
-
-def best_steps(run_dir, cfg: DictConfig, metric: str, count: int) -> list:
-    """The ``count`` checkpoints of the run with the best validation, best first; a clear error if
-    fewer than ``count`` checkpoints have a validation."""
-    from maml_cli.run.checkpoints import best_of
-
-    key = selection_key(metric, cfg)
-    available = set(available_steps(run_dir))
-    scores = {s: v for s, v in validation_scores(run_dir, key, metric).items() if s in available}
-    if len(scores) < count:
-        raise UserError(
-            f"checkpoint=best:{count} needs {count} checkpoints with a validation ({key} in "
-            f"metrics.jsonl); {run_dir} has {len(scores)}"
-            + (f" (steps {', '.join(map(str, sorted(scores)))})" if scores else "")
-            + ". Train longer, or keep more with train.keep_best"
-        )
-    return best_of(scores, count)
-
-
-def checkpoint_steps(run_dir, cfg: DictConfig, metric: str, checkpoint) -> tuple:
-    """The checkpoint steps ``checkpoint=`` names ([None]: the latest) and how they were chosen; a
-    clear error (CheckpointMissing) for a step the run does not have."""
-    kind, value = parse_checkpoint(checkpoint)
-    if kind == "best":
-        return best_steps(run_dir, cfg, metric, value), f"best:{value} by {selection_key(metric, cfg)}"
-    if kind == "step":
-        available = available_steps(run_dir)
-        if value not in available:
-            from maml_cli.run.checkpoints import CheckpointMissing
-
-            raise CheckpointMissing(
-                f"no checkpoint for step {value} in {Path(run_dir).absolute() / 'checkpoints'}; available: "
-                f"{', '.join(map(str, available)) or 'none'}"
-            )
-        return [value], "given"
-    return [None], "latest"  # read as the newest when restored (a live trainer may delete older ones)
 
 
 def restore_chosen(
@@ -201,9 +126,6 @@ def restore_chosen(
     (or the latest) that the trainer deleted between choosing and reading means choosing again, a few
     times; in a run nobody trains, a missing checkpoint is an error. A step the user gave is never
     swapped for another."""
-    from maml_cli.run.checkpoints import CheckpointMissing
-    from maml_cli.run.directory import is_being_trained
-
     kind, _ = parse_checkpoint(checkpoint)
     for attempt in range(attempts):
         if chosen is None or attempt:
@@ -216,20 +138,3 @@ def restore_chosen(
                 raise
             time.sleep(0.1 * (attempt + 1))
     raise AssertionError("unreachable")
-
-
-def parse_checkpoint(value) -> tuple:
-    """``checkpoint=`` -> ("latest", None) | ("step", STEP) | ("best", N)."""
-    if value is None or str(value) == "latest":
-        return "latest", None
-    text = str(value).strip()
-    if text.isascii() and text.isdigit():
-        return "step", int(text)
-    if text == "best":
-        return "best", 1
-    if text.startswith("best:") and text[5:].isascii() and text[5:].isdigit() and int(text[5:]) >= 1:
-        return "best", int(text[5:])
-    raise UserError(
-        f"checkpoint={value} is not a checkpoint: use a step (checkpoint=5000), latest, best (the best "
-        "validation) or best:N (an ensemble of the N best)"
-    )
