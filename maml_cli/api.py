@@ -20,9 +20,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from maml_cli.atomic import WriteError, describe_os_error, write_text
+from maml_cli.config import register_configs
+from maml_cli.config.checks import check_values, typed_values
+from maml_cli.config.composing import App, compose_checked, prepare, split_hydra
+from maml_cli.config.resume import flatten
+from maml_cli.config.schema import DATASET_SCHEMAS, AdaptAppConfig, EvalAppConfig, EvalDatasetOverrides, EvalOverrides
+from maml_cli.engine.adapt import adapt, check_support, restore_one
+from maml_cli.engine.evaluate import evaluate_run
+from maml_cli.engine.experiment import build_experiment
+from maml_cli.engine.training import train_and_evaluate
 from maml_cli.errors import UserError
+from maml_cli.run.checkpoints import Checkpointer
+from maml_cli.run.directory import check_place, check_usable
+from maml_cli.run.metrics import read_jsonl
+from maml_cli.run.provenance import check_resumable
+from maml_cli.run.reader import check_trained, open_run, run_spec
 
 TRAIN_GROUPS = ("dataset", "model", "algorithm", "experiment", "logger", "launcher", "search")
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # as Hydra writes train.log
@@ -32,8 +48,6 @@ def compose(experiment: str | None = None, overrides: Sequence[str] = ()) -> Dic
     """The config of an ``experiment`` preset (None: maml-train's default, the sinusoid) with
     ``overrides`` (``KEY=VALUE``, ``GROUP=OPTION``), checked with the rules and errors of the
     command line: unknown keys and options, types, ``validate``. Paths are made absolute."""
-    from maml_cli.config import register_configs
-    from maml_cli.config.composing import App, compose_checked, prepare, split_hydra
 
     register_configs()
     if isinstance(overrides, str) or any(not isinstance(o, str) for o in overrides):
@@ -59,7 +73,6 @@ def composed_from(cfg: DictConfig) -> list[str] | None:
     """The overrides ``cfg`` was composed from (``experiment=NAME`` first), with ``KEY=VALUE`` for
     each value edited since (``~KEY`` for a key removed); None for a config ``compose`` did not make
     (its origin is unknown)."""
-    from maml_cli.config.resume import flatten
 
     entry = _COMPOSED.get(id(cfg))
     if entry is None or entry[0]() is not cfg:
@@ -92,9 +105,6 @@ def _record_overrides(run_dir: Path, overrides: list[str]) -> None:
     """``RUN_DIR/.hydra/overrides.yaml``, the record maml-train's Hydra writes of what a run was
     composed from (maml-report shows it), written whole. Only Hydra's kind of file: a run that
     fails before training leaves a folder that ``run_dir`` still counts as no run."""
-    import yaml
-
-    from maml_cli.atomic import WriteError, describe_os_error, write_text
 
     try:
         (run_dir / ".hydra").mkdir(exist_ok=True)
@@ -107,10 +117,6 @@ def train(cfg: DictConfig | str | None = None, overrides: Sequence[str] = (), *,
     """Train the run in ``run_dir`` (resuming it if it holds one of the same config), as maml-train
     does: the same files, train.log included. ``cfg``: a config from ``compose``, or an experiment
     name (then ``overrides`` apply). Returns the trained ``Run``."""
-    from maml_cli.config.composing import prepare
-    from maml_cli.engine.training import train_and_evaluate
-    from maml_cli.run.directory import check_place, check_usable
-    from maml_cli.run.provenance import check_resumable
 
     if cfg is None or isinstance(cfg, str):
         cfg = compose(cfg, overrides)
@@ -144,8 +150,6 @@ class Run:
     """A trained run: its config, its metrics, and what can be done with its checkpoints."""
 
     def __init__(self, run_dir: str | Path, trust_code: bool = False):
-        from maml_cli.config import register_configs
-        from maml_cli.run.reader import open_run
 
         register_configs()
         self.run_dir = Path(run_dir)
@@ -159,13 +163,11 @@ class Run:
     @property
     def metrics(self) -> list:
         """The records of metrics.jsonl (train/* and val/* by step)."""
-        from maml_cli.run.metrics import read_jsonl
 
         return read_jsonl(self.run_dir / "metrics.jsonl")
 
     def checkpoints(self) -> list:
         """The steps of the checkpoints on disk."""
-        from maml_cli.run.checkpoints import Checkpointer
 
         checkpointer = Checkpointer(self.run_dir / "checkpoints", read_only=True)
         try:
@@ -191,9 +193,6 @@ class Run:
         mean, ci95, median and diverged tasks after each inner step), the same numbers. Unset
         values are the run's own. ``dataset``: where its data is now (``{"path": ...}``), or
         with a ``name``, another dataset's tasks (cross-domain). Nothing is written."""
-        from maml_cli.config.checks import check_values, typed_values
-        from maml_cli.config.schema import DATASET_SCHEMAS, EvalAppConfig, EvalDatasetOverrides, EvalOverrides
-        from maml_cli.engine.evaluate import evaluate_run
 
         dataset = dict(dataset or {})
         name = dataset.get("name")
@@ -237,11 +236,6 @@ class Run:
         """The run's model adapted to one task's support set (``support_x`` [n, *input_shape],
         ``support_y`` labels 0..ways-1 or regression targets), as maml-adapt and maml-eval adapt.
         ``inner_steps``: default the run's eval.inner_steps. Returns a ``Learner``."""
-        from maml_cli.config.checks import typed_values
-        from maml_cli.config.schema import AdaptAppConfig
-        from maml_cli.engine.adapt import adapt, check_support, restore_one
-        from maml_cli.engine.experiment import build_experiment
-        from maml_cli.run.reader import check_trained, run_spec
 
         values = typed_values(AdaptAppConfig, {"inner_steps": inner_steps, "seed": seed})
         cfg = self.cfg.copy()

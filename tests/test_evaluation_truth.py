@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from maml_cli import strict_json
-from maml_cli.engine.evaluate import diverged_warning, format_table
 from maml_cli.engine.scoring import DIVERGED_FACTOR, diverged, make_scorer, summarize
 from maml_cli.meta.outer import make_optimizer
+from maml_cli.run.records import diverged_warning, format_table
 from maml_cli.run.selection import parse_checkpoint, ranking_score
 from tests.meta_problem import algorithm_for, init, one_task
 

@@ -18,9 +18,9 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from maml_cli.commands import report
-from maml_cli.engine.evaluate import diverged_warning, format_table
 from maml_cli.engine.scoring import diverged, summarize
 from maml_cli.run.metrics import mean_and_ci95, mean_and_seed_ci95
+from maml_cli.run.records import diverged_warning, format_table
 from tests.conftest import TINY, make_cfg, run_in_process
 from tests.generated import examples
 

@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from maml_cli.config import UserError
-from maml_cli.engine.evaluate import evaluate_run, format_table
+from maml_cli.engine.evaluate import evaluate_run
 from maml_cli.engine.experiment import build_experiment
 from maml_cli.engine.training import NonFiniteLoss, train_and_evaluate
 from maml_cli.run.checkpoints import Checkpointer, CheckpointError
 from maml_cli.run.metrics import TIMING_FIELDS
+from maml_cli.run.records import format_table
 from tests.conftest import BIN, TINY, make_cfg, run_command
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import os
 from pathlib import Path
@@ -59,8 +61,6 @@ def release_freed_memory() -> None:
     glibc keeps it otherwise: after compiling MiniImageNet's step the process held about 0.4 GB it
     no longer used, on top of which the step then allocated (peak RSS 1.77 GB; 1.40 GB trimmed).
     A no-op where there is no glibc."""
-    import ctypes
-    import ctypes.util
 
     name = ctypes.util.find_library("c")
     try:

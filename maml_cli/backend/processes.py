@@ -21,6 +21,7 @@ import os
 
 import jax
 
+from maml_cli.backend.launch import check_distributed, wants_distributed
 from maml_cli.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -76,49 +77,6 @@ def use_cores_as_devices(distributed: bool = False) -> int:
 def cores_are_devices() -> bool:
     """Whether JAX's devices are this machine's cores, made by ``use_cores_as_devices``."""
     return _cores_are_devices and jax.default_backend() == "cpu"
-
-
-def slurm_processes() -> int | None:
-    """Processes of the SLURM job step this process belongs to (``srun``), or None outside one."""
-    value = os.environ.get("SLURM_STEP_NUM_TASKS")
-    return int(value) if value and value.isascii() and value.isdigit() else None
-
-
-def process_id_from_env(dist_cfg) -> int:
-    """This process's rank, known before JAX starts: ``distributed.process_id``, else SLURM's."""
-    if dist_cfg.process_id is not None:
-        return int(dist_cfg.process_id)
-    if (slurm_processes() or 1) > 1:
-        return int(os.environ.get("SLURM_PROCID", "0"))
-    return 0
-
-
-def wants_distributed(dist_cfg) -> bool:
-    return dist_cfg.coordinator is not None or (slurm_processes() or 1) > 1
-
-
-def check_distributed(dist_cfg) -> None:
-    """The settings of ``distributed.*`` that cannot work, before anything starts."""
-    c = dist_cfg
-    if c.coordinator is None:
-        if c.num_processes is not None or c.process_id is not None:
-            raise UserError(
-                "distributed.num_processes and distributed.process_id need distributed.coordinator="
-                "HOST:PORT (the address of process 0), or leave all three null under SLURM's srun"
-            )
-        return
-    host, _, port = str(c.coordinator).rpartition(":")
-    if not host or not (port.isascii() and port.isdigit()):
-        raise UserError(f"distributed.coordinator must be HOST:PORT (got {c.coordinator!r})")
-    if slurm_processes() is None and (c.num_processes is None or c.process_id is None):
-        raise UserError(
-            "distributed.coordinator needs distributed.num_processes and distributed.process_id "
-            "outside SLURM (each process gets its own process_id, 0..num_processes-1)"
-        )
-    if c.num_processes is not None and c.num_processes < 1:
-        raise UserError(f"distributed.num_processes must be >= 1 (got {c.num_processes})")
-    if c.process_id is not None and c.num_processes is not None and not 0 <= c.process_id < c.num_processes:
-        raise UserError(f"distributed.process_id must be in 0..{c.num_processes - 1} (got {c.process_id})")
 
 
 def join(dist_cfg) -> None:

@@ -22,10 +22,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from maml_cli import strict_json
+from maml_cli.atomic import WriteError, atomic_open, describe_os_error, write_text
 from maml_cli.commands import shell as cli
-from maml_cli.config import register_configs
+from maml_cli.config import composing, register_configs
 from maml_cli.config.schema import FLOAT32_MAX
 from maml_cli.errors import UserError
+from maml_cli.paths import checked_path
+from maml_cli.run import plots
 
 log = logging.getLogger("maml_cli.commands.adapt")
 register_configs()
@@ -264,7 +267,6 @@ def query_points(query: str, inputs: int, outputs: int) -> PointsFile:
 def check_out_paths(app: DictConfig) -> None:
     """out_dir and save_adapted must be somewhere a file can go: checked before anything is read
     or compiled, so a mistake costs nothing and nothing is written."""
-    from maml_cli.paths import checked_path
 
     for key in ("support", "query", "out_dir", "save_adapted"):
         if app.get(key) and not (key == "query" and str(app.query).count(":") == 2):
@@ -298,7 +300,6 @@ def _adapted_path(app: DictConfig) -> Path:
 
 
 def _make_folder(key: str, folder: Path) -> None:
-    from maml_cli.atomic import WriteError, describe_os_error
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -313,61 +314,39 @@ def _transductive(cfg, network) -> bool:
     return cfg.model.get("batch_norm", "none") != "none" and not network.eval_with_running_stats
 
 
+@dataclass
+class _Task:
+    """The user's task, read and checked: support set, query examples (with their true labels or
+    targets, when given), and how to name a query example in an error."""
+
+    support_x: np.ndarray
+    support_y: np.ndarray
+    used: object  # the classes the support set has (classification), as check_support says
+    query_x: np.ndarray
+    truth: np.ndarray | None
+    query_where: object
+    images: object = None  # the image task (classification): its files and classes
+
+
 def adapt_run(app: DictConfig, out=None) -> dict:
     """Adapt the run to the task ``app`` names, print and write the predictions; returns the record.
     Every input is checked, and every prediction made, before the first file is written."""
-    import jax
-    from flax import traverse_util
-
-    from maml_cli.atomic import atomic_open, write_text
-    from maml_cli.engine.adapt import adapt, check_examples, check_support, restore_one
+    # The engine (JAX, Flax, Orbax): loaded here, after the command line was checked.
+    from maml_cli.engine import adapt as engine
     from maml_cli.engine.experiment import build_experiment
-    from maml_cli.models import describe_batch_norm
-    from maml_cli.run.reader import (
-        check_trained,
-        open_run,
-        preprocessing,
-        run_spec,
-    )
+    from maml_cli.run import reader
 
-    out = out or sys.stdout
     check_out_paths(app)
     run_dir = Path(app.run_dir)
-    cfg = open_run(run_dir, devices="1", trust_code=bool(app.trust_code))
-    check_trained(run_dir)
-    spec = run_spec(run_dir, cfg)
+    cfg = reader.open_run(run_dir, devices="1", trust_code=bool(app.trust_code))
+    reader.check_trained(run_dir)
+    spec = reader.run_spec(run_dir, cfg)
     steps = int(cfg.eval.inner_steps if app.inner_steps is None else app.inner_steps)
-    out_dir = Path(app.out_dir).expanduser()
-
-    if spec.kind == "classification":
-        images = preprocessing(cfg.dataset)  # as maml-eval reads a cross-domain folder for this run
-        invert = images["invert"] if app.invert is None else bool(app.invert)
-        task = read_image_task(app.support, app.query, spec.input_shape, spec.output_dim, invert, images["resample"])
-        support_x, support_y, used = check_support(spec, task.support_x, task.support_y, len(task.classes))
-        query_x, truth = check_examples("query_x", task.query_x, spec.input_shape), None
-        query_where = lambda name, index: str(task.query_files[index[0]])  # noqa: E731
-    else:
-        if len(spec.input_shape) != 1:
-            raise UserError(
-                f"maml-adapt reads regression tasks whose inputs are vectors; this run's are {spec.input_shape}"
-            )
-        inputs, outputs = int(spec.input_shape[0]), spec.output_dim
-        points = read_points(app.support, "support", inputs, outputs)
-        support_x, support_y, used = check_support(
-            spec, points.values[:, :inputs], points.values[:, inputs:], where=points.where
-        )
-        query = query_points(app.query, inputs, outputs)
-        query_x = check_examples("query_x", query.values[:, :inputs], spec.input_shape, query.where)
-        truth = None
-        if query.values.shape[1] > inputs:
-            truth = check_support(spec, query_x, query.values[:, inputs:], where=query.where)[1]
-        query_where = lambda name, index: query.where("query_x", index)  # noqa: E731
-
+    task = _read_task(app, spec, reader.preprocessing(cfg.dataset), engine)
     exp = build_experiment(cfg, training=False, spec=spec)  # no data read: the task is the user's
     exp.plan.use_compilation_cache()
-    network = exp.network
-    n_query = len(query_x)
-    transductive = spec.kind == "classification" and _transductive(cfg, network)
+    n_query = len(task.query_x)
+    transductive = spec.kind == "classification" and _transductive(cfg, exp.network)
     if transductive and n_query == 1 and not app.allow_single_query:
         raise UserError(
             "this run's model normalises with the statistics of the query batch (transductive batch "
@@ -375,11 +354,10 @@ def adapt_run(app: DictConfig, out=None) -> dict:
             "set never was, so its prediction is unreliable. Give several query images at once, or "
             "allow_single_query=true to predict it anyway"
         )
-    state = restore_one(exp, run_dir, app.checkpoint)
-    learner = adapt(exp, state, support_x, support_y, steps, seed=app.seed, used_classes=used)
-    before = learner.predict(query_x, adapted=False, where=query_where)
-    after = learner.predict(query_x, where=query_where)
-    adapted = learner.params
+    state = engine.restore_one(exp, run_dir, app.checkpoint)
+    learner = engine.adapt(exp, state, task.support_x, task.support_y, steps, seed=app.seed, used_classes=task.used)
+    before = learner.predict(task.query_x, adapted=False, where=task.query_where)
+    after = learner.predict(task.query_x, where=task.query_where)
     record = {
         "run_dir": str(run_dir.resolve()),
         "checkpoint_step": learner.checkpoint_step,
@@ -392,42 +370,77 @@ def adapt_run(app: DictConfig, out=None) -> dict:
     }
     files = {}  # name -> text, written together once all is known
     if spec.kind == "classification":
-        record.update(_classify(task, before, after, files))
-        record["batch_norm"] = describe_batch_norm(cfg.model)
+        record.update(_classify(task.images, before, after, files))
+        record["batch_norm"] = engine.describe_batch_norm(cfg.model)
         if transductive:
             record["normalisation"] = f"the {n_query} query images were normalised together, as one batch"
     else:
-        record.update(_regress(support_x, support_y, query_x, truth, before, after, files))
-    # Every file whole (maml_cli.atomic); predictions.csv and predictions.json last, side by side.
+        record.update(_regress(task.support_x, task.support_y, task.query_x, task.truth, before, after, files))
     if app.save_adapted:
         record["adapted_parameters"] = str(_adapted_path(app))
-    summary = strict_json.dumps(record, indent=2) + "\n"
-    _make_folder("out_dir", out_dir)
-    wrote = ["predictions.csv", "predictions.json"]
-    if spec.kind == "regression" and support_x.shape[1] == 1 and support_y.shape[1] == 1:
-        _plot(support_x, support_y, query_x, truth, before, after, steps, out_dir / "adapted.png")
-        wrote.append("adapted.png")
-    if app.save_adapted:
-        path = _adapted_path(app)
-        _make_folder("save_adapted", path.parent)
-        flat = traverse_util.flatten_dict(jax.device_get(adapted), sep="/")
-        extra = {"classes": np.asarray(task.classes)} if spec.kind == "classification" else {}
-        with atomic_open(path, "wb") as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in flat.items()}, **extra)
-    write_text(out_dir / "predictions.csv", files["predictions.csv"])
-    write_text(out_dir / "predictions.json", summary)
+    _write_outputs(app, record, files, task, learner, (before, after), steps, spec.kind)
     for line in files["stdout"]:
-        print(line, file=out)
-    if spec.kind == "classification" and transductive:
+        print(line, file=out or sys.stdout)
+    if transductive:
         print(
             f"# batch norm: the {n_query} query images were normalised together, as one batch "
             "(transductive, as at meta-training)",
             file=sys.stderr,
         )
+    return record
+
+
+def _read_task(app: DictConfig, spec, images: dict, engine) -> _Task:
+    """The support and query files ``app`` names, read as the run's examples and checked."""
+    if spec.kind == "classification":  # images read as maml-eval reads a cross-domain folder for this run
+        invert = images["invert"] if app.invert is None else bool(app.invert)
+        task = read_image_task(app.support, app.query, spec.input_shape, spec.output_dim, invert, images["resample"])
+        support_x, support_y, used = engine.check_support(spec, task.support_x, task.support_y, len(task.classes))
+        query_x = engine.check_examples("query_x", task.query_x, spec.input_shape)
+        return _Task(
+            support_x, support_y, used, query_x, None, lambda name, index: str(task.query_files[index[0]]), task
+        )
+    if len(spec.input_shape) != 1:
+        raise UserError(
+            f"maml-adapt reads regression tasks whose inputs are vectors; this run's are {spec.input_shape}"
+        )
+    inputs, outputs = int(spec.input_shape[0]), spec.output_dim
+    points = read_points(app.support, "support", inputs, outputs)
+    support_x, support_y, used = engine.check_support(
+        spec, points.values[:, :inputs], points.values[:, inputs:], where=points.where
+    )
+    query = query_points(app.query, inputs, outputs)
+    query_x = engine.check_examples("query_x", query.values[:, :inputs], spec.input_shape, query.where)
+    truth = None
+    if query.values.shape[1] > inputs:
+        truth = engine.check_support(spec, query_x, query.values[:, inputs:], where=query.where)[1]
+    return _Task(support_x, support_y, used, query_x, truth, lambda name, index: query.where("query_x", index))
+
+
+def _write_outputs(
+    app: DictConfig, record: dict, files: dict, task: _Task, learner, predictions: tuple, steps: int, kind: str
+) -> None:
+    """Every file whole (maml_cli.atomic): the plot and the adapted parameters first,
+    predictions.csv and predictions.json last, side by side."""
+    out_dir = Path(app.out_dir).expanduser()
+    summary = strict_json.dumps(record, indent=2) + "\n"
+    _make_folder("out_dir", out_dir)
+    wrote = ["predictions.csv", "predictions.json"]
+    if kind == "regression" and task.support_x.shape[1] == 1 and task.support_y.shape[1] == 1:
+        before, after = predictions
+        _plot(task.support_x, task.support_y, task.query_x, task.truth, before, after, steps, out_dir / "adapted.png")
+        wrote.append("adapted.png")
+    if app.save_adapted:
+        path = _adapted_path(app)
+        _make_folder("save_adapted", path.parent)
+        extra = {"classes": np.asarray(task.images.classes)} if kind == "classification" else {}
+        with atomic_open(path, "wb") as f:
+            np.savez(f, **learner.flat_parameters(), **extra)
+    write_text(out_dir / "predictions.csv", files["predictions.csv"])
+    write_text(out_dir / "predictions.json", summary)
     print(f"# wrote {out_dir / wrote[0]}, {', '.join(wrote[1:])}", file=sys.stderr)
     if app.save_adapted:
         print(f"# adapted parameters: {record['adapted_parameters']}", file=sys.stderr)
-    return record
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -507,7 +520,6 @@ def _regress(support_x, support_y, query_x, truth, before, after, files: dict) -
 
 def _plot(support_x, support_y, query_x, truth, before, after, steps: int, path: Path) -> None:
     """adapted.png: the support points, the curve before and after adaptation (one input, one output)."""
-    from maml_cli.run import plots
 
     x = query_x[:, 0]
     order = np.argsort(x)
@@ -528,7 +540,6 @@ def _plot(support_x, support_y, query_x, truth, before, after, steps: int, path:
 
 def run_jobs(line: cli.CommandLine, composed: list) -> bool:
     """Adapt to each task the command line names, in this process (Hydra creates nothing)."""
-    from maml_cli.config import composing
 
     for full in composed:
         app, _ = composing.split_hydra(full)

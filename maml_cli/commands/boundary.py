@@ -19,11 +19,13 @@ import errno
 import functools
 import os
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from maml_cli.atomic import describe_os_error
 from maml_cli.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -75,8 +77,6 @@ def report(name: str, error: BaseException) -> int:
         _say(f"{name}: error: {error}")
         return EXIT_USER_ERROR
     if isinstance(error, OSError) and error.filename is not None and error.errno in PATH_ERRNOS:
-        from maml_cli.atomic import describe_os_error
-
         _say(f"{name}: error: cannot use {error.filename} ({describe_os_error(error)})")
         return EXIT_USER_ERROR
     setting = _jax_setting_in(error)
@@ -98,7 +98,6 @@ def _say(line: str) -> None:
 def error_folder() -> Path:
     """Where tracebacks go: ``$MAML_CLI_CACHE/errors`` (default ~/.cache/maml-cli/errors), else
     the system's temporary folder."""
-    import tempfile
 
     cache = os.environ.get("MAML_CLI_CACHE", "").strip()
     try:

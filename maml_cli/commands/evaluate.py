@@ -20,20 +20,26 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from maml_cli import strict_json
+from maml_cli.atomic import write_text
 from maml_cli.commands import shell as cli
 from maml_cli.config import composing, register_configs
-from maml_cli.engine.evaluate import (
-    check_evaluation,
-    diverged_warning,
-    format_table,
-    record_path,
-    score_evaluation,
-    scored_with,
-)
 from maml_cli.errors import UserError
+from maml_cli.paths import checked_path
+from maml_cli.run import plots
 from maml_cli.run.directory import is_run
+from maml_cli.run.records import diverged_warning, format_table, record_path, scored_with
 
 log = logging.getLogger("maml_cli.commands.evaluate")
+
+
+def engine():
+    """The scoring engine (JAX, Flax, Orbax: seconds to import), loaded once the command line has
+    been checked: ``--help`` and a bad key answer without it."""
+    from maml_cli.engine import evaluate
+
+    return evaluate
+
+
 register_configs()
 for _name in ("jax._src.xla_bridge", "matplotlib"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -93,9 +99,9 @@ def run_jobs(line: cli.CommandLine, composed: list) -> bool:
     for full in composed:
         app, _ = composing.split_hydra(full)
         check_output(app)
-        plans.append(check_evaluation(app, given=given, trust_code=bool(app.trust_code)))
+        plans.append(engine().check_evaluation(app, given=given, trust_code=bool(app.trust_code)))
     for plan in plans:
-        record = score_evaluation(plan)
+        record = engine().score_evaluation(plan)
         output = write_record(plan.app, record)
         print(format_table(record))
         warning = diverged_warning(record)
@@ -114,7 +120,6 @@ def check_output(app: DictConfig) -> None:
     into its own run or into a folder that is no run (``check_output_place``)."""
     if not app.get("output"):
         return
-    from maml_cli.paths import checked_path
     from maml_cli.run.reader import check_utf8_name
 
     path = checked_path(app.output, "output")  # UTF-8, lengths, no link to nothing
@@ -214,8 +219,6 @@ def write_record(app: DictConfig, record: dict) -> Path:
     """The record (``record_path``: eval.json for the defaults, a file named from the options
     otherwise, or ``output``) and its plot beside it, each written whole; the table is printed if
     they cannot be written. Replacing a record of other options says so on stderr."""
-    from maml_cli.atomic import write_text
-    from maml_cli.run import plots
 
     output = record_path(app, record)
     replaced = replaced_note(output, record)

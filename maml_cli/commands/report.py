@@ -32,13 +32,20 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from omegaconf import OmegaConf
 
+from maml_cli.atomic import WriteError, describe_os_error, write_bytes, write_text
 from maml_cli.commands.shell import guarded
+from maml_cli.config import conform
 from maml_cli.config.resume import RESUMABLE_CHANGES, flatten
 from maml_cli.config.schema import REGRESSION_DATASETS
 from maml_cli.errors import UserError
-from maml_cli.run.directory import is_being_trained
+from maml_cli.paths import not_utf8, shown_path
+from maml_cli.run.directory import is_being_trained, is_run, recorded_run_id
 from maml_cli.run.metrics import EPISODE_INTERVAL, SEED_INTERVAL, mean_and_seed_ci95
+from maml_cli.run.plots import _pyplot
+from maml_cli.run.provenance import run_id_of
+from maml_cli.run.records import NAMED_OPTIONS, eval_options, is_flagged
 
 EXIT_USER_ERROR = 2
 
@@ -76,7 +83,7 @@ class RunRow:
     test: list[float] = field(default_factory=list)  # after each inner step
     test_ci: float | None = None  # 95% CI over the test tasks of the last inner step
     diverged: int = 0  # test tasks that diverged at the last inner step
-    flagged: bool = False  # the last inner step's mean is flagged (scoring.FLAG_RULE)
+    flagged: bool = False  # the last inner step's mean is flagged (records.FLAG_RULE)
     curve: dict[int, float] = field(default_factory=dict)  # step -> validation metric
     notes: list[str] = field(default_factory=list)  # said in the run list (an eval.json of other options)
     run_id: str | None = None  # made when the run started; a copy of its folder keeps it
@@ -149,9 +156,6 @@ _CONFORMED: dict[str, tuple] = {}  # a config less its seed -> (resolved, None) 
 def _resolved_config(raw) -> tuple[dict | None, object, str | None]:
     """(the config read through the current schemas and resolved, its seed, None) or (None, None,
     why not). A key added to the schemas since the run was made takes its default, as on resume."""
-    from omegaconf import OmegaConf
-
-    from maml_cli.config import conform
 
     if not isinstance(raw, dict):
         return None, None, "not a mapping of settings"
@@ -219,16 +223,10 @@ def _read_eval(path: Path, row: RunRow, cfg) -> str | None:
         return "a score that is not a number"
     options = record.get("options")
     if options is None:  # a record written before maml-eval named its options
-        from omegaconf import OmegaConf
-
-        from maml_cli.engine.evaluate import eval_options
-
         try:
             options = eval_options(record, OmegaConf.create(cfg))
         except Exception:  # fields missing from an old record
             options = {"record": "of unknown options"}
-    from maml_cli.engine.evaluate import NAMED_OPTIONS
-
     shown = " ".join(f"{k}={v}" for k, v in options.items())
     if any(k in NAMED_OPTIONS or k == "record" for k in options):  # scores another thing than the defaults
         row.notes.append(f"eval.json was scored with other options than maml-eval's defaults ({shown}): left out")
@@ -241,8 +239,6 @@ def _read_eval(path: Path, row: RunRow, cfg) -> str | None:
     if "flagged" in last:
         row.flagged = bool(last["flagged"])
     else:  # a record written before the flag was stored: the same rule
-        from maml_cli.engine.scoring import is_flagged
-
         without = [last.get(k) for k in ("mean_without_diverged", "ci95_without_diverged")]
         row.flagged = is_flagged(means[-1], diverged, *(None if v is None else _number(v) for v in without))
     return None
@@ -267,8 +263,6 @@ def _record_of_another_run(record: dict, row: RunRow) -> str | None:
 
 def _run_id(run_dir: Path) -> str | None:
     """The run's id (``run_dir.run_id_of``): environment.json's, else its newest checkpoint's."""
-    from maml_cli.run.directory import recorded_run_id
-    from maml_cli.run.provenance import run_id_of
 
     try:
         recorded = recorded_run_id(run_dir)
@@ -318,7 +312,6 @@ def read_run(run_dir: Path) -> RunRow:
         overrides = None
     else:
         overrides = [str(o) for o in overrides if not str(o).split("=")[0].lstrip("+~").startswith("hydra.")]
-    from maml_cli.paths import not_utf8, shown_path
 
     training = is_being_trained(run_dir)
     failed = not training and _train_log_failed(run_dir)
@@ -656,7 +649,6 @@ def printable(text: str) -> str:
 
 def plot_png(groups: list[dict]) -> bytes:
     """The groups' validation curves, one panel per metric, as PNG bytes."""
-    from maml_cli.run.plots import _pyplot
 
     plt = _pyplot()
     metrics = [m for m in dict.fromkeys(g["metric"] for g in groups) if m] or [None]
@@ -692,7 +684,6 @@ def plot_png(groups: list[dict]) -> bytes:
 
 def write_report(out: Path, files: dict[str, str | bytes]) -> None:
     """Each file whole (``maml_cli.atomic``) into ``out``, created if need be."""
-    from maml_cli.atomic import WriteError, describe_os_error, write_bytes, write_text
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -706,7 +697,6 @@ def out_problem(out: Path, runs: list[Path]) -> str | None:
     """Why ``out`` cannot take the report, or None: it is a run (``is_run``) or inside one, or one of
     the runs read or inside one (a job that failed before it wrote a config.yaml is read too):
     maml-report writes into no run, its files would be mixed with the run's."""
-    from maml_cli.run.directory import is_run
 
     target = out.absolute().resolve()
     read = {r.absolute().resolve() for r in runs}
@@ -765,8 +755,6 @@ def main(argv=None) -> None:
     try:
         write_report(out, {"report.md": text, "report.csv": csv_text(root, groups), "report.png": plot_png(groups)})
     except UserError as e:
-        from maml_cli.atomic import describe_os_error
-
         print(text, end="")
         reason = describe_os_error(e.__cause__) if isinstance(e.__cause__, OSError) else str(e)
         raise UserError(

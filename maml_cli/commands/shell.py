@@ -20,6 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from maml_cli.backend.launch import wants_distributed
 from maml_cli.commands.boundary import (  # noqa: F401 (the commands' one boundary, re-exported)
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -27,11 +28,14 @@ from maml_cli.commands.boundary import (  # noqa: F401 (the commands' one bounda
     EXIT_USER_ERROR,
     guarded,
     internal_error,
+    jax_settings,
     report,
 )
 from maml_cli.config import schema
 from maml_cli.config.composing import App, Composer, compose_checked, open_keys
 from maml_cli.errors import UserError
+from maml_cli.paths import CACHE_ENV, check_writable_dir, default_cache_dir
+from maml_cli.run.directory import is_run
 
 EXIT_OK = 0
 _INTERNAL_TEXT = (
@@ -134,7 +138,6 @@ def check_caches(cfgs: list[DictConfig]) -> None:
     working directory) or cannot be written: the compilation cache, $MAML_CLI_CACHE when it is set
     or used, and each job's dataset.cache_dir."""
     from maml_cli.backend.compilation import compilation_cache_dir, compilation_cache_gigabytes
-    from maml_cli.paths import CACHE_ENV, check_writable_dir, default_cache_dir
 
     compilation_cache_dir()
     compilation_cache_gigabytes()
@@ -148,7 +151,6 @@ def check_caches(cfgs: list[DictConfig]) -> None:
                 folders.setdefault(Path(str(dataset.cache_dir)), "dataset.cache_dir")
             else:
                 folders.setdefault(default_cache_dir(), CACHE_ENV)
-    from maml_cli.run.directory import is_run
 
     for folder, what in folders.items():
         check_writable_dir(folder, what)
@@ -163,8 +165,7 @@ def use_cores(cfgs: list[DictConfig]) -> None:
     created."""
     import jax
 
-    from maml_cli.backend.processes import use_cores_as_devices, wants_distributed
-    from maml_cli.commands.boundary import jax_settings
+    from maml_cli.backend.processes import use_cores_as_devices
 
     distributed = any(wants_distributed(c.distributed) for c in cfgs if "distributed" in c)
     try:

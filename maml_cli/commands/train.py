@@ -20,14 +20,20 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import run_job as hydra_run_job
 from hydra.errors import CompactHydraException
-from hydra.types import RunMode
+from hydra.types import HydraContext, RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from maml_cli.backend import launch
+from maml_cli.commands import report
 from maml_cli.commands import shell as cli
 from maml_cli.config import composing, register_configs
 from maml_cli.config.composing import prepare
 from maml_cli.errors import UserError
+from maml_cli.run.directory import check_place, check_sweep_place, check_usable, remove_if_not_a_run
+from maml_cli.run.provenance import check_resumable
 
 log = logging.getLogger("maml_cli.commands.train")
 register_configs()
@@ -81,7 +87,6 @@ paper's settings from paper/<experiment>_<algorithm> (chosen automatically).""",
 def check_command_line(line: cli.CommandLine, composed: list):
     """Everything that can be checked before Hydra creates a run directory. False: nothing more to
     do (dry run); a list: Hydra overrides this process adds (see ``backend/processes.py``)."""
-    from maml_cli.backend import processes
 
     jobs = [composing.split_hydra(full) for full in composed]
     for cfg, hydra_node in jobs:
@@ -90,7 +95,6 @@ def check_command_line(line: cli.CommandLine, composed: list):
     pinned = []
     if line.multirun:  # the sweep's folder, known now so that its table can be printed at the end
         line.sweep_dir = Path(str(jobs[0][1].sweep.dir))
-        from maml_cli.run.directory import check_sweep_place
 
         check_sweep_place(line.sweep_dir, force=any(cfg.train.force_run_dir for cfg, _ in jobs))
         if not any(o.split("=")[0].lstrip("+") == "hydra.sweep.dir" for o in line.overrides):
@@ -101,17 +105,14 @@ def check_command_line(line: cli.CommandLine, composed: list):
         return pinned or True
     cfg, hydra_node = jobs[0]
     explicit_dir = not line.multirun and any(o.split("=")[0].lstrip("+") == "hydra.run.dir" for o in line.overrides)
-    several = processes.wants_distributed(cfg.distributed)
+    several = launch.wants_distributed(cfg.distributed)
     if several and not explicit_dir:
         raise UserError(
             "a run over several processes needs hydra.run.dir=DIR, the same folder for every process "
             "(on a shared file system)"
         )
-    process_id = processes.process_id_from_env(cfg.distributed) if several else 0
+    process_id = launch.process_id_from_env(cfg.distributed) if several else 0
     if process_id == 0 and not line.multirun:  # the run directory, before any data is read
-        from maml_cli.run.directory import check_place, check_usable
-        from maml_cli.run.provenance import check_resumable
-
         run_dir = Path(hydra_node.run.dir)
         check_place(run_dir, force=cfg.train.force_run_dir)
         check_usable(run_dir)
@@ -130,7 +131,6 @@ def check_command_line(line: cli.CommandLine, composed: list):
 def check_hydra_settings(hydra_node: DictConfig) -> None:
     """Hydra's own settings that would write outside the run directory, or resolve the run's paths
     against another folder than the one maml-train runs from: refused before Hydra starts."""
-    from omegaconf.errors import OmegaConfBaseException
 
     for key in ("run.dir", "sweep.dir"):
         try:
@@ -167,10 +167,9 @@ def check_hydra_settings(hydra_node: DictConfig) -> None:
 def dry_run(jobs: list) -> bool:
     """``train.dry_run=true``: every job's (config, hydra node) data read and its plan printed (one
     job: its config too), nothing trained. Returns False: nothing more to do."""
-    from maml_cli.backend import processes
     from maml_cli.engine.experiment import build_experiment
 
-    speaks = processes.process_id_from_env(jobs[0][0].distributed) == 0
+    speaks = launch.process_id_from_env(jobs[0][0].distributed) == 0
     plans = []
     for i, (cfg, hydra_node) in enumerate(jobs):
         plan = build_experiment(cfg).describe()
@@ -220,8 +219,6 @@ def run_one(full: DictConfig) -> None:
     (``hydra.core.utils.run_job``, as its launchers call it) on the config composed and checked
     above: the run directory, its ``.hydra/`` record and ``train.log`` are Hydra's, and nothing is
     composed twice."""
-    from hydra.core.utils import run_job as hydra_run_job
-    from hydra.types import HydraContext
 
     _JOB_STARTED.clear()
     try:
@@ -236,7 +233,6 @@ def run_one(full: DictConfig) -> None:
         if _JOB_STARTED:
             raise
         # Hydra itself failed to set the job up (its logging, its records): a hydra.* setting
-        from maml_cli.run.directory import remove_if_not_a_run
 
         remove_if_not_a_run(Path(str(full.hydra.run.dir)))
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -256,7 +252,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def print_sweep_table(sweep_dir: Path) -> None:
     """At the end of ``-m``: the table maml-report makes of the sweep (and its report files)."""
-    from maml_cli.commands import report
 
     try:
         report.main([str(sweep_dir)])
@@ -267,7 +262,6 @@ def print_sweep_table(sweep_dir: Path) -> None:
 def train_job(cfg: DictConfig) -> float | None:
     """The job: train the run in Hydra's output directory. Returns what a sweeper optimises."""
     from maml_cli.engine.training import TrainingInterrupted, train_and_evaluate
-    from maml_cli.run.directory import remove_if_not_a_run
 
     _JOB_STARTED.append(True)
     hydra_cfg = HydraConfig.get()

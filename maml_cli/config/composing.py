@@ -7,14 +7,26 @@ composed config must pass the schemas; ``validate`` then checks the numbers toge
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import re
 from collections.abc import Sequence
 
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType, ValueType
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
+from maml_cli.backend.launch import check_distributed
+from maml_cli.config import validate
+from maml_cli.config.checks import check_values
+from maml_cli.config.resume import flatten
 from maml_cli.errors import UserError, did_you_mean
+from maml_cli.run.trackers import check_logger
 
 CONFIG_MODULE = "maml_cli.configs"
 # Keys set from the path of a run's files; stored absolute so a run can be used from any folder.
@@ -40,8 +52,6 @@ class App:
 
 
 def parse_overrides(overrides: Sequence[str]) -> list:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
 
     parser = OverridesParser.create()
     parsed = []
@@ -103,7 +113,6 @@ def _unparsable(override: str, error: str) -> str:
 
 def flatten_keys(node) -> list[str]:
     """The dotted keys of every leaf of a config container."""
-    from maml_cli.config.resume import flatten
 
     return list(flatten(node))
 
@@ -115,8 +124,6 @@ class Composer:
         self.app = app
 
     def __enter__(self):
-        from hydra import initialize_config_module
-        from hydra.core.global_hydra import GlobalHydra
 
         GlobalHydra.instance().clear()
         self._context = initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3")
@@ -127,15 +134,11 @@ class Composer:
         self._context.__exit__(*exc)
 
     def options(self, group: str) -> list[str]:
-        from hydra.core.global_hydra import GlobalHydra
 
         loader = GlobalHydra.instance().config_loader()
         return sorted(o for o in loader.get_group_options(group) if not o.startswith("_"))
 
     def compose(self, overrides: Sequence[str], with_hydra: bool = False) -> DictConfig:
-        from hydra import compose
-        from hydra.errors import HydraException
-        from omegaconf.errors import OmegaConfBaseException
 
         try:
             return compose(self.app.config_name, list(overrides), return_hydra_config=with_hydra)
@@ -153,7 +156,6 @@ class Composer:
 
 def _values(override, options: list | None = None) -> list:
     """The values an override gives (each of a sweep's); ``options``: its group's, for glob()."""
-    from hydra.core.override_parser.types import ValueType
 
     if override.value_type == ValueType.INTERVAL_SWEEP:  # a search range (search=optuna): check its ends
         sweep = override.value()
@@ -173,7 +175,6 @@ def _values(override, options: list | None = None) -> list:
 
 def check_overrides(composer: Composer, parsed: list) -> None:
     """Every group option and key on the command line must exist (for every value of a sweep)."""
-    from hydra.core.override_parser.types import OverrideType, ValueType
 
     app = composer.app
     groups = {g: composer.options(g) for g in app.groups}
@@ -220,7 +221,6 @@ def check_overrides(composer: Composer, parsed: list) -> None:
 def _check_plugin(app: App, choice: str) -> None:
     if choice not in app.plugins:
         return
-    import importlib.util
 
     module, package = app.plugins[choice]
     if importlib.util.find_spec(module) is None:
@@ -301,8 +301,6 @@ def compose_checked(app: App, overrides: Sequence[str], multirun: bool = False) 
             jobs = list(itertools.islice(itertools.product(*axes), MAX_CHECKED_JOBS))
             configs = [composer.compose(list(job), with_hydra=True) for job in jobs]
     if app.config_name != "train":  # maml-eval's, maml-adapt's numbers; maml-train's: validate (prepare)
-        from maml_cli.config.checks import check_values
-
         for cfg in configs:
             check_values(cfg)
     return configs
@@ -319,9 +317,6 @@ def split_hydra(cfg: DictConfig):
 def prepare(cfg: DictConfig) -> DictConfig:
     """The checks every training job's config passes, composed from the shell, inside a sweep or
     from Python: paths made absolute, ``validate``, the multi-process settings."""
-    from maml_cli.backend.processes import check_distributed
-    from maml_cli.config import validate
-    from maml_cli.run.trackers import check_logger
 
     absolute_paths(cfg)
     validate(cfg)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from maml_cli.atomic import describe_os_error
 from maml_cli.errors import UserError
 from maml_cli.paths import CACHE_ENV
 
@@ -83,8 +84,6 @@ def _as_cache_errors(entry: Path, what: str) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        from maml_cli.atomic import describe_os_error
-
         reason = describe_os_error(e)
         if e.filename and not str(e.filename).startswith(str(entry.parent)):
             raise UserError(f"cannot read {e.filename} ({reason}) while building the {what} {entry}") from e

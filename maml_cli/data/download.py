@@ -22,6 +22,8 @@ import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import requests.utils
+
 from maml_cli import stop_signals
 
 PROBE_TIMEOUT_S = 10  # a host's DNS lookup, connect (CONNECT, through a proxy) and TLS handshake, together
@@ -116,7 +118,6 @@ def probe(url: str) -> None:
     """Raise ``Unreachable`` unless ``url``'s host answers within PROBE_TIMEOUT_S, directly or
     through the proxy that requests would use for it. A thread bounds the DNS lookup, which has
     no timeout of its own."""
-    import requests.utils
 
     target = urlsplit(url)
     port = target.port or (443 if target.scheme == "https" else 80)

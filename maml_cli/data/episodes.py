@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maml_cli.errors import UserError
 
 
 class Episodes(NamedTuple):
@@ -70,7 +74,6 @@ def sample_classification_episodes(
     ``rotate``, every class of a task is turned by its own random multiple of 90 degrees (the
     Omniglot augmentation of Santoro et al. and Finn et al.). Pixels come out as floats in [0, 1].
     """
-    import jax.numpy as jnp
 
     per_class = shots + query_shots
 
@@ -125,9 +128,6 @@ def check_task_shape(
     """Fail before training when the splits cannot supply the asked-for tasks. ``counts``: the
     examples of every class (an int when all classes hold the same number); ``names``: the
     classes' names, to say which are too small."""
-    import numpy as np
-
-    from maml_cli.errors import UserError
 
     problems = []
     per_class = shots + query_shots
@@ -162,8 +162,6 @@ class ImageClassTasks:
     allow_empty_splits = False  # True: a split with no classes is fine until it is asked for (``require``)
 
     def __init__(self, cfg, images, splits: dict, *, rotate: bool, what: str, counts=None, class_names=None):
-        import jax.numpy as jnp
-        import numpy as np
 
         if counts is not None and len(set(np.asarray(counts).tolist())) == 1:  # all alike: the dense layout
             images, counts = images.reshape(len(counts), int(counts[0]), *images.shape[1:]), None
@@ -199,7 +197,6 @@ class ImageClassTasks:
 
     def require(self, *splits: str) -> None:
         """Fail (UserError) unless each of ``splits`` has at least ``ways`` classes."""
-        from maml_cli.errors import UserError
 
         for split in splits:
             if len(self.splits[split]) < self.cfg.ways:

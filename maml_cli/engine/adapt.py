@@ -8,10 +8,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
-from maml_cli.config.schema import FLOAT32_MAX
+from maml_cli.config.checks import typed_values
+from maml_cli.config.schema import FLOAT32_MAX, AdaptAppConfig
+from maml_cli.data.episodes import Episodes
 from maml_cli.errors import UserError
+from maml_cli.meta.algorithms import build_algorithm
+from maml_cli.meta.losses import masked_task_loss
+from maml_cli.models import describe_batch_norm  # noqa: F401 (what maml-adapt records)
+from maml_cli.run.reader import restore_chosen
+from maml_cli.run.selection import parse_checkpoint
 
 # Names the place of one value in the user's input, for the messages: (array name, index) -> "support_x[3, 0]"
 # for arrays of the Python API, "points.csv, line 4, column 2" for maml-adapt's CSV files.
@@ -153,12 +163,15 @@ class Learner:
         outputs = np.asarray(self.network.apply(params, x, **self.forward)[0]) + self.bias
         return check_finite_outputs("x", outputs, x, where)
 
+    def flat_parameters(self) -> dict:
+        """The adapted parameters as host arrays, by their path in the tree ("layer/kernel")."""
+        flat = traverse_util.flatten_dict(jax.device_get(self.params), sep="/")
+        return {name: np.asarray(value) for name, value in flat.items()}
+
 
 def restore_one(exp, run_dir, checkpoint):
     """The one checkpoint ``checkpoint=`` names (a step, latest, or best; not an ensemble), placed on
     ``exp``'s devices: what maml-adapt and ``Run.adapt`` adapt."""
-    from maml_cli.run.reader import restore_chosen
-    from maml_cli.run.selection import parse_checkpoint
 
     kind, count = parse_checkpoint(checkpoint)
     if kind == "best" and count > 1:
@@ -173,14 +186,6 @@ def adapt(
     """``state`` (a run's restored checkpoint) adapted to the support set with ``inner_steps`` steps.
     ``used_classes``: a classification task with fewer classes than the run's ways; the other
     outputs are masked out of the loss and the predictions (unset: the largest label + 1)."""
-    import jax
-    import jax.numpy as jnp
-
-    from maml_cli.config.checks import typed_values
-    from maml_cli.config.schema import AdaptAppConfig
-    from maml_cli.data.episodes import Episodes
-    from maml_cli.meta.algorithms import build_algorithm
-    from maml_cli.meta.losses import masked_task_loss
 
     spec, cfg = exp.spec, exp.cfg
     typed_values(AdaptAppConfig, {"inner_steps": inner_steps, "seed": seed})

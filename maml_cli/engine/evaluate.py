@@ -8,14 +8,24 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import jax
 from omegaconf import DictConfig, OmegaConf, open_dict
+from tqdm import tqdm
 
 from maml_cli import strict_json
 from maml_cli.config import SPLITS, conform, validate
-from maml_cli.config.checks import check_values
+from maml_cli.config.checks import check_values, load_run_config
 from maml_cli.config.composing import absolute_paths
+from maml_cli.engine.experiment import build_experiment
+from maml_cli.engine.scoring import DIVERGED_RULE, eval_key, run_episodes, summarize
 from maml_cli.errors import UserError, one_of
+from maml_cli.models import describe_batch_norm
+from maml_cli.paths import checked_path
+from maml_cli.run.directory import environment
+from maml_cli.run.provenance import run_id_of
+from maml_cli.run.reader import check_trained, check_utf8_name, open_run, preprocessing, restore_chosen, run_spec
+from maml_cli.run.records import FLAG_RULE, eval_options
+from maml_cli.run.selection import checkpoint_steps
 
 # Keys of a cross-domain dataset that follow the run unless given: the task shape it was trained on.
 RUN_TASK_KEYS = ("ways", "shots", "query_shots")
@@ -25,7 +35,6 @@ def cross_domain_dataset(app_dataset: DictConfig, run_cfg: DictConfig, run_shape
     """The dataset to score the run on: ``app_dataset`` with what was not given taken from the run
     (its task shape, its image size and channels, how its images were read). Every class of a
     folder is a test class unless the split was given."""
-    from maml_cli.run.reader import preprocessing
 
     d = OmegaConf.to_container(app_dataset, resolve=True)
     for key, value in preprocessing(run_cfg.dataset).items():  # as maml-adapt reads images for this run
@@ -72,9 +81,6 @@ def check_evaluation(app: DictConfig, given: set = frozenset(), trust_code: bool
     options, the run (it opens, its name can be read, it has checkpoints), the checkpoint
     ``checkpoint=`` names (it exists), and the config it is scored with. maml-eval -m runs these for
     every job before the first is scored."""
-    from maml_cli.paths import checked_path
-    from maml_cli.run.reader import check_trained, check_utf8_name, open_run, run_spec
-    from maml_cli.run.selection import checkpoint_steps
 
     run_dir = checked_path(app.run_dir, "run_dir")
     if app.split not in SPLITS:
@@ -147,45 +153,39 @@ def check_evaluation(app: DictConfig, given: set = frozenset(), trust_code: bool
 def score_evaluation(plan: EvaluationPlan) -> dict:
     """Score what ``check_evaluation`` checked: the data read, the checkpoints restored (chosen again
     if a live trainer deleted them since), the tasks adapted and scored; returns the eval.json record."""
-    from tqdm import tqdm
-
-    from maml_cli.engine.experiment import build_experiment
-    from maml_cli.engine.scoring import DIVERGED_RULE, eval_key, run_episodes, summarize
-    from maml_cli.models import describe_batch_norm
-    from maml_cli.run.directory import environment
-    from maml_cli.run.provenance import run_id_of
-    from maml_cli.run.reader import restore_chosen
-
-    app, run_dir, cfg, run_shape = plan.app, plan.run_dir, plan.cfg, plan.run_shape
-    cross_domain, trained_on = plan.cross_domain, plan.trained_on
-
+    app, cfg = plan.app, plan.cfg
     exp = build_experiment(cfg, training=False)
     exp.plan.use_compilation_cache()
     if hasattr(exp.sampler, "require"):
         exp.sampler.require(app.split)
-    if tuple(exp.spec.input_shape) != tuple(run_shape):
+    if tuple(exp.spec.input_shape) != tuple(plan.run_shape):
         raise UserError(
-            f"the run's model takes examples of shape {tuple(run_shape)}, but dataset "
+            f"the run's model takes examples of shape {tuple(plan.run_shape)}, but dataset "
             f"{cfg.dataset.name} gives {tuple(exp.spec.input_shape)}: set dataset.image_size / "
             "dataset.channels to the run's (or leave them unset to follow it)"
         )
-    states, selected_by = restore_chosen(exp, run_dir, plan.run_cfg, plan.metric, app.checkpoint, chosen=plan.chosen)
-    ensemble = len(states) > 1
-    if ensemble:  # the checkpoints stacked on a leading axis, each adapted on its own
-        import jax
+    states, selected_by = restore_chosen(
+        exp, plan.run_dir, plan.run_cfg, plan.metric, app.checkpoint, chosen=plan.chosen
+    )
+    values = _score_tasks(exp, app, states)
+    return _record(plan, exp, summarize(values), [int(s.step) for s in states], selected_by)
 
-        stacked = jax.tree.map(lambda *xs: jax.numpy.stack(xs), *[(s.meta_params, s.meta_state) for s in states])
-        meta_params, meta_state = stacked
+
+def _score_tasks(exp, app: DictConfig, states: list) -> dict:
+    """Every evaluation task adapted and scored after each inner step; several checkpoints are
+    stacked on a leading axis, each adapted on its own, and their query outputs averaged per task."""
+    ensemble = len(states) > 1
+    if ensemble:
+        meta_params, meta_state = jax.tree.map(
+            lambda *xs: jax.numpy.stack(xs), *[(s.meta_params, s.meta_state) for s in states]
+        )
     else:
         meta_params, meta_state = states[0].meta_params, states[0].meta_state
-    used = [int(s.step) for s in states]
-
-    e = cfg.eval
+    e = exp.cfg.eval
     score = exp.scorer(app.split, e.inner_steps, ensemble=ensemble)
-    with tqdm(
-        total=e.episodes, unit="task", desc=f"eval {app.split}", disable=not (app.progress and sys.stderr.isatty())
-    ) as bar:
-        values = run_episodes(
+    shown = app.progress and sys.stderr.isatty()
+    with tqdm(total=e.episodes, unit="task", desc=f"eval {app.split}", disable=not shown) as bar:
+        return run_episodes(
             score,
             meta_params,
             meta_state,
@@ -195,7 +195,11 @@ def score_evaluation(plan: EvaluationPlan) -> dict:
             exp.eval_batch(min(e.batch_size, e.episodes)),
             on_batch=bar.update,
         )
-    per_step = summarize(values)
+
+
+def _record(plan: EvaluationPlan, exp, per_step: list, used: list, selected_by: str) -> dict:
+    """The eval.json record: the figures per inner step and everything that says what was scored."""
+    app, cfg, run_dir, e = plan.app, plan.cfg, plan.run_dir, plan.cfg.eval
     record = {
         "metric": exp.metric,
         "episodes": int(e.episodes),
@@ -214,8 +218,8 @@ def score_evaluation(plan: EvaluationPlan) -> dict:
         "data": {
             "name": cfg.dataset.name,
             "source": exp.sampler.source,
-            "cross_domain": cross_domain,
-            "trained_on": {k: trained_on.get(k) for k in ("name", "path") if k in trained_on},
+            "cross_domain": plan.cross_domain,
+            "trained_on": {k: plan.trained_on.get(k) for k in ("name", "path") if k in plan.trained_on},
         },
         "algorithm": cfg.algorithm.name,
         "first_order": bool(cfg.algorithm.first_order),
@@ -234,152 +238,8 @@ def score_evaluation(plan: EvaluationPlan) -> dict:
         "per_step": per_step,
         "environment": environment(),
     }
-    from maml_cli.config.checks import load_run_config
-    from maml_cli.engine.scoring import FLAG_RULE
-
     record["flag_rule"] = FLAG_RULE  # when a step's mean is flagged (per_step[i]["flagged"])
     # How it was scored, where that differs from the run's defaults ({}: the run's eval.json).
     record["options"] = eval_options(record, load_run_config(run_dir))
     record["nonfinite_values"] = strict_json.finite_or_none(record)[1]  # written as null
     return record
-
-
-# The options that name a record, in the order its file name gives them.
-OPTION_NAMES = ("split", "checkpoint", "inner_steps", "episodes", "seed", "query_shots", "transductive")
-# The options that give a record a file of its own: they score another thing (another split,
-# checkpoint or adaptation length). The others (how many tasks, which ones, how many query examples)
-# score the same thing again, into the same file; replacing a record of other options says so.
-NAMED_OPTIONS = ("split", "checkpoint", "inner_steps")
-
-
-def _checkpoint_option(record: dict) -> str | None:
-    selection = str(record.get("checkpoint_selection", "latest"))
-    if selection == "latest":
-        return None
-    if selection.startswith("best:"):
-        n = selection[5:].split()[0]
-        return "best" if n == "1" else f"best{n}"
-    return str(record.get("checkpoint_step"))
-
-
-def scored_with(record: dict) -> dict:
-    """What a record was scored with, by option name (its own fields: any record, old or new)."""
-    settings = record.get("algorithm_settings") or {}
-    return {
-        "split": record.get("split"),
-        "checkpoint": _checkpoint_option(record),
-        "inner_steps": record.get("inner_steps"),
-        "episodes": record.get("episodes"),
-        "seed": record.get("eval_seed"),
-        "query_shots": record.get("query_shots"),
-        "transductive": settings.get("transductive"),
-    }
-
-
-def eval_options(record: dict, run_cfg: DictConfig) -> dict:
-    """The options by which ``record`` was scored otherwise than maml-eval's defaults for its run
-    (test split, latest checkpoint, the run's eval.* settings): a value given equal to the default is
-    no option. Empty for the run's own record, eval.json, the one maml-report reads."""
-    e, query = run_cfg.eval, run_cfg.eval.query_shots
-    defaults = {
-        "split": "test",
-        "checkpoint": None,
-        "inner_steps": int(e.inner_steps),
-        "episodes": int(e.episodes),
-        "seed": int(e.seed),
-        "query_shots": int(run_cfg.dataset.query_shots if query is None else query),
-        "transductive": run_cfg.algorithm.get("transductive"),
-    }
-    used = scored_with(record)
-    given = [name for name in OPTION_NAMES if used[name] is not None and used[name] != defaults[name]]
-    return {name: _option_text(used[name]) for name in given}
-
-
-def _option_text(value) -> str:
-    text = str(value).lower() if isinstance(value, bool) else str(value)
-    return "".join(c if c.isalnum() or c in "._" else "_" for c in text)
-
-
-def record_path(app: DictConfig, record: dict) -> Path:
-    """Where the record goes: ``output``, else a file of the run named from what was scored:
-    eval.json for the test split, latest checkpoint and the run's inner steps (what maml-report
-    reads), eval_NAME.json for another dataset's tasks (cross-domain), and ``_OPTION-VALUE`` for each
-    of ``NAMED_OPTIONS`` that differs from the defaults (``eval_split-val_checkpoint-best.json``).
-    Dataset names hold no ``-``, option parts always do: the two never collide."""
-    if app.get("output"):
-        return Path(app.output)
-    parts = ["eval"]
-    if record["data"]["cross_domain"]:
-        parts.append(record["data"]["name"])
-    parts += [f"{name}-{value}" for name, value in record.get("options", {}).items() if name in NAMED_OPTIONS]
-    return Path(app.run_dir) / ("_".join(parts) + ".json")
-
-
-def _fmt(value, scale: float, unit: str) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value * scale:.4f}{unit}"
-
-
-def _flagged(row: dict) -> bool:
-    """The record's own decision (``flagged``); a record written before it existed: the same rule."""
-    if "flagged" in row:
-        return bool(row["flagged"])
-    from maml_cli.engine.scoring import is_flagged
-
-    return is_flagged(
-        row.get("mean"), row.get("diverged", 0), row.get("mean_without_diverged"), row.get("ci95_without_diverged")
-    )
-
-
-def format_table(record: dict) -> str:
-    """The per-step table. Every step shows how many tasks diverged; a step is flagged (``!``, its
-    mean not to be quoted bare, the mean over the other tasks beside it) only when leaving them out
-    moves the mean by more than the 95% CI of the others' mean, or the mean is not finite
-    (``scoring.FLAG_RULE``)."""
-    scale, unit = (100.0, "%") if record["metric"] == "accuracy" else (1.0, "")
-    used = record.get("checkpoints", [record["checkpoint_step"]])
-    which = f"checkpoint step {used[0]}" if len(used) == 1 else f"ensemble of checkpoints {', '.join(map(str, used))}"
-    if record.get("checkpoint_selection", "").startswith("best"):
-        which += f" ({record['checkpoint_selection']})"
-    lines = [
-        f"{record['split']} {record['metric']} over {record['episodes']} tasks, {which} (mean +- 95% CI)",
-        f"{'inner step':>10}  {record['metric']:>22}  {'median':>10}  {'diverged':>8}",
-    ]
-    flagged = False
-    for row in record["per_step"]:
-        n = row.get("diverged", 0)
-        mean = f"{_fmt(row['mean'], scale, unit)} +- {_fmt(row['ci95'], scale, unit)}"
-        line = f"{row['step']:>10}  {mean:>22}  {_fmt(row.get('median'), scale, unit):>10}  {n:>8}"
-        if _flagged(row):
-            flagged = True
-            line += (
-                f"  ! without them: {_fmt(row.get('mean_without_diverged'), scale, unit)} +- "
-                f"{_fmt(row.get('ci95_without_diverged'), scale, unit)}"
-            )
-        lines.append(line)
-    if flagged:
-        from maml_cli.engine.scoring import FLAG_RULE
-
-        lines.append(
-            f"! {record.get('diverged_rule', 'diverged tasks')}; {record.get('flag_rule', FLAG_RULE)}: "
-            "such a mean is dominated by them"
-        )
-    return "\n".join(lines)
-
-
-def diverged_warning(record: dict) -> str | None:
-    """One line for stderr when a step is flagged (``format_table``), else None: diverged tasks that
-    move the mean by less than its interval are counted in the table, not warned about."""
-    bad = [(r["step"], r.get("diverged", 0), r.get("mean")) for r in record["per_step"] if _flagged(r)]
-    if not bad:
-        return None
-    first, worst = bad[0][0], max(n for _, n, _ in bad)
-    if not worst:  # a mean that is not finite, with no task counted as diverged
-        return (
-            f"warning: the mean of {record['episodes']} tasks is not finite from inner step {first}: it is not "
-            "to be quoted; see the median"
-        )
-    return (
-        f"warning: {worst} of {record['episodes']} tasks diverged (from inner step {first}) and move the mean by "
-        "more than the 95% CI of the others' mean: the mean of those steps is not to be quoted bare; see the "
-        "median and the mean without them"
-    )

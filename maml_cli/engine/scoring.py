@@ -27,8 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maml_cli.backend.sharding import replicate, sharded_over_tasks
 from maml_cli.meta.batching import map_tasks
 from maml_cli.run.metrics import mean_and_ci95
+from maml_cli.run.records import is_flagged
 
 
 def make_scorer(
@@ -72,7 +74,6 @@ def make_scorer(
 
     if mesh is None:
         return jax.jit(scores)
-    from maml_cli.backend.sharding import replicate, sharded_over_tasks
 
     sharded = jax.jit(sharded_over_tasks(scores, mesh))
     return lambda meta_params, meta_state, data, keys: sharded(meta_params, meta_state, data, replicate(keys, mesh))
@@ -117,27 +118,6 @@ def diverged(losses: np.ndarray) -> np.ndarray:
     before = losses[:, :1]
     with np.errstate(invalid="ignore", over="ignore"):
         return ~np.isfinite(losses) | (losses > DIVERGED_FACTOR * np.abs(before))
-
-
-FLAG_RULE = (
-    "a step is flagged when its mean is not finite, when every task diverged, or when leaving out "
-    "the tasks that diverged moves the mean by more than the 95% CI of the mean over the others"
-)
-
-
-def is_flagged(mean, diverged: int, mean_without_diverged, ci95_without_diverged) -> bool:
-    """``FLAG_RULE`` for one step: ``mean`` over every task, ``diverged`` tasks, and the mean and
-    95% CI over the tasks that did not diverge (None when every task diverged). The yardstick is
-    the interval of the other tasks' mean: a blow-up widens the interval of the mean over every
-    task along with the mean itself, so that interval would never show it."""
-    mean = float("nan") if mean is None else float(mean)
-    if not np.isfinite(mean):
-        return True
-    if not diverged:
-        return False
-    if mean_without_diverged is None or ci95_without_diverged is None:
-        return True
-    return bool(abs(mean - float(mean_without_diverged)) > float(ci95_without_diverged))
 
 
 def summarize(values: dict) -> list:

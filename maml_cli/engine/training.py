@@ -6,6 +6,7 @@ jitted calls."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -93,9 +95,6 @@ class Summary:
         """The summary; with the TensorBoard logger (the default), the command that opens its event
         files, and the install that brings the viewer when it is missing (the default install has
         tensorboardX, which writes them, but no viewer)."""
-        import importlib.util
-
-        import yaml
 
         val = self.last_val.get(f"val/{self.metric}")
         shown = "none yet" if val is None else f"{val * 100:.2f}%" if self.metric == "accuracy" else f"{val:.4g}"

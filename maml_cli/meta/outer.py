@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from maml_cli.backend.sharding import sharded_meta_gradient
+
 
 class TrainState(flax.struct.PyTreeNode):
     """Everything a run needs to continue exactly where it stopped: what a checkpoint holds."""
@@ -76,8 +78,6 @@ def make_train_step(
                 state.meta_params, state.meta_state, episodes, algorithm_key, state.step, phase
             )
         else:
-            from maml_cli.backend.sharding import sharded_meta_gradient
-
             grads, meta_state, out = sharded_meta_gradient(mesh, sample, algorithm, meta_batch_size, phase)(
                 state.meta_params, state.meta_state, data, task_key, algorithm_key, state.step
             )

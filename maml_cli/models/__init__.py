@@ -15,6 +15,7 @@ from maml_cli.errors import UserError, one_of
 from maml_cli.models.conv4 import ACTIVATIONS as CONV_ACTIVATIONS
 from maml_cli.models.conv4 import BATCH_NORM_MODES, Conv4
 from maml_cli.models.convolution import CONV_IMPLS
+from maml_cli.models.custom import build_custom
 from maml_cli.models.mlp import ACTIVATIONS, MLP
 
 HEAD = "head"  # the name of every model's last linear layer in its parameters
@@ -109,7 +110,6 @@ def _conv4(cfg, spec: TaskSpec, conv_impl: str, inner_steps: int = 1) -> Network
 
 
 def _custom(cfg, spec: TaskSpec, conv_impl=None, inner_steps: int = 1, anil: bool = False) -> Network:
-    from maml_cli.models.custom import build_custom
 
     return Network(build_custom(cfg, spec, anil=anil), plain=True)
 

@@ -15,8 +15,10 @@ import socket
 import subprocess
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from maml_cli.atomic import describe_os_error, write_text
 from maml_cli.errors import UserError
 from maml_cli.paths import checked_path
 
@@ -32,7 +34,6 @@ class RunDirError(UserError):
 
 def atomic_write_text(path: Path, text: str) -> None:
     """``text`` into ``path``, whole or not at all (``maml_cli.atomic``)."""
-    from maml_cli.atomic import write_text
 
     write_text(path, text)
 
@@ -88,7 +89,6 @@ class RunLock:
 
 
 def _lock_unusable(lock: Path, error: OSError) -> str:
-    from maml_cli.atomic import describe_os_error
 
     if lock.is_dir():
         return f"{lock} is a folder, not the run's lock file: remove it (rmdir {lock}) and run the command again"
@@ -372,9 +372,7 @@ def _git_commit() -> str | None:
 def environment() -> dict:
     """What produced a result: versions, backend and devices, Python, the code's commit, the
     command line."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    import jax
+    import jax  # not at the top: maml-report and the commands' checks read run folders without JAX
 
     versions = {}
     for package in ("maml-cli", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "hydra-core", "numpy"):

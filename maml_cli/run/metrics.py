@@ -13,6 +13,7 @@ import numpy as np
 
 from maml_cli import strict_json
 from maml_cli.run.directory import atomic_write_text
+from maml_cli.run.trackers import TensorBoard
 
 
 def mean_and_ci95(values, axis: int = 0):
@@ -38,7 +39,7 @@ def mean_and_seed_ci95(values) -> tuple[float, float]:
         return float("nan"), float("nan")
     if n < 2:
         return float(values.mean()), float("nan")
-    from scipy import stats
+    from scipy import stats  # a second to import: only where an interval is computed
 
     return float(values.mean()), float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
 
@@ -95,8 +96,6 @@ class MetricWriter:
         self._t0 = time.perf_counter()
         self._jsonl = self.jsonl_path.open("a")
         if tracker is None:
-            from maml_cli.run.trackers import TensorBoard
-
             tracker = TensorBoard(Path(run_dir), resume_step)
         self._tracker = tracker
 

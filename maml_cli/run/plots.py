@@ -16,12 +16,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from maml_cli.atomic import WriteError, atomic_open, describe_os_error
+from maml_cli.errors import UserError
+from maml_cli.paths import default_cache_dir
+
 
 def _pyplot():
     if "MPLCONFIGDIR" not in os.environ:  # matplotlib's font cache: in ours, not in ~/.cache or ~/.config
-        from maml_cli.errors import UserError
-        from maml_cli.paths import default_cache_dir
-
         with contextlib.suppress(UserError):  # no usable cache: matplotlib picks a temporary folder itself
             os.environ["MPLCONFIGDIR"] = str(default_cache_dir() / "matplotlib")
     import matplotlib
@@ -35,7 +36,6 @@ def _pyplot():
 def _save(fig, path: Path) -> Path:
     """``fig`` as a PNG at ``path``, whole or not at all (``maml_cli.atomic``); the figure is closed
     either way."""
-    from maml_cli.atomic import WriteError, atomic_open, describe_os_error
 
     path = Path(path)
     try:

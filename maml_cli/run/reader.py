@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from maml_cli.config import IMAGE_RESAMPLE, load_run_config
+from maml_cli.data.episodes import TaskSpec
 from maml_cli.errors import UserError
 from maml_cli.paths import checked_path
 from maml_cli.run.checkpoints import Checkpointer
@@ -82,7 +83,6 @@ def check_trained(run_dir) -> None:
 def run_spec(run_dir, cfg: DictConfig) -> TaskSpec:
     """The shape of the run's tasks without reading its data: from its ``data.json`` (written when
     training starts), else from the dataset's settings."""
-    from maml_cli.data.episodes import TaskSpec  # imports JAX: not for maml-report, which reads names
 
     record = Path(run_dir) / RUN_DATA
     if record.is_file():

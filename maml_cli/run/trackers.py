@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 
-from maml_cli.errors import UserError
+from maml_cli.config.resume import flatten
+from maml_cli.errors import UserError, one_of
+from maml_cli.run.directory import atomic_write_text
 
 LOGGERS = ("tensorboard", "csv", "wandb", "mlflow", "none")
 WANDB_MODES = ("offline", "online", "disabled")  # wandb.init(mode=...)
@@ -48,7 +52,6 @@ class CSV(Tracker):
     metrics, and a resumed run appends after the rows it keeps."""
 
     def __init__(self, run_dir: Path, resume_step: int):
-        from maml_cli.run.directory import atomic_write_text
 
         self.path = run_dir / "metrics.csv"
         kept = []
@@ -110,7 +113,6 @@ class MLflow(Tracker):
         self.run = mlflow.start_run(run_id=run_id, run_name=run_dir.name)
         if run_id is None:
             id_file.write_text(self.run.info.run_id + "\n")
-            from maml_cli.config.resume import flatten
 
             flat = flatten(config)
             mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
@@ -123,7 +125,6 @@ class MLflow(Tracker):
 
 
 def _need(module: str, extra: str):
-    import importlib
 
     try:
         return importlib.import_module(module)
@@ -138,18 +139,11 @@ def check_logger(settings) -> None:
     """Before anything starts: a known tracker whose package is installed."""
     name = settings.name
     if name not in LOGGERS:
-        from maml_cli.errors import one_of
-
         raise UserError(one_of("logger", name, LOGGERS))
     if name == "wandb" and settings.mode not in WANDB_MODES:
-        from maml_cli.errors import one_of
-
         raise UserError(one_of("logger.mode", settings.mode, WANDB_MODES))
-    if name in ("wandb", "mlflow"):
-        import importlib.util
-
-        if importlib.util.find_spec(name) is None:
-            _need(name, name)
+    if name in ("wandb", "mlflow") and importlib.util.find_spec(name) is None:
+        _need(name, name)
 
 
 def make_tracker(settings, run_dir: Path, resume_step: int, config: dict) -> Tracker:
