@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from maml_cli.data.image_folder import _cache_key, find_classes  # noqa: E402
+from maml_cli.data.image_folder import cache_key, find_classes  # noqa: E402
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
             began = time.perf_counter()
             classes = find_classes(root)[None]
             listed = time.perf_counter() - began
-            _cache_key("image_folder", classes, (84, 3, "lanczos", False))
+            cache_key("image_folder", classes, (84, 3, "lanczos", False))
             timings.append((listed, time.perf_counter() - began))
         print(
             json.dumps(

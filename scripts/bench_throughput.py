@@ -52,29 +52,23 @@ LINES = PRESETS + ALGORITHM_LINES
 OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
 
 
-def _compose(preset: str, *overrides: str):
+def compose_preset(preset: str, *overrides: str):
     """The preset's config, composed and checked as maml-train does (``maml_cli.compose``)."""
     import maml_cli as mc
 
     extra = []
     if preset.startswith("omniglot"):
-        src = OMNIGLOT if (OMNIGLOT / "images_background.npz").is_file() else _synthetic_omniglot()
+        from maml_cli.data.fakes import synthetic_omniglot
+
+        src = (
+            OMNIGLOT if (OMNIGLOT / "images_background.npz").is_file() else synthetic_omniglot(Path(tempfile.mkdtemp()))
+        )
         extra = [f"dataset.path={src}"]
     if preset.startswith("miniimagenet"):  # no real images here: a synthetic set in the real layout
-        from make_synthetic_miniimagenet import make
+        from maml_cli.data.fakes import synthetic_miniimagenet
 
-        extra = [f"dataset.path={make(Path(tempfile.mkdtemp()), 'images', images_per_class=20)}"]
+        extra = [f"dataset.path={synthetic_miniimagenet(Path(tempfile.mkdtemp()), 'images', images_per_class=20)}"]
     return mc.compose(preset, [*extra, *overrides])
-
-
-def _synthetic_omniglot() -> Path:
-    import numpy as np
-
-    folder = Path(tempfile.mkdtemp())
-    rng = np.random.RandomState(0)
-    for name, n in (("images_background", 964), ("images_evaluation", 659)):
-        np.savez(folder / f"{name}.npz", images=rng.rand(n, 20, 105, 105) > 0.1)
-    return folder
 
 
 def median_seconds(fn, *args, repeats: int = 5) -> float:
@@ -100,7 +94,7 @@ def _ceiling_gflops() -> float:
     return 2 * n**3 / median_seconds(jax.jit(lambda x: x @ x), a) / 1e9
 
 
-def _jaxpr_flops(jaxpr) -> float:
+def jaxpr_flops(jaxpr) -> float:
     """FLOPs (2 per multiply-add) of the dot_generals and convolutions in ``jaxpr``, loops unrolled."""
     import math
 
@@ -121,13 +115,13 @@ def _jaxpr_flops(jaxpr) -> float:
         times = eqn.params["length"] if name == "scan" else eqn.params["mesh"].size if name == "shard_map" else 1
         subs = [v for v in eqn.params.values() if hasattr(v, "eqns") or hasattr(v, "jaxpr")]
         subs += [b for v in eqn.params.values() if isinstance(v, tuple) for b in v if hasattr(b, "jaxpr")]
-        counts = [_jaxpr_flops(getattr(sub, "jaxpr", sub)) for sub in subs]
+        counts = [jaxpr_flops(getattr(sub, "jaxpr", sub)) for sub in subs]
         if counts:
             total += times * (max(counts) if name == "cond" else sum(counts))
     return total
 
 
-def _step_flops(exp, state) -> float:
+def step_flops(exp, state) -> float:
     """Matmul/convolution FLOPs of one outer step: the useful work, counted on the plain form of the
     step (vmap over tasks, no rematerialisation) so that every execution plan is credited the same."""
     import dataclasses
@@ -139,12 +133,14 @@ def _step_flops(exp, state) -> float:
 
     execution = Execution("vmap", False, exp.execution.conv_impl)
     algorithm = build_algorithm(exp.cfg.algorithm, exp.algorithm.task_loss, execution, exp.cfg.train)
-    multi = dataclasses.replace(exp, algorithm=algorithm, execution=execution).multi_step()
+    multi = dataclasses.replace(
+        exp, algorithm=algorithm, plan=dataclasses.replace(exp.plan, execution=execution)
+    ).multi_step()
     phase = exp.phase_at(0)
-    return _jaxpr_flops(jax.make_jaxpr(lambda s, d: multi(s, d, 1, phase))(state, exp.sampler.data).jaxpr)
+    return jaxpr_flops(jax.make_jaxpr(lambda s, d: multi(s, d, 1, phase))(state, exp.sampler.data).jaxpr)
 
 
-def _xla_flops(compiled) -> float:
+def xla_cost_flops(compiled) -> float:
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0]
@@ -158,7 +154,7 @@ def bench_one(line: str, measure_steps: int) -> dict:
     from maml_cli.engine.experiment import build_experiment
 
     preset, *overrides = line.split()
-    cfg = _compose(preset, *overrides)
+    cfg = compose_preset(preset, *overrides)
     t = cfg.train
     exp = build_experiment(cfg)
     state = exp.place(exp.init_state())
@@ -167,8 +163,8 @@ def bench_one(line: str, measure_steps: int) -> dict:
     tic = time.perf_counter()
     compiled = multi.lower(state, data, 1, exp.phase_at(0)).compile()
     compile_s = time.perf_counter() - tic
-    flops = _step_flops(exp, state)
-    xla_flops = _xla_flops(compiled)
+    flops = step_flops(exp, state)
+    counted_by_xla = xla_cost_flops(compiled)
     for _ in range(3):  # warm-up
         state, _ = compiled(state, data)
     jax.block_until_ready(state)
@@ -184,7 +180,7 @@ def bench_one(line: str, measure_steps: int) -> dict:
     if not overrides:  # the real loop, for the share of time spent outside the step
         loop_steps = max(4, t.steps_per_call) * 4
         with tempfile.TemporaryDirectory() as run_dir:
-            loop_cfg = _compose(
+            loop_cfg = compose_preset(
                 preset,
                 f"train.steps={loop_steps}",
                 f"train.log_every={loop_steps // 4}",
@@ -211,7 +207,7 @@ def bench_one(line: str, measure_steps: int) -> dict:
         "gflops_per_s": round(gflops, 2),
         "ceiling_gflops_per_s": round(ceiling, 2),
         "gflop_per_step": round(flops / 1e9, 3),
-        "xla_cost_analysis_gflop": round(xla_flops / 1e9, 3),
+        "xla_cost_analysis_gflop": round(counted_by_xla / 1e9, 3),
         "fraction_of_ceiling": round(gflops / ceiling, 3),
         "compile_s": round(compile_s, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -252,7 +248,7 @@ def interleaved(lines: list, rounds: int) -> list:
     programs = []
     for line in lines:
         preset, *overrides = line.split()
-        cfg = _compose(preset, *overrides)
+        cfg = compose_preset(preset, *overrides)
         exp = build_experiment(cfg)
         state = exp.place(exp.init_state())
         compiled = exp.multi_step().lower(state, exp.data, 1, exp.phase_at(0)).compile()
@@ -306,7 +302,7 @@ def memory_one(preset: str, inner_steps: int, remat: bool) -> dict:
     """XLA's planned temporary memory for the compiled step (the peak the step needs)."""
     from maml_cli.engine.experiment import build_experiment
 
-    cfg = _compose(preset, f"algorithm.inner_steps={inner_steps}", f"train.remat={str(remat).lower()}")
+    cfg = compose_preset(preset, f"algorithm.inner_steps={inner_steps}", f"train.remat={str(remat).lower()}")
     exp = build_experiment(cfg)
     state = exp.init_state()
     compiled = exp.multi_step().lower(state, exp.sampler.data, 1, exp.phase_at(0)).compile()

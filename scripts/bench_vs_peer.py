@@ -90,9 +90,9 @@ def run_measured(cmd: list) -> tuple:
 
 
 def synthetic_miniimagenet() -> Path:
-    from make_synthetic_miniimagenet import make
+    from maml_cli.data.fakes import synthetic_miniimagenet
 
-    return make(Path(tempfile.mkdtemp(prefix="bench-miniimagenet-")), "images", images_per_class=20)
+    return synthetic_miniimagenet(Path(tempfile.mkdtemp(prefix="bench-miniimagenet-")), "images", images_per_class=20)
 
 
 def ours(workload: str, data: Path, extra: list, python: str) -> dict:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 CONTAINERS = {"while", "call", "conditional"}  # ops whose events enclose other ops' events
 
 
-def _category(name: str) -> str:
+def op_category(name: str) -> str:
     base = name.split(".")[0]
     if base.startswith("ynn_fusion") or "dot" in base or "convolution" in base:
         return "matmul"
@@ -56,11 +56,11 @@ def _hlo_ops(hlo_text: str) -> dict:
 
 def profile_preset(preset: str, overrides: list, calls: int) -> dict:
     import jax
-    from bench_throughput import _compose
+    from bench_throughput import compose_preset
 
     from maml_cli.engine.experiment import build_experiment
 
-    cfg = _compose(preset, *overrides)
+    cfg = compose_preset(preset, *overrides)
     exp = build_experiment(cfg)
     state = exp.init_state()
     compiled = exp.multi_step().lower(state, exp.sampler.data, 1, exp.phase_at(0)).compile()
@@ -83,7 +83,7 @@ def profile_preset(preset: str, overrides: list, calls: int) -> dict:
             per_op[e["name"]] += e["dur"] / 1e3 / calls  # ms per step
     by_kind = collections.defaultdict(float)
     for name, ms in per_op.items():
-        by_kind[_category(name)] += ms
+        by_kind[op_category(name)] += ms
     total = sum(per_op.values())
     return {
         "preset": preset,

@@ -17,9 +17,8 @@ import shlex
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 import maml_cli as mc
+from maml_cli.data.fakes import synthetic_omniglot
 from maml_cli.engine.experiment import build_experiment
 
 PRESETS = [
@@ -30,13 +29,6 @@ PRESETS = [
     "sinusoid_paper",
     "sinusoid_paper algorithm=fomaml",
 ]
-
-
-def omniglot_like(folder: Path) -> Path:
-    rng = np.random.RandomState(0)
-    for name, classes in (("images_background", 964), ("images_evaluation", 659)):
-        np.savez(folder / f"{name}.npz", images=rng.rand(classes, 20, 105, 105) > 0.1)
-    return folder
 
 
 def fingerprint(line: str, omniglot: Path) -> str:
@@ -55,7 +47,7 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=PRESETS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        omniglot = omniglot_like(Path(tmp))
+        omniglot = synthetic_omniglot(Path(tmp))
         for line in args.presets:
             print(f"{fingerprint(line, omniglot)}  {line}", flush=True)
 

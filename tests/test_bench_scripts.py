@@ -3,30 +3,25 @@ docs, so the FLOP count and the profile's op accounting are checked here on know
 
 from __future__ import annotations
 
-import sys
-
 import jax
 import jax.numpy as jnp
 import pytest
 
-from tests.conftest import REPO
-
-sys.path.insert(0, str(REPO / "scripts"))
-from bench_throughput import _jaxpr_flops, _step_flops, _xla_flops, interleaved, round_robin  # noqa: E402
-from profile_step import _category, profile_preset  # noqa: E402
+from scripts.bench_throughput import interleaved, jaxpr_flops, round_robin, step_flops, xla_cost_flops
+from scripts.profile_step import op_category, profile_preset
 
 
 def test_flops_of_a_matmul_match_xla_and_loops_are_multiplied_out():
     x, w = jnp.ones((4, 5)), jnp.ones((5, 6))
     plain = jax.jit(lambda x, w: x @ w)
-    assert _jaxpr_flops(jax.make_jaxpr(plain)(x, w).jaxpr) == 2 * 4 * 5 * 6
-    assert _jaxpr_flops(jax.make_jaxpr(plain)(x, w).jaxpr) == _xla_flops(plain.lower(x, w).compile())
+    assert jaxpr_flops(jax.make_jaxpr(plain)(x, w).jaxpr) == 2 * 4 * 5 * 6
+    assert jaxpr_flops(jax.make_jaxpr(plain)(x, w).jaxpr) == xla_cost_flops(plain.lower(x, w).compile())
 
     def looped(x, w):  # three matmuls in a scan, each [4, 5] x [5, 5]
         return jax.lax.scan(lambda c, _: (c @ w[:, :5], None), x, None, length=3)[0]
 
-    assert _jaxpr_flops(jax.make_jaxpr(looped)(x, w).jaxpr) == 3 * 2 * 4 * 5 * 5
-    assert _jaxpr_flops(jax.make_jaxpr(jax.vmap(lambda x: x @ w))(jnp.ones((7, 4, 5))).jaxpr) == 7 * 2 * 4 * 5 * 6
+    assert jaxpr_flops(jax.make_jaxpr(looped)(x, w).jaxpr) == 3 * 2 * 4 * 5 * 5
+    assert jaxpr_flops(jax.make_jaxpr(jax.vmap(lambda x: x @ w))(jnp.ones((7, 4, 5))).jaxpr) == 7 * 2 * 4 * 5 * 6
 
 
 def test_flops_inside_shard_map_count_every_device():
@@ -36,11 +31,11 @@ def test_flops_inside_shard_map_count_every_device():
 
     w = jnp.ones((5, 6))
     sharded = jax.shard_map(lambda x: x @ w, mesh=AbstractMesh((2,), ("tasks",)), in_specs=P(), out_specs=P())
-    assert _jaxpr_flops(jax.make_jaxpr(sharded)(jnp.ones((8, 5))).jaxpr) == 2 * (2 * 8 * 5 * 6)  # on each of 2
+    assert jaxpr_flops(jax.make_jaxpr(sharded)(jnp.ones((8, 5))).jaxpr) == 2 * (2 * 8 * 5 * 6)  # on each of 2
 
 
 def test_loop_timing_keeps_only_the_windows_between_compilation_and_validation():
-    from bench_throughput import window_rates
+    from scripts.bench_throughput import window_rates
 
     rows = [
         {"step": 10, "elapsed_s": 30.0},  # compilation
@@ -88,19 +83,18 @@ def test_flops_of_a_convolution():
         "SAME",  # noqa: E731
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
-    assert _jaxpr_flops(jax.make_jaxpr(conv)(x, k).jaxpr) == 2 * (2 * 8 * 8 * 4) * (3 * 3 * 3)
+    assert jaxpr_flops(jax.make_jaxpr(conv)(x, k).jaxpr) == 2 * (2 * 8 * 8 * 4) * (3 * 3 * 3)
 
 
 def test_step_flops_count_every_inner_step():
-    from bench_throughput import _compose
-
     from maml_cli.engine.experiment import build_experiment
+    from scripts.bench_throughput import compose_preset
 
     counts = []
     for steps in (1, 2, 3):
-        cfg = _compose("sinusoid_tiny", f"algorithm.inner_steps={steps}")
+        cfg = compose_preset("sinusoid_tiny", f"algorithm.inner_steps={steps}")
         exp = build_experiment(cfg)
-        counts.append(_step_flops(exp, exp.init_state()))
+        counts.append(step_flops(exp, exp.init_state()))
     assert counts[0] < counts[1] < counts[2]
     assert counts[2] - counts[1] == pytest.approx(counts[1] - counts[0])  # each inner step costs the same
 
@@ -118,7 +112,7 @@ def test_step_flops_count_every_inner_step():
     ],
 )
 def test_op_categories(name, kind):
-    assert _category(name) == kind
+    assert op_category(name) == kind
 
 
 def test_profile_accounts_for_the_step():

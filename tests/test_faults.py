@@ -40,7 +40,7 @@ ARGS = [
 ]
 
 
-def _start(run_dir: Path, *extra: str) -> subprocess.Popen:
+def start_training(run_dir: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [str(BIN / "maml-train"), *ARGS, *extra, f"hydra.run.dir={run_dir}"],
         stdout=subprocess.PIPE,
@@ -50,8 +50,8 @@ def _start(run_dir: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def _train(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    p = _start(run_dir, *extra)
+def train_to_end(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    p = start_training(run_dir, *extra)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
@@ -84,7 +84,7 @@ def assert_same_result(run_dir: Path, reference: Path) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("reference") / "run"
-    _train(run_dir)
+    train_to_end(run_dir)
     return run_dir
 
 
@@ -105,11 +105,11 @@ def _kill_and_resume(run_dir: Path, seed: int, kills: int) -> list:
     Returns where each kill landed ("saving", or seconds after start)."""
     rng = random.Random(seed)
     landed = []
-    p = _start(run_dir)
+    p = start_training(run_dir)
     if _kill_while_saving(p, run_dir / "checkpoints"):
         landed.append("saving")
     for _ in range(kills):
-        p = _start(run_dir)
+        p = start_training(run_dir)
         delay = rng.uniform(0.5, 8.0)  # startup (imports, config, compile cache) or training
         try:
             p.wait(timeout=delay)
@@ -117,7 +117,7 @@ def _kill_and_resume(run_dir: Path, seed: int, kills: int) -> list:
             p.send_signal(signal.SIGKILL)
             p.wait()
             landed.append(round(delay, 2))
-    _train(run_dir)
+    train_to_end(run_dir)
     return landed
 
 
@@ -139,7 +139,7 @@ def test_truncated_or_deleted_newest_checkpoint_loses_nothing(damage, reference,
         for f in newest.rglob("*"):
             if f.is_file():
                 f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-    resumed = _train(run_dir)
+    resumed = train_to_end(run_dir)
     assert "resuming" in resumed.stderr and "from step 190" in resumed.stderr
     if damage == "truncated":
         assert "skipping unreadable checkpoint" in resumed.stderr
@@ -149,7 +149,7 @@ def test_truncated_or_deleted_newest_checkpoint_loses_nothing(damage, reference,
 
 def test_a_live_run_directory_is_locked_and_a_dead_lock_is_not(tmp_path):
     run_dir = tmp_path / "run"
-    trainer = _start(run_dir, "train.steps=1000000")
+    trainer = start_training(run_dir, "train.steps=1000000")
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "checkpoints" / "20").is_dir():
@@ -179,7 +179,7 @@ def test_a_live_run_directory_is_locked_and_a_dead_lock_is_not(tmp_path):
         trainer.send_signal(signal.SIGKILL)
         trainer.wait()
     # The dead process holds no lock: the same command resumes (and stops at once on its time limit).
-    again = _train(run_dir, "train.steps=1000000", "train.time_limit_minutes=0.0001")
+    again = train_to_end(run_dir, "train.steps=1000000", "train.time_limit_minutes=0.0001")
     assert "resuming" in again.stderr
 
 

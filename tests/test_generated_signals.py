@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.generated import examples
-from tests.test_faults import _start, _train, assert_same_result
+from tests.test_faults import assert_same_result, start_training, train_to_end
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 
@@ -33,7 +33,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    _train(run_dir)
+    train_to_end(run_dir)
     return run_dir
 
 
@@ -56,7 +56,7 @@ def stopping_signal(sent: list[int], stderr: str) -> int:
 )
 def test_a_stop_signal_at_any_moment_stops_cleanly_and_the_run_resumes_exactly(uninterrupted, sent, moment, gaps):
     run_dir = Path(tempfile.mkdtemp(prefix="maml-cli-signals-")) / "run"
-    process = _start(run_dir)
+    process = start_training(run_dir)
     time.sleep(moment)
     for signum, gap in zip(sent, [*gaps, 0.0]):
         if process.poll() is not None:
@@ -78,5 +78,5 @@ def test_a_stop_signal_at_any_moment_stops_cleanly_and_the_run_resumes_exactly(u
         if said and "stopped at once" not in stderr:  # stopped in the loop: the step it names is saved
             steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
             assert steps[-1] == int(said.group(1)), (steps, stderr)
-    _train(run_dir)  # the same command again
+    train_to_end(run_dir)  # the same command again
     assert_same_result(run_dir, uninterrupted)

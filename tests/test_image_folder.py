@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import jax
@@ -352,11 +351,8 @@ def test_omniglot_written_as_class_folders_reads_as_omniglot_does(tmp_path):
     """scripts/make_image_folder.py omniglot + dataset.invert=true: the same 28x28 arrays as the
     Omniglot reader makes from the same source (one reader, one preprocessing)."""
     from maml_cli.data.omniglot_source import load_omniglot
-    from tests.conftest import REPO
+    from scripts.make_image_folder import omniglot
     from tests.omniglot_fakes import fake_sets, write_npz
-
-    sys.path.insert(0, str(REPO / "scripts"))
-    from make_image_folder import omniglot
 
     source = write_npz(tmp_path / "omniglot", fake_sets(background=2, evaluation=6, drawers=3))
     reference = load_omniglot(str(source), cache_dir=str(tmp_path / "c1")).images[2:]  # the evaluation set

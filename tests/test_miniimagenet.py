@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
 from maml_cli.config import UserError
+from maml_cli.data.fakes import synthetic_miniimagenet as make
 from maml_cli.data.miniimagenet import MiniImageNetTasks, class_split, find_images, load_miniimagenet
 from maml_cli.engine.evaluate import evaluate_run
 from maml_cli.engine.training import train_and_evaluate
-from tests.conftest import REPO, SHARED_DATA, make_cfg
-
-sys.path.insert(0, str(REPO / "scripts"))
-from make_synthetic_miniimagenet import make  # noqa: E402
+from tests.conftest import SHARED_DATA, make_cfg
 
 TINY = [
     "experiment=miniimagenet_5w1s",

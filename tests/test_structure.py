@@ -114,3 +114,20 @@ def test_every_package_is_installed():
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     packages = {".".join(p.parent.relative_to(REPO).parts) for p in PACKAGE.rglob("__init__.py")}
     assert packages - {"maml_cli.configs"} <= listed, sorted(packages - listed)
+
+
+def python_files(*folders: str) -> list[Path]:
+    return [p for folder in folders for p in sorted((REPO / folder).glob("*.py"))]
+
+
+def test_no_test_changes_sys_path_and_nothing_imports_a_private_name():
+    """Tests import the scripts as ``scripts.NAME``; what a script or test needs of another module
+    is that module's public name."""
+    for path in python_files("tests", "scripts"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if path.parent.name == "tests" and isinstance(node, ast.Attribute) and node.attr == "path":
+                assert not (isinstance(node.value, ast.Name) and node.value.id == "sys"), f"{path.name}: sys.path"
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                assert not private, f"{path.name}:{node.lineno} imports {private} from {node.module}"

@@ -261,7 +261,7 @@ class FolderImages:
     cache_file: Path | None = None
 
 
-def _cache_key(kind: str, classes: dict[str, list[Path]], settings: tuple) -> str:
+def cache_key(kind: str, classes: dict[str, list[Path]], settings: tuple) -> str:
     h = hashlib.sha256(repr((CACHE_VERSION, kind, settings)).encode())
     for name, files in classes.items():
         h.update(f"[{name}]".encode())
@@ -289,7 +289,7 @@ def read_classes(
     names = list(classes)
     counts = np.array([len(classes[n]) for n in names], dtype=np.int64)
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    key = _cache_key(kind, classes, (image_size, channels, resample, invert))
+    key = cache_key(kind, classes, (image_size, channels, resample, invert))
     entry = cache / f"{kind}-{image_size}px-{key}"
 
     def read(folder: Path) -> FolderImages:
