@@ -35,9 +35,8 @@ from maml_cli.engine.experiment import build_experiment
 from maml_cli.engine.training import train_and_evaluate
 from maml_cli.errors import UserError
 from maml_cli.run.checkpoints import Checkpointer
-from maml_cli.run.directory import check_place, check_usable
 from maml_cli.run.metrics import read_jsonl
-from maml_cli.run.provenance import check_resumable
+from maml_cli.run.provenance import check_run_dir
 from maml_cli.run.reader import check_trained, open_run, run_spec
 
 TRAIN_GROUPS = ("dataset", "model", "algorithm", "experiment", "logger", "launcher", "search")
@@ -127,9 +126,7 @@ def train(cfg: DictConfig | str | None = None, overrides: Sequence[str] = (), *,
         recorded = composed_from(cfg)  # what compose made it from, and the edits since
         cfg = prepare(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))  # edited since compose?
     run_dir = Path(run_dir)
-    check_place(run_dir, force=cfg.train.force_run_dir)
-    check_usable(run_dir)
-    check_resumable(run_dir, cfg)
+    check_run_dir(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if recorded is not None:
         _record_overrides(run_dir, recorded)

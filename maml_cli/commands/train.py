@@ -32,8 +32,8 @@ from maml_cli.commands import shell as cli
 from maml_cli.config import composing, register_configs
 from maml_cli.config.composing import prepare
 from maml_cli.errors import UserError
-from maml_cli.run.directory import check_place, check_sweep_place, check_usable, remove_if_not_a_run
-from maml_cli.run.provenance import check_resumable
+from maml_cli.run.directory import check_sweep_place, remove_if_not_a_run
+from maml_cli.run.provenance import check_run_dir
 
 log = logging.getLogger("maml_cli.commands.train")
 register_configs()
@@ -114,9 +114,7 @@ def check_command_line(line: cli.CommandLine, composed: list):
     process_id = launch.process_id_from_env(cfg.distributed) if several else 0
     if process_id == 0 and not line.multirun:  # the run directory, before any data is read
         run_dir = Path(hydra_node.run.dir)
-        check_place(run_dir, force=cfg.train.force_run_dir)
-        check_usable(run_dir)
-        check_resumable(run_dir, cfg)  # before Hydra rewrites the run's .hydra/ record
+        check_run_dir(cfg, run_dir)  # before Hydra rewrites the run's .hydra/ record
     from maml_cli.engine.experiment import build_experiment
 
     build_experiment(cfg)  # reads the data: a missing dataset is reported here (and kept for the job)

@@ -168,7 +168,7 @@ class Checkpointer:
         """Newest checkpoint that reads. A damaged one is moved to ``damaged_checkpoints/`` beside
         the checkpoints folder (with a warning), so its step is trained and saved again. Returns
         (state, step) or (None, None) where none reads. (Checkpoints of another config or run are
-        refused before this, by ``run_dir.check_resumable``.)"""
+        refused before this, by ``provenance.check_resumable``.)"""
         for step in reversed(self.steps()):
             try:
                 return self.restore(template, step), step

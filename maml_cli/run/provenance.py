@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from maml_cli.config import resume_conflicts
 from maml_cli.config.checks import read_saved_config
 from maml_cli.errors import UserError
-from maml_cli.run.directory import finished_steps, recorded_run_id
+from maml_cli.run.directory import check_place, check_usable, finished_steps, recorded_run_id
 
 # The folder of a step that says where the state came from: {"run_id": ..., "config": {...}},
 # saved with the state in one atomic checkpoint (older checkpoints have none).
@@ -111,3 +111,12 @@ def check_resumable(run_dir: Path, cfg) -> None:
             f"{run_dir} holds a run with a different config; resuming would mix two experiments. "
             "Use another hydra.run.dir, or the same settings. Differences:\n  " + "\n  ".join(conflicts)
         )
+
+
+def check_run_dir(cfg, run_dir: Path) -> None:
+    """Whether ``cfg`` may be trained in ``run_dir``, before anything is written there: a place a
+    run may go, files that can be written, and a run that it resumes only if it is the same
+    experiment. maml-train asks it before Hydra creates the folder; ``train`` before training."""
+    check_place(run_dir, force=cfg.train.force_run_dir)
+    check_usable(run_dir)
+    check_resumable(run_dir, cfg)
