@@ -58,6 +58,8 @@ def _import_main(module: str, name: str):
     setting such as JAX_DEFAULT_MATMUL_PRECISION=foo): that is one line and exit 2."""
     try:
         return importlib.import_module(f"maml_cli.commands.{module}").main
+    except UserError as e:  # a plugin of an installed package that does not load (maml_cli.plugins)
+        sys.exit(boundary.report(name, e))
     except Exception as e:
         settings = boundary.jax_settings()
         if not settings:

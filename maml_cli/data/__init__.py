@@ -10,13 +10,13 @@ Splits: "train", "val", "test".
 
 from __future__ import annotations
 
+from maml_cli import plugins
 from maml_cli.data.episodes import Episodes, TaskSpec
 from maml_cli.data.function import FunctionTasks
 from maml_cli.data.image_folder import ImageFolderTasks
 from maml_cli.data.miniimagenet import MiniImageNetTasks
 from maml_cli.data.omniglot import OmniglotTasks
 from maml_cli.data.sinusoid import SinusoidTasks
-from maml_cli.errors import UserError
 
 SAMPLERS = {
     "sinusoid": SinusoidTasks,
@@ -28,11 +28,8 @@ SAMPLERS = {
 
 
 def build_sampler(dataset_cfg):
-    try:
-        cls = SAMPLERS[dataset_cfg.name]
-    except KeyError:
-        raise UserError(f"unknown dataset {dataset_cfg.name!r}; known: {', '.join(sorted(SAMPLERS))}") from None
-    return cls(dataset_cfg)
+    """The sampler of ``dataset.name``: a built-in one, or a plugin's (``maml_cli.plugins``)."""
+    return plugins.target("dataset", dataset_cfg.name, SAMPLERS)(dataset_cfg)
 
 
 __all__ = ["Episodes", "TaskSpec", "build_sampler", "SAMPLERS"]

@@ -10,6 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from maml_cli import plugins
 from maml_cli.data.episodes import TaskSpec
 from maml_cli.errors import UserError, one_of
 from maml_cli.models.conv4 import ACTIVATIONS as CONV_ACTIVATIONS
@@ -123,10 +124,7 @@ def build_model(
     """``conv_impl``: how convolutions are computed, as resolved by ``maml_cli.backend.plan``;
     ``inner_steps``: the inner steps of meta-training, for per-step batch norm; ``anil``: the
     algorithm adapts the head alone (a user's model is checked for one)."""
-    try:
-        builder = BUILDERS[model_cfg.name]
-    except KeyError:
-        raise UserError(f"unknown model {model_cfg.name!r}; known: {', '.join(sorted(BUILDERS))}") from None
+    builder = plugins.target("model", model_cfg.name, BUILDERS)  # a built-in one, or a plugin's
     if model_cfg.name == "custom":
         return builder(model_cfg, spec, conv_impl, inner_steps, anil=anil)
     return builder(model_cfg, spec, conv_impl, inner_steps)

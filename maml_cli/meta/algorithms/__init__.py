@@ -3,7 +3,7 @@ outer step (see ``base.py`` for what an algorithm supplies)."""
 
 from __future__ import annotations
 
-from maml_cli.errors import UserError
+from maml_cli import plugins
 from maml_cli.meta.algorithms.anil import ANIL
 from maml_cli.meta.algorithms.base import Algorithm, GradientBased, Phase
 from maml_cli.meta.algorithms.maml import MAML
@@ -23,10 +23,7 @@ ALGORITHMS = {
 
 def build_algorithm(cfg, task_loss, execution, train_cfg) -> Algorithm:
     """``cfg``: the algorithm.* config; ``train_cfg``: train.* (the outer optimizer's settings)."""
-    try:
-        cls = ALGORITHMS[cfg.name]
-    except KeyError:
-        raise UserError(f"unknown algorithm {cfg.name!r}; known: {', '.join(sorted(ALGORITHMS))}") from None
+    cls = plugins.target("algorithm", cfg.name, ALGORITHMS)  # a built-in one, or a plugin's
     return cls(cfg, task_loss, execution, train_cfg)
 
 
