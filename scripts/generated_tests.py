@@ -18,6 +18,7 @@ import random
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -133,6 +134,10 @@ def main() -> None:
     code, output, wall = run(args.fuzz, seed, args.workers)
     rows = parse(output)
     summary = (re.findall(r"^=*\s*(\d+ (?:passed|failed).*?) in [\d.]+s", output, flags=re.M) or ["no summary"])[-1]
+    if code:  # the failures whole (the failing example and its traceback), saved beside the doc's figures
+        failures = Path(tempfile.gettempdir()) / f"maml-cli-generated-tests-{seed}.log"
+        failures.write_text(output)
+        print(f"failures and the whole output: {failures}", file=sys.stderr)
     print(output[-4000:])
     for r in rows:
         print(f"{r['passing']:6d} passed {r['failing']:3d} failed {r['seconds']:8.1f} s  {r['test']}")

@@ -97,6 +97,7 @@ def test_joblib_sweep_with_a_failing_job_then_maml_report(tmp_path):
     assert (sweep / "report.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # submitit's own processes, preempted and requeued: a minute and more
 def test_submitit_local_sweep_jobs_are_preempted_requeued_and_resumed(tmp_path):
     """The SLURM launcher's code path, with submitit's local executor standing in for the cluster:
     a job sent SIGUSR1 (SLURM's warning before a preemption, with --signal) and one sent SIGTERM (the

@@ -91,7 +91,12 @@ def test_lax_vjp_needs_stride_one_nets():
         build_model(cfg.model, TaskSpec((28, 28, 1), 5, "classification"), "lax_vjp")
 
 
-IMAGE_PRESETS = ["omniglot_5w1s", "omniglot_20w1s", "miniimagenet_5w1s", "miniimagenet_5w5s"]
+IMAGE_PRESETS = [
+    "omniglot_5w1s",
+    pytest.param("omniglot_20w1s", marks=pytest.mark.slow),  # the same plan as 5w1s, at 20 ways
+    "miniimagenet_5w1s",
+    pytest.param("miniimagenet_5w5s", marks=pytest.mark.slow),  # the same plan as 5w1s, at 5 shots
+]
 
 
 @pytest.mark.parametrize("preset", IMAGE_PRESETS)

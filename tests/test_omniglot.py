@@ -289,7 +289,7 @@ ALL_COMBOS = (
         # (vmap is in the per_step case below.)
         ("stride", "mean", "transductive", tuple(ALL_COMBOS[i] for i in (0, 3))),
         pytest.param("stride", "mean", "transductive", ALL_COMBOS, marks=pytest.mark.slow),
-        ("maxpool", "flatten", "per_step", (ALL_COMBOS[1], ALL_COMBOS[3])),
+        pytest.param("maxpool", "flatten", "per_step", (ALL_COMBOS[1], ALL_COMBOS[3]), marks=pytest.mark.slow),
     ],
 )
 def test_conv_impls_and_task_batching_give_the_same_meta_gradient(downsample, head, batch_norm, combos):

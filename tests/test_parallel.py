@@ -231,6 +231,7 @@ def _two_processes(run_dir: Path, *args, timeout=300) -> list:
     return outs
 
 
+@pytest.mark.slow  # two JAX processes joined by a coordinator; one process's sharding has fast tests
 def test_two_processes_train_like_one_and_resume(tmp_path):
     """jax.distributed over localhost with CPU collectives (gloo): two processes of one device each
     split every meta-batch, match a single-process run, write the run directory once (process 0),

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -63,6 +64,7 @@ def test_sinusoid_run_draws_learning_curves_adaptation_and_eval(tmp_path):
     assert not (tmp_path / "eval.log").exists()
 
 
+@pytest.mark.slow  # a whole Omniglot run, moved and evaluated: the sinusoid tests check the same records
 def test_omniglot_run_records_where_and_how_it_ran_and_follows_moved_data(tmp_path):
     write_npz(tmp_path / "src", fake_sets(background=10, evaluation=8, drawers=4))
     (tmp_path / "a").mkdir()

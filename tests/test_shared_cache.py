@@ -100,6 +100,7 @@ def kill_the_builder(cache: Path, pattern: str, timeout: float = 120) -> int:
     raise AssertionError(f"no job built {pattern} within {timeout} s")
 
 
+@pytest.mark.slow  # several jobs racing for one cache: minutes; the lock's rules have fast tests above
 def test_jobs_that_start_together_share_one_cache_and_train_alike(sources, tmp_path):
     cache = tmp_path / "cache"
     procs = {

@@ -192,6 +192,9 @@ RUN_FILE_KINDS = {
     "train.log": "file",
     LOCK_NAME: "file",
     ".hydra": "folder",
+    ".hydra/config.yaml": "file",  # Hydra's record of the job, rewritten by each session
+    ".hydra/hydra.yaml": "file",
+    ".hydra/overrides.yaml": "file",
     "checkpoints": "folder",
     "plots": "folder",
     "tensorboard": "folder",
