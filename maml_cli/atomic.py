@@ -72,6 +72,21 @@ def describe_os_error(error: OSError) -> str:
     return reason
 
 
+def check_replaceable(paths) -> None:
+    """Before writing files that go together (a record and its plot, a report's three files): each
+    can be replaced, so that none is written when a later one would fail (a folder in its place, a
+    folder that cannot be written). A full disk can still stop one half-way: each is whole or
+    unchanged."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise WriteError(f"cannot write {path}: it is a folder; remove it or write elsewhere; nothing was written")
+        folder = path.parent
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise WriteError(f"cannot write {path}: {folder} cannot be written; nothing was written")
+        if path.exists() and not os.access(path, os.W_OK) and not os.access(folder, os.W_OK):
+            raise WriteError(f"cannot write {path}: it is read-only; nothing was written")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", newline: str | None = None) -> Iterator[IO]:
     """A file object whose content replaces ``path`` whole when the block ends without an error.

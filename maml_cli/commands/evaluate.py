@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from maml_cli import strict_json
-from maml_cli.atomic import write_text
+from maml_cli.atomic import check_replaceable, write_text
 from maml_cli.commands import shell as cli
 from maml_cli.config import composing, register_configs
 from maml_cli.errors import UserError
@@ -223,6 +223,7 @@ def write_record(app: DictConfig, record: dict) -> Path:
     output = record_path(app, record)
     replaced = replaced_note(output, record)
     try:
+        check_replaceable([output, output.with_suffix(".png")])
         write_text(output, strict_json.dumps(record, indent=2) + "\n")
         plots.eval_curve(record, output.with_suffix(".png"))
     except UserError as err:

@@ -34,7 +34,7 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
-from maml_cli.atomic import WriteError, describe_os_error, write_bytes, write_text
+from maml_cli.atomic import WriteError, check_replaceable, describe_os_error, write_bytes, write_text
 from maml_cli.commands.shell import guarded
 from maml_cli.config import conform
 from maml_cli.config.resume import RESUMABLE_CHANGES, flatten
@@ -689,6 +689,7 @@ def write_report(out: Path, files: dict[str, str | bytes]) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise WriteError(f"cannot create {out} ({describe_os_error(e)})") from e
+    check_replaceable(out / name for name in files)
     for name, content in files.items():
         (write_bytes if isinstance(content, bytes) else write_text)(out / name, content)
 
