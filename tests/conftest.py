@@ -50,6 +50,17 @@ def pytest_configure(config):
         os.environ[FUZZ_ENV] = "1"
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: a worker per core and one more. Many tests wait on a command they started (a
+    compile in a child process, a signal's moment, an unreachable host's timeout) while their worker
+    sits idle; the extra worker keeps the cores busy then."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return cores + 1
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """Every generated test also runs in the long profile, which ``-m fuzz`` selects."""

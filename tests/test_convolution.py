@@ -92,7 +92,7 @@ def test_lax_vjp_needs_stride_one_nets():
 
 
 IMAGE_PRESETS = [
-    "omniglot_5w1s",
+    pytest.param("omniglot_5w1s", marks=pytest.mark.slow),  # XLA's convolutions as miniimagenet's, strided
     pytest.param("omniglot_20w1s", marks=pytest.mark.slow),  # the same plan as 5w1s, at 20 ways
     "miniimagenet_5w1s",
     pytest.param("miniimagenet_5w5s", marks=pytest.mark.slow),  # the same plan as 5w1s, at 5 shots

@@ -139,7 +139,10 @@ def test_bad_folders_are_reported_before_training(tmp_path):
 # --- training, resuming, scoring ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("layout", ["classes", "splits"])
+@pytest.mark.parametrize(
+    "layout",
+    ["classes", pytest.param("splits", marks=pytest.mark.slow)],  # splits: its reading is tested in-process above
+)
 def test_both_layouts_train_resume_and_evaluate(layout, tmp_path):
     root = (
         write_classes(tmp_path / "set", [3, 4, 5, 3, 4, 5, 3, 4, 5, 4])

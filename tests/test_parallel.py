@@ -96,6 +96,7 @@ def _close(a: dict, b: dict, rtol=1e-5) -> None:
         assert a[k] == pytest.approx(b[k], rel=rtol, abs=1e-6), k
 
 
+@pytest.mark.slow  # the whole command on two devices; the sharded step's equality is tested in-process
 def test_maml_train_on_two_devices_ends_with_the_one_device_metrics(tmp_path):
     args = [*TINY, "train.meta_batch_size=8"]
     one = run_command("maml-train", *args, "train.devices=1", f"hydra.run.dir={tmp_path / 'one'}", env=simulated(2))

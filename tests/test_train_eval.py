@@ -223,7 +223,9 @@ def test_sweep_gives_each_job_its_own_directory(tmp_path):
 
 @pytest.mark.parametrize(
     "signum, code",
-    [(signal.SIGINT, 130), (signal.SIGUSR1, 75)],  # Ctrl-C; a scheduler's warning (SIGTERM, SIGUSR2 alike)
+    # Ctrl-C; a scheduler's warning (SIGTERM, SIGUSR2 alike; every signal at random moments:
+    # tests/test_generated_signals.py)
+    [(signal.SIGINT, 130), pytest.param(signal.SIGUSR1, 75, marks=pytest.mark.slow)],
     ids=["SIGINT", "SIGUSR1"],
 )
 def test_a_stop_signal_saves_a_checkpoint_and_the_run_resumes(tmp_path, signum, code):
