@@ -3,9 +3,11 @@ scripts."""
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +26,9 @@ from tests.generated import FUZZ_ENV
 register_configs()
 # Entry points keep a persistent compilation cache; give the tests their own, not the user's, and
 # use it in-process too: the same program (a resumed run, a phase seen before) compiles once.
-os.environ.setdefault("MAML_CLI_COMPILE_CACHE", tempfile.mkdtemp(prefix="maml-cli-test-jax-cache-"))
+if "MAML_CLI_COMPILE_CACHE" not in os.environ:  # this process's own, removed when it ends
+    os.environ["MAML_CLI_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="maml-cli-test-jax-cache-")
+    atexit.register(shutil.rmtree, os.environ["MAML_CLI_COMPILE_CACHE"], ignore_errors=True)
 # The tests' programs are tiny and compiled once each, so compiling is most of their time: XLA's
 # backend optimisations are turned off for them (and the commands they start), which changes float
 # rounding at the last bits, never the math (tests compare within float32 tolerances). Set

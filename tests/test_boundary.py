@@ -5,6 +5,7 @@ is written whole or not at all (``maml_cli.atomic``), even when the writer is ki
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,6 +85,13 @@ WRITER = textwrap.dedent(
 @given(delay=st.floats(min_value=0.0, max_value=0.15), size_kb=st.integers(min_value=1, max_value=4096))
 def test_a_writer_killed_at_any_moment_leaves_the_old_file_or_the_new_one(delay, size_kb):
     folder = Path(tempfile.mkdtemp(prefix="maml-cli-atomic-"))
+    try:
+        check_killed_writer(folder, delay, size_kb)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_killed_writer(folder: Path, delay: float, size_kb: int) -> None:
     target = folder / "predictions.csv"
     old = b"the previous version\n"
     target.write_bytes(old)

@@ -14,6 +14,7 @@ The invariants:
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -56,6 +57,13 @@ def stopping_signal(sent: list[int], stderr: str) -> int:
 )
 def test_a_stop_signal_at_any_moment_stops_cleanly_and_the_run_resumes_exactly(uninterrupted, sent, moment, gaps):
     run_dir = Path(tempfile.mkdtemp(prefix="maml-cli-signals-")) / "run"
+    try:
+        check_stop_and_resume(run_dir, uninterrupted, sent, moment, gaps)
+    finally:
+        shutil.rmtree(run_dir.parent, ignore_errors=True)
+
+
+def check_stop_and_resume(run_dir: Path, uninterrupted: Path, sent: list, moment: float, gaps: list) -> None:
     process = start_training(run_dir)
     time.sleep(moment)
     for signum, gap in zip(sent, [*gaps, 0.0]):
