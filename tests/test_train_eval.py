@@ -388,6 +388,9 @@ def test_evaluation_query_shots(omniglot_src, tmp_path):
         f"dataset.cache_dir={tmp_path / 'c'}",
         "train.progress=false",
         "train.plots=false",
+        "train.task_batching=vmap",  # the plain plan: it compiles faster than CPU's auto plan
+        "train.remat=false",
+        "model.conv_impl=lax",
     )
     train_and_evaluate(cfg, tmp_path / "run")
     default = evaluate_run(make_cfg(f"run_dir={tmp_path / 'run'}", "progress=false", config_name="eval"))
