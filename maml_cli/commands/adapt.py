@@ -334,6 +334,7 @@ def adapt_run(app: DictConfig, out=None) -> dict:
     # The engine (JAX, Flax, Orbax): loaded here, after the command line was checked.
     from maml_cli.engine import adapt as engine
     from maml_cli.engine.experiment import build_experiment
+    from maml_cli.models import describe_batch_norm
     from maml_cli.run import reader
 
     check_out_paths(app)
@@ -371,7 +372,7 @@ def adapt_run(app: DictConfig, out=None) -> dict:
     files = {}  # name -> text, written together once all is known
     if spec.kind == "classification":
         record.update(_classify(task.images, before, after, files))
-        record["batch_norm"] = engine.describe_batch_norm(cfg.model)
+        record["batch_norm"] = describe_batch_norm(cfg.model)
         if transductive:
             record["normalisation"] = f"the {n_query} query images were normalised together, as one batch"
     else:

@@ -19,7 +19,6 @@ from maml_cli.data.episodes import Episodes
 from maml_cli.errors import UserError
 from maml_cli.meta.algorithms import build_algorithm
 from maml_cli.meta.losses import masked_task_loss
-from maml_cli.models import describe_batch_norm  # noqa: F401 (what maml-adapt records)
 from maml_cli.run.reader import restore_chosen
 from maml_cli.run.selection import parse_checkpoint
 
